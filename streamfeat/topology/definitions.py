@@ -1,0 +1,195 @@
+"""Frozen definitions of what a user declared in a topology file.
+
+These are pure values: no I/O and no runtime state. Operators are built from
+them (``streamfeat.operators``); the YAML loader (``streamfeat.topology.loader``)
+produces them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "AggKind",
+    "FeatureDef",
+    "SourceDef",
+    "TopologyDef",
+    "WindowDef",
+    "WindowKind",
+    "default_hop_ms",
+    "format_duration",
+]
+
+MS = 1
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+_UNITS = (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND), ("ms", MS))
+_DEFAULT_HOPS = (
+    SECOND, 5 * SECOND, 10 * SECOND, 30 * SECOND, MINUTE, 5 * MINUTE,
+    10 * MINUTE, 30 * MINUTE, HOUR, DAY,
+)
+
+
+def format_duration(ms: int) -> str:
+    """Canonical text of a duration: the largest unit that divides it (``3600000`` -> ``1h``)."""
+    for unit, size in _UNITS:
+        if ms % size == 0 and ms >= size:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def default_hop_ms(size_ms: int) -> int:
+    """Contract section 2: the largest of 1s..1d not above W/60, else 1s."""
+    best = SECOND
+    for hop in _DEFAULT_HOPS:
+        if hop * 60 <= size_ms:
+            best = hop
+    return best
+
+
+class WindowKind(StrEnum):
+    SLIDING = "sliding"
+    TUMBLING = "tumbling"
+    HOPPING = "hopping"
+    SESSION = "session"
+    LIFETIME = "lifetime"
+
+
+class AggKind(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    VAR = "var"
+    STDDEV = "stddev"
+    COUNT_DISTINCT = "count_distinct"
+    PERCENTILE = "percentile"
+    FIRST = "first"
+    LAST = "last"
+    LAST_K = "last_k"
+    TOP_K = "top_k"
+
+    @property
+    def needs_field(self) -> bool:
+        return self is not AggKind.COUNT
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the aggregated field must be a number."""
+        return self in _NUMERIC_AGGS
+
+
+_NUMERIC_AGGS = frozenset(
+    {AggKind.SUM, AggKind.MEAN, AggKind.MIN, AggKind.MAX, AggKind.VAR, AggKind.STDDEV,
+     AggKind.PERCENTILE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDef:
+    """One window of a feature.
+
+    ``size_ms``: window size W (sliding, tumbling, hopping) or the gap G (session);
+    ``None`` for lifetime. ``hop_ms``: bucket width H for sliding (the contract's
+    default when not given), the step S for hopping, W for tumbling; ``None`` for
+    ``hop: exact``, session and lifetime. ``label`` is the Redis field suffix.
+    """
+
+    kind: WindowKind
+    size_ms: int | None
+    hop_ms: int | None
+    label: str
+    exact: bool = False
+    emit_final: bool = False
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "size_ms": self.size_ms,
+            "hop_ms": self.hop_ms,
+            "exact": self.exact,
+            "emit_final": self.emit_final,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDef:
+    """One declared feature: an aggregation over one or more windows."""
+
+    name: str
+    agg: AggKind
+    windows: tuple[WindowDef, ...]
+    field: str | None = None
+    where: str | None = None
+    q: float | None = None
+    k: int | None = None
+    exact_up_to: int = 1000
+    line: int = 0
+
+    def redis_field(self, window: WindowDef) -> str:
+        """Contract section 4: ``{feature}__{window}``."""
+        return f"{self.name}__{window.label}"
+
+    def canonical(self, window: WindowDef) -> dict[str, Any]:
+        """Everything that determines the state of this feature in this window."""
+        return {
+            "agg": self.agg.value,
+            "field": self.field,
+            "where": self.where,
+            "q": self.q,
+            "k": self.k,
+            "exact_up_to": self.exact_up_to,
+            "window": window.canonical(),
+        }
+
+    def state_hash(self, window: WindowDef) -> str:
+        """Canonical hash of this feature-window: its state namespace.
+
+        A changed definition gets a new namespace, so it never reads old state
+        as if it were its own. The feature's name is not part of it (a rename
+        keeps its state).
+        """
+        text = json.dumps(self.canonical(window), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDef:
+    topic: str
+    key: str
+    format: str = "json"  # json | msgpack
+    timestamp: str | None = None  # None -> the Kafka record timestamp
+    timestamp_unit: str = "ms"  # ms | s | iso8601
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyDef:
+    """A whole topology file, validated."""
+
+    name: str
+    source: SourceDef
+    features: tuple[FeatureDef, ...]
+    entity: str = ""
+    owner: str = ""
+    description: str = ""
+    version: int = 1
+    lateness_ms: int = 0
+    ttl_ms: int | None = None
+    freshness_ms: int = SECOND
+    defaults: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def redis_key(self, entity_id: str) -> str:
+        """Contract section 4: ``sf:{name}:{entity_id}``."""
+        return f"sf:{self.name}:{entity_id}"
+
+    def redis_fields(self) -> list[str]:
+        return [f.redis_field(w) for f in self.features for w in f.windows]
