@@ -1,0 +1,20 @@
+"""Where to find Kafka and Redis: flags, then environment, then defaults (contract section 7)."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "resolve_kafka", "resolve_redis"]
+
+DEFAULT_KAFKA = "localhost:9092"
+DEFAULT_REDIS = "redis://localhost:6379/0"
+
+
+def resolve_kafka(flag: str | None = None) -> str:
+    """Bootstrap servers: ``--kafka``, then ``STREAMFEAT_KAFKA``, then ``localhost:9092``."""
+    return flag or os.environ.get("STREAMFEAT_KAFKA") or DEFAULT_KAFKA
+
+
+def resolve_redis(flag: str | None = None) -> str:
+    """Redis URL: ``--redis``, then ``STREAMFEAT_REDIS``, then ``redis://localhost:6379/0``."""
+    return flag or os.environ.get("STREAMFEAT_REDIS") or DEFAULT_REDIS

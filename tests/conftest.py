@@ -1,0 +1,119 @@
+"""Session fixtures: a real Kafka broker and a real Redis server, never mocks.
+
+Where they come from, in order:
+1. ``STREAMFEAT_KAFKA`` / ``STREAMFEAT_REDIS`` when set (an existing broker and server);
+2. testcontainers, when a Docker engine answers;
+3. ``deploy/local/up`` (Kafka from Maven Central jars, Redis from Debian), stopped again at
+   the end of the session if this session started it (set ``STREAMFEAT_KEEP_STACK=1`` to keep it).
+
+Pure tests never touch these fixtures, so they run without any broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka: str  # bootstrap servers
+    redis: str  # URL
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def _stack_running() -> bool:
+    run = ROOT / ".local" / "run"
+    return (run / "kafka.pid").exists()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    kafka = os.environ.get("STREAMFEAT_KAFKA")
+    redis_url = os.environ.get("STREAMFEAT_REDIS")
+    if kafka and redis_url:
+        yield Stack(kafka, redis_url)
+        return
+    if _docker_answers():
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.redis import RedisContainer
+
+        with KafkaContainer().with_kraft() as k, RedisContainer() as r:
+            host, port = r.get_container_host_ip(), r.get_exposed_port(6379)
+            yield Stack(kafka or k.get_bootstrap_server(), redis_url or f"redis://{host}:{port}/0")
+        return
+    started_here = not _stack_running()
+    done = subprocess.run(
+        [str(ROOT / "deploy" / "local" / "up")], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.exit(f"deploy/local/up failed:\n{done.stderr}", returncode=3)
+    found = dict(
+        line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("STREAMFEAT_")
+    )
+    try:
+        yield Stack(kafka or found["STREAMFEAT_KAFKA"], redis_url or found["STREAMFEAT_REDIS"])
+    finally:
+        if started_here and not os.environ.get("STREAMFEAT_KEEP_STACK"):
+            subprocess.run([str(ROOT / "deploy" / "local" / "down")], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: Stack) -> str:
+    return stack.kafka
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: Stack) -> str:
+    return stack.redis
+
+
+@pytest.fixture
+def unique_id() -> str:
+    """A short name unique to this test: prefix topics, topology names and Redis keys with it."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., str]]:
+    """Create fresh topics for this test: ``new_topic("orders", partitions=3)``; deleted afterwards."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created: list[str] = []
+
+    def make(name: str = "events", partitions: int = 1) -> str:
+        topic = f"{unique_id}-{name}"
+        futures = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30)
+        futures[topic].result(timeout=30)
+        created.append(topic)
+        return topic
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            try:
+                future.result(timeout=30)
+            except Exception:  # noqa: BLE001 - best-effort cleanup; the broker may have gone
+                pass
