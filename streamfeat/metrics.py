@@ -1,0 +1,120 @@
+"""Prometheus metrics of the worker (contract section 9) and its HTTP endpoint.
+
+Everything lives in a registry owned by :class:`Metrics`, not the global default one, so
+that several workers (or tests) in one process never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["Metrics", "MetricsServer"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The worker's metrics; labels are ``topology`` and ``partition`` where they apply."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        tp = ["topology", "partition"]
+        self.consumed = Counter("streamfeat_events_consumed", "Records consumed", tp, registry=r)
+        self.aggregated = Counter(
+            "streamfeat_events_aggregated", "Events aggregated into windows", tp, registry=r
+        )
+        self.late = Counter(
+            "streamfeat_events_late", "Late events (sent to the DLQ)", tp, registry=r
+        )
+        self.malformed = Counter(
+            "streamfeat_events_malformed", "Malformed records (sent to the DLQ)", tp, registry=r
+        )
+        self.lag = Gauge("streamfeat_consumer_lag", "Records behind the end of the partition",
+                         ["topic", "partition"], registry=r)
+        self.event_to_redis = Histogram(
+            "streamfeat_event_to_redis_seconds",
+            "Time from a record's Kafka timestamp to its features being written to Redis",
+            ["topology"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.redis_write = Histogram(
+            "streamfeat_redis_write_seconds", "Latency of one pipelined Redis write",
+            ["topology"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.redis_rejected = Counter(
+            "streamfeat_redis_writes_rejected",
+            "Writes the compare-and-set refused because Redis already held a newer version",
+            ["topology"], registry=r,
+        )
+        self.retries = Counter(
+            "streamfeat_retries", "Retries after an unavailable dependency", ["dependency"],
+            registry=r,
+        )
+        self.entities = Gauge("streamfeat_state_entities", "Entities held in window state", tp,
+                              registry=r)
+        self.stream_time = Gauge("streamfeat_stream_time_ms", "Stream time of the partition", tp,
+                                 registry=r)
+        self.staleness = Gauge(
+            "streamfeat_feature_staleness_seconds",
+            "Wall clock minus the stream time the served values are as of", tp, registry=r,
+        )
+        self.snapshot_lag = Gauge(
+            "streamfeat_snapshot_lag_seconds",
+            "Age of the oldest consumed record not yet in a Parquet snapshot", ["topic"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (Prometheus text) and ``/health`` (JSON) on a background thread."""
+
+    def __init__(self, metrics: Metrics, port: int, health: Callable[[], dict[str, Any]]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, ctype, code = metrics.exposition(), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/health"):
+                    status = health()
+                    body = json.dumps(status).encode()
+                    ctype = "application/json"
+                    code = 200 if status.get("healthy") else 503
+                else:
+                    body, ctype, code = b"see /metrics and /health\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("0.0.0.0", port), Handler)  # noqa: S104 - scraped by Prometheus
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=outer._server.serve_forever, daemon=True,
+                                        name="streamfeat-metrics")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
