@@ -1,0 +1,172 @@
+"""The ``streamfeat`` command (contract section 7)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamfeat.config import resolve_kafka, resolve_redis
+from streamfeat.errors import StreamfeatError
+
+__all__ = ["main"]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from streamfeat.topology import load_topology
+
+    failed = 0
+    for path in args.paths:
+        try:
+            topology = load_topology(path)
+        except StreamfeatError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+        else:
+            fields = len(topology.redis_fields())
+            print(f"{path}: ok ({len(topology.features)} features, {fields} Redis fields)")
+    return 1 if failed else 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streamfeat.runtime import Worker, WorkerConfig
+    from streamfeat.topology import load_topology
+
+    topologies = [load_topology(p) for p in args.topologies]
+    config = WorkerConfig(
+        topologies=topologies,
+        kafka=resolve_kafka(args.kafka),
+        redis=resolve_redis(args.redis),
+        state_dir=Path(args.state_dir),
+        snapshot_dir=Path(args.snapshot_dir) if args.snapshot_dir else None,
+        metrics_port=args.metrics_port,
+        stop_at_end=args.stop_at_end,
+        group_id=args.group,
+        batch_size=args.batch_size,
+    )
+    return Worker(config).run()
+
+
+def _get(args: argparse.Namespace) -> int:
+    from streamfeat.client import Client
+
+    client = Client(resolve_redis(args.redis))
+    features = args.features.split(",") if args.features else None
+    rows = client.get(args.topology, args.entities, features=features)
+    json.dump(rows, sys.stdout, indent=2, sort_keys=True, default=str)
+    print()
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from confluent_kafka import Producer
+
+    from streamfeat.generator import OrderEvents
+
+    producer = Producer({
+        "bootstrap.servers": resolve_kafka(args.kafka), "linger.ms": 20,
+        "enable.idempotence": True, "compression.type": "lz4",
+    })
+    events = OrderEvents(
+        entities=args.entities, seed=args.seed, malformed_fraction=args.malformed,
+        late_fraction=args.late,
+    )
+    for i, event in enumerate(events.events(args.events)):
+        while True:
+            try:
+                producer.produce(args.topic, key=event.key, value=event.value, timestamp=event.ts)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    left = producer.flush(60)
+    if left:
+        print(f"{left} events were not delivered", file=sys.stderr)
+        return 1
+    print(f"produced {args.events} events to {args.topic}")
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from streamfeat.topology import load_topology
+
+    for path in args.topologies:
+        t = load_topology(path)
+        for f in t.features:
+            for w in f.windows:
+                if args.feature and args.feature not in (f.name, f.redis_field(w)):
+                    continue
+                print(json.dumps({
+                    "field": f.redis_field(w), "topology": t.name, "owner": t.owner,
+                    "entity": t.entity, "source": t.source.topic, "agg": f.agg.value,
+                    "input": f.field, "where": f.where, "window": w.canonical(),
+                    "version": f.state_hash(w), "file": f"{t.path}:{f.line}",
+                }))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamfeat", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check topology files; exit 1 on any problem")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(run=_validate)
+
+    p = sub.add_parser("worker", help="run topologies over Kafka, features to Redis")
+    p.add_argument("topologies", nargs="+")
+    p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    p.add_argument("--redis", help="Redis URL (env STREAMFEAT_REDIS)")
+    p.add_argument("--state-dir", default="./streamfeat-state")
+    p.add_argument("--snapshot-dir", default=None)
+    p.add_argument("--metrics-port", type=int, default=None)
+    p.add_argument("--stop-at-end", action="store_true",
+                   help="process up to the end offsets found at start, flush, exit 0")
+    p.add_argument("--group", default=None, help="consumer group (default: from topology names)")
+    p.add_argument("--batch-size", type=int, default=20_000)
+    p.set_defaults(run=_worker)
+
+    p = sub.add_parser("get", help="read features of entities from Redis")
+    p.add_argument("topology")
+    p.add_argument("entities", nargs="+")
+    p.add_argument("--features", help="comma-separated feature or field names")
+    p.add_argument("--redis")
+    p.set_defaults(run=_get)
+
+    p = sub.add_parser("generate", help="produce realistic order events to a topic")
+    p.add_argument("--topic", default="orders")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--entities", type=int, default=10_000)
+    p.add_argument("--malformed", type=float, default=0.0, help="fraction of malformed records")
+    p.add_argument("--late", type=float, default=0.002, help="fraction of late events")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--kafka")
+    p.set_defaults(run=_generate)
+
+    p = sub.add_parser("registry", help="list features with owner, entity, source, version")
+    p.add_argument("topologies", nargs="+")
+    p.add_argument("--feature", help="show one feature or field")
+    p.set_defaults(run=_registry)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except StreamfeatError as exc:
+        print(f"streamfeat: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Realistic order events for demos, tests and benchmarks.
+
+Skewed entity popularity (Zipf-like), event times mostly increasing with some disorder,
+a fraction of late events and, on request, malformed records. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
+
+__all__ = ["GeneratedEvent", "OrderEvents"]
+
+_STATUSES = ("completed", "completed", "completed", "pending", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedEvent:
+    key: bytes
+    value: bytes
+    ts: int  # event time, ms (also used as the Kafka timestamp)
+
+
+class OrderEvents:
+    """Order events: ``{"user_id", "ts", "amount", "merchant_id", "status"}`` as JSON."""
+
+    def __init__(
+        self,
+        *,
+        entities: int = 10_000,
+        start_ms: int = 1_767_225_600_000,  # 2026-01-01T00:00:00Z
+        events_per_second: float = 200.0,
+        disorder_ms: int = 30_000,
+        late_fraction: float = 0.002,
+        late_ms: int = 3_600_000,
+        malformed_fraction: float = 0.0,
+        skew: float = 1.1,
+        seed: int = 7,
+    ) -> None:
+        self.entities = entities
+        self.start_ms = start_ms
+        self.step_ms = 1000.0 / events_per_second
+        self.disorder_ms = disorder_ms
+        self.late_fraction = late_fraction
+        self.late_ms = late_ms
+        self.malformed_fraction = malformed_fraction
+        self.rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+        weights = [1.0 / (i + 1) ** skew for i in range(entities)]
+        total = sum(weights)
+        self._cum = []
+        acc = 0.0
+        for w in weights:
+            acc += w / total
+            self._cum.append(acc)
+        self._encoder = msgspec.json.Encoder()
+
+    def _entity(self) -> int:
+        return min(bisect.bisect_left(self._cum, self.rng.random()), self.entities - 1)
+
+    def __iter__(self) -> Iterator[GeneratedEvent]:
+        return self.events()
+
+    def events(self, n: int | None = None) -> Iterator[GeneratedEvent]:
+        rng = self.rng
+        i = 0
+        clock = float(self.start_ms)
+        while n is None or i < n:
+            clock += self.step_ms
+            ts = int(clock) - rng.randint(0, self.disorder_ms)
+            if rng.random() < self.late_fraction:
+                ts -= self.late_ms
+            user = f"u{self._entity()}"
+            if rng.random() < self.malformed_fraction:
+                value = rng.choice([
+                    b"{not json",
+                    self._encoder.encode({"ts": ts, "amount": 1.0}),  # no key
+                    self._encoder.encode({"user_id": user, "amount": 2.0}),  # no time
+                    self._encoder.encode({"user_id": user, "ts": ts, "amount": "12"}),
+                ])
+            else:
+                value = self._encoder.encode({
+                    "user_id": user,
+                    "ts": ts,
+                    "amount": round(rng.lognormvariate(3.0, 1.0), 2),
+                    "merchant_id": f"m{rng.randint(0, 499)}",
+                    "status": rng.choice(_STATUSES),
+                })
+            yield GeneratedEvent(user.encode(), value, max(ts, 0))
+            i += 1

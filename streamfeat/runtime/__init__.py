@@ -1,0 +1,8 @@
+"""The runtime: the worker that consumes Kafka and drives the operators, sinks and state."""
+
+from __future__ import annotations
+
+from streamfeat.runtime.processor import BatchOutcome, DeadLetter, PartitionProcessor
+from streamfeat.runtime.worker import Worker, WorkerConfig
+
+__all__ = ["BatchOutcome", "DeadLetter", "PartitionProcessor", "Worker", "WorkerConfig"]

@@ -1,0 +1,424 @@
+"""``streamfeat worker``: consume Kafka in batches, run the operators, write Redis, keep state.
+
+Order of effects for every batch, which is what makes a crash at any instant safe:
+1. the operators aggregate the batch in memory;
+2. the Redis sink writes the new values (compare-and-set on ``_v``; retried until Redis
+   accepts, consumption pauses meanwhile);
+3. dead letters are produced and flushed to ``<topic>.dlq`` (retried likewise);
+4. the changed state and the next offset are committed to RocksDB in one write batch.
+A crash before 4 replays the batch on restart: the same values with the same versions are
+written again (idempotent), dead letters already sent are recognised and not sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streamfeat.errors import SinkError
+from streamfeat.metrics import Metrics, MetricsServer
+from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
+from streamfeat.sinks import RedisSink, Update
+from streamfeat.source import RawRecord
+from streamfeat.state import PartitionStore
+from streamfeat.topology import TopologyDef
+
+__all__ = ["Worker", "WorkerConfig"]
+
+log = logging.getLogger("streamfeat.worker")
+
+DLQ_REASON = "streamfeat-reason"
+DLQ_KIND = "streamfeat-kind"
+DLQ_TOPOLOGY = "streamfeat-topology"
+DLQ_TOPIC = "streamfeat-topic"
+DLQ_PARTITION = "streamfeat-partition"
+DLQ_OFFSET = "streamfeat-offset"
+_DLQ_TAIL = 5000  # dead letters read back on assignment to avoid sending one twice
+
+
+@dataclass
+class WorkerConfig:
+    topologies: Sequence[TopologyDef]
+    kafka: str
+    redis: str
+    state_dir: Path
+    snapshot_dir: Path | None = None
+    metrics_port: int | None = None
+    stop_at_end: bool = False
+    group_id: str | None = None
+    batch_size: int = 20_000
+    poll_timeout_s: float = 0.05
+    generation: int = 0
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+
+
+def _backoff(attempt: int) -> float:
+    return min(5.0, 0.05 * float(1 << min(attempt, 7)))
+
+
+class Worker:
+    """Runs topologies over Kafka; several workers with one group share the partitions."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.by_topic: dict[str, list[TopologyDef]] = defaultdict(list)
+        for topology in config.topologies:
+            self.by_topic[topology.source.topic].append(topology)
+        names = "+".join(sorted(t.name for t in config.topologies))
+        self.group_id = config.group_id or f"streamfeat.{names}"
+        self.sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
+        self.processors: dict[tuple[str, int], list[PartitionProcessor]] = {}
+        self.dlq_sent: dict[tuple[str, str, int], int] = {}  # (topology, topic, p) -> max offset
+        self.end_offsets: dict[tuple[str, int], int] = {}
+        self._assigned_once = False
+        self._stopping = False
+        self._retrying_since: float | None = None
+        self._last_batch = time.time()
+        self._last_lag = 0.0
+        base = {"bootstrap.servers": config.kafka, **config.kafka_config}
+        self.consumer = Consumer({
+            **base,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "max.poll.interval.ms": 900_000,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+        })
+        self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
+        self.admin = AdminClient(base)
+        self.server: MetricsServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def health(self) -> dict[str, Any]:
+        retrying = self._retrying_since is not None and time.time() - self._retrying_since > 30
+        return {
+            "healthy": not retrying,
+            "retrying_since": self._retrying_since,
+            "assigned": sorted(f"{t}[{p}]" for t, p in self.processors),
+            "last_batch_age_s": round(time.time() - self._last_batch, 3),
+        }
+
+    def run(self) -> int:
+        """Run until stopped (SIGTERM/SIGINT) or, with ``stop_at_end``, until caught up."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if self.config.metrics_port is not None:
+            self.server = MetricsServer(self.metrics, self.config.metrics_port, self.health)
+            self.server.start()
+        self._ensure_dlq_topics()
+        if self.config.stop_at_end:
+            self._capture_end_offsets()
+        self.consumer.subscribe(
+            list(self.by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        try:
+            while not self._stopping:
+                messages = self.consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
+                if messages:
+                    self._handle(messages)
+                self._report_lag()
+                if self.config.stop_at_end and self._caught_up():
+                    log.info("caught up with the end offsets found at start; stopping")
+                    break
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        try:
+            self.consumer.close()  # revokes: closes the partition stores
+        finally:
+            for procs in list(self.processors.values()):
+                for proc in procs:
+                    proc.close()
+            self.processors.clear()
+            self.producer.flush(10)
+            for sink in self.sinks.values():
+                sink.close()
+            if self.server is not None:
+                self.server.stop()
+
+    # ------------------------------------------------------------------ assignment
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_once = True
+        for tp in partitions:
+            procs = []
+            for topology in self.by_topic[tp.topic]:
+                store = PartitionStore(self.config.state_dir, topology.name, tp.topic, tp.partition)
+                proc = PartitionProcessor(
+                    topology, tp.partition, generation=self.config.generation, store=store
+                )
+                procs.append(proc)
+            self.processors[(tp.topic, tp.partition)] = procs
+            start = min((p.next_offset or 0) for p in procs)
+            tp.offset = start if start > 0 else OFFSET_BEGINNING
+            self._read_dlq_tail(tp.topic, tp.partition)
+            log.info("assigned %s[%d] from offset %d", tp.topic, tp.partition, start)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            for proc in self.processors.pop((tp.topic, tp.partition), []):
+                proc.close()
+            log.info("revoked %s[%d]", tp.topic, tp.partition)
+        try:
+            consumer.unassign()
+        except Exception as exc:
+            log.debug("unassign: %s", exc)
+
+    # ------------------------------------------------------------------ the hot path
+    def _handle(self, messages: list[Message]) -> None:
+        by_tp: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka: %s", err)
+                    self.metrics.retries.labels("kafka").inc()
+                continue
+            p = cast(int, m.partition())
+            by_tp[(cast(str, m.topic()), p)].append(
+                RawRecord(p, cast(int, m.offset()), m.timestamp()[1], m.key(), m.value())
+            )
+        updates: dict[str, list[Update]] = defaultdict(list)
+        dead: list[tuple[str, DeadLetter]] = []
+        touched: list[PartitionProcessor] = []
+        oldest_kafka_ts: dict[str, int] = {}
+        for (topic, partition), records in by_tp.items():
+            for proc in self.processors.get((topic, partition), []):
+                start = proc.next_offset or 0
+                todo = records if records[0].offset >= start else [
+                    r for r in records if r.offset >= start
+                ]
+                if not todo:
+                    continue
+                outcome = proc.process(todo)
+                name = proc.topology.name
+                labels = (name, str(partition))
+                self.metrics.consumed.labels(*labels).inc(outcome.consumed)
+                self.metrics.aggregated.labels(*labels).inc(outcome.aggregated)
+                self.metrics.late.labels(*labels).inc(outcome.late)
+                self.metrics.malformed.labels(*labels).inc(outcome.malformed)
+                if proc.stream_time is not None:
+                    self.metrics.stream_time.labels(*labels).set(proc.stream_time)
+                    self.metrics.staleness.labels(*labels).set(
+                        max(0.0, time.time() - proc.stream_time / 1000)
+                    )
+                updates[name].extend(outcome.updates)
+                dead.extend((topic, d) for d in outcome.dead)
+                touched.append(proc)
+                first_ts = todo[0].kafka_ts
+                oldest_kafka_ts[name] = min(oldest_kafka_ts.get(name, first_ts), first_ts)
+        for name, batch in updates.items():
+            self._write_sink(name, batch)
+        if dead:
+            self._send_dead_letters(dead)
+        for proc in touched:
+            proc.commit()
+        now_ms = time.time() * 1000
+        for name, ts in oldest_kafka_ts.items():
+            self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
+        self._last_batch = time.time()
+
+    def _write_sink(self, name: str, batch: list[Update]) -> None:
+        sink = self.sinks[name]
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                result = sink.write(batch)
+            except SinkError as exc:
+                self._retry_wait("redis", attempt, exc)
+                attempt += 1
+                continue
+            self._retrying_since = None
+            self.metrics.redis_write.labels(name).observe(time.perf_counter() - started)
+            if result.rejected:
+                self.metrics.redis_rejected.labels(name).inc(result.rejected)
+            return
+
+    def _retry_wait(self, dependency: str, attempt: int, exc: Exception) -> None:
+        if self._retrying_since is None:
+            self._retrying_since = time.time()
+        self.metrics.retries.labels(dependency).inc()
+        if attempt % 10 == 0:
+            log.warning("%s unavailable (%s); retrying, consumption paused", dependency, exc)
+        if self._stopping:
+            # Nothing of this batch is committed: a restart redoes it. Safe to leave now.
+            raise SystemExit(1)
+        time.sleep(_backoff(attempt))
+
+    def _send_dead_letters(self, dead: list[tuple[str, DeadLetter]]) -> None:
+        pending: list[tuple[str, DeadLetter]] = []
+        for topic, d in dead:
+            key = (d.topology, topic, d.record.partition)
+            if d.record.offset <= self.dlq_sent.get(key, -1):
+                continue  # sent before a crash or by the previous owner of the partition
+            pending.append((topic, d))
+        attempt = 0
+        failed: list[tuple[str, DeadLetter]] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message, item: Any) -> None:
+            if err is not None:
+                failed.append(item)
+
+        while pending:
+            failed.clear()
+            for topic, d in pending:
+                r = d.record
+                headers: list[tuple[str, str | bytes | None]] = [
+                    (DLQ_REASON, d.reason.encode()),
+                    (DLQ_KIND, d.kind.encode()),
+                    (DLQ_TOPOLOGY, d.topology.encode()),
+                    (DLQ_TOPIC, topic.encode()),
+                    (DLQ_PARTITION, str(r.partition).encode()),
+                    (DLQ_OFFSET, str(r.offset).encode()),
+                ]
+                self._produce(f"{topic}.dlq", r, headers, _bind(on_delivery, (topic, d)))
+            remaining = self.producer.flush(30)
+            if remaining == 0 and not failed:
+                break
+            undelivered = RuntimeError(f"{remaining + len(failed)} dead letters undelivered")
+            self._retry_wait("kafka", attempt, undelivered)
+            attempt += 1
+            if remaining == 0:
+                pending = list(failed)
+        for topic, d in dead:
+            key = (d.topology, topic, d.record.partition)
+            self.dlq_sent[key] = max(self.dlq_sent.get(key, -1), d.record.offset)
+
+    def _produce(
+        self, topic: str, r: RawRecord, headers: list[tuple[str, str | bytes | None]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    topic, key=r.key, value=r.value, partition=r.partition, headers=headers,
+                    on_delivery=on_delivery,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    # ------------------------------------------------------------------ topics and offsets
+    def _ensure_dlq_topics(self) -> None:
+        meta = self.admin.list_topics(timeout=30)
+        wanted = []
+        for topic in self.by_topic:
+            src = meta.topics.get(topic)
+            if src is None or src.error is not None:
+                self.admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+                meta = self.admin.list_topics(timeout=30)
+                src = meta.topics[topic]
+            dlq = f"{topic}.dlq"
+            if dlq not in meta.topics:
+                wanted.append(NewTopic(dlq, len(src.partitions), 1))
+        for topic, future in self.admin.create_topics(wanted).items() if wanted else []:
+            try:
+                future.result(30)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+            log.info("created dead-letter topic %s", topic)
+
+    def _capture_end_offsets(self) -> None:
+        meta = self.consumer.list_topics(timeout=30)
+        for topic in self.by_topic:
+            for p in meta.topics[topic].partitions:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=30
+                )
+                self.end_offsets[(topic, p)] = high
+
+    def _caught_up(self) -> bool:
+        if not self._assigned_once:
+            return False
+        for key, procs in self.processors.items():
+            end = self.end_offsets.get(key, 0)
+            if any((p.next_offset or 0) < end for p in procs):
+                return False
+        return True
+
+    def _read_dlq_tail(self, topic: str, partition: int) -> None:
+        """Learn which dead letters of this partition were already sent (crash, takeover)."""
+        dlq = TopicPartition(f"{topic}.dlq", partition)
+        reader = Consumer({
+            "bootstrap.servers": self.config.kafka, "group.id": f"{self.group_id}.dlq-tail",
+            "enable.auto.commit": False, **self.config.kafka_config,
+        })
+        try:
+            low, high = reader.get_watermark_offsets(dlq, timeout=30)
+            if high <= low:
+                return
+            reader.assign([TopicPartition(dlq.topic, partition, max(low, high - _DLQ_TAIL))])
+            seen = 0
+            total = high - max(low, high - _DLQ_TAIL)
+            deadline = time.time() + 30
+            while seen < total and time.time() < deadline:
+                for m in reader.consume(1000, 1.0):
+                    if m.error() is not None:
+                        continue
+                    seen += 1
+                    h = dict(m.headers() or [])
+                    if _text(h.get(DLQ_TOPIC)) != topic:
+                        continue
+                    key = (_text(h.get(DLQ_TOPOLOGY)), topic, partition)
+                    off = int(_text(h.get(DLQ_OFFSET)) or -1)
+                    self.dlq_sent[key] = max(self.dlq_sent.get(key, -1), off)
+        finally:
+            reader.close()
+
+    def _report_lag(self) -> None:
+        now = time.time()
+        if now - self._last_lag < 5:
+            return
+        self._last_lag = now
+        for (topic, partition), procs in self.processors.items():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except Exception as exc:  # statistics not available yet
+                log.debug("watermarks of %s[%d]: %s", topic, partition, exc)
+                continue
+            position = min((p.next_offset or 0) for p in procs)
+            self.metrics.lag.labels(topic, str(partition)).set(max(0, high - position))
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bind(
+    fn: Callable[[KafkaError | None, Message, Any], None], item: Any
+) -> Callable[[KafkaError | None, Message], None]:
+    return lambda err, msg: fn(err, msg, item)
