@@ -11,6 +11,7 @@ Pure tests never touch these fixtures, so they run without any broker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,7 +77,8 @@ def stack() -> Iterator[Stack]:
         yield Stack(kafka or found["STREAMFEAT_KAFKA"], redis_url or found["STREAMFEAT_REDIS"])
     finally:
         if started_here and not os.environ.get("STREAMFEAT_KEEP_STACK"):
-            subprocess.run([str(ROOT / "deploy" / "local" / "down")], capture_output=True, check=False)
+            down = str(ROOT / "deploy" / "local" / "down")
+            subprocess.run([down], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +99,7 @@ def unique_id() -> str:
 
 @pytest.fixture
 def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., str]]:
-    """Create fresh topics for this test: ``new_topic("orders", partitions=3)``; deleted afterwards."""
+    """Fresh topics for this test: ``new_topic("orders", partitions=3)``; deleted afterwards."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
@@ -113,7 +115,6 @@ def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., st
     yield make
     if created:
         for future in admin.delete_topics(created, operation_timeout=30).values():
-            try:
+            # Best-effort cleanup: a test may have stopped the broker or deleted the topic.
+            with contextlib.suppress(Exception):
                 future.result(timeout=30)
-            except Exception:  # noqa: BLE001 - best-effort cleanup; the broker may have gone
-                pass

@@ -241,6 +241,17 @@ class Worker:
             self._send_dead_letters(dead)
         for proc in touched:
             proc.commit()
+        if touched:
+            # Kafka's committed offsets are only for lag dashboards; the resume point is the
+            # offset stored in RocksDB with the state.
+            positions = {}
+            for (topic, partition), procs in self.processors.items():
+                if (topic, partition) in by_tp:
+                    positions[(topic, partition)] = min((p.next_offset or 0) for p in procs)
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                asynchronous=True,
+            )
         now_ms = time.time() * 1000
         for name, ts in oldest_kafka_ts.items():
             self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
