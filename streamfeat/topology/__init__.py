@@ -1,4 +1,8 @@
-"""Topologies: YAML files -> validated, frozen definitions (pure, no I/O beyond reading the file)."""
+"""Topologies: YAML files -> validated, frozen definitions (pure; no I/O but reading the file).
+
+``load_topology`` validates a file and reports every problem at once;
+``compile_where`` turns a feature's ``where`` into a safe, fast predicate.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,30 @@ from streamfeat.topology.definitions import (
     default_hop_ms,
     format_duration,
 )
+from streamfeat.topology.expressions import (
+    ExpressionError,
+    Predicate,
+    canonical_where,
+    compile_where,
+    fields_of,
+)
+from streamfeat.topology.loader import load_topology, load_topology_text, parse_duration
 
 __all__ = [
     "AggKind",
+    "ExpressionError",
     "FeatureDef",
+    "Predicate",
     "SourceDef",
     "TopologyDef",
     "WindowDef",
     "WindowKind",
+    "canonical_where",
+    "compile_where",
     "default_hop_ms",
+    "fields_of",
     "format_duration",
+    "load_topology",
+    "load_topology_text",
+    "parse_duration",
 ]

@@ -1,0 +1,722 @@
+"""Load a topology YAML file into a validated :class:`TopologyDef`.
+
+Every problem of the file is collected and raised at once, as one
+:class:`~streamfeat.errors.TopologyError` whose ``problems`` are lines of the
+form ``file:line: reason; how to fix``. Line numbers come from the YAML node
+tree (``yaml.compose`` with the safe loader), so they point at the offending
+key or value.
+
+Decisions the contract leaves open (documented here, enforced below):
+
+- ``version`` is optional and defaults to 1; any other value is rejected.
+- ``k`` is required for ``last_k`` and ``top_k`` (no silent default): it
+  shapes both state and the served list. ``q`` is required for ``percentile``.
+- ``field`` is rejected on ``count`` (it counts events; filter with ``where``).
+- ``q``, ``k`` and ``exact_up_to`` are rejected on aggregations that ignore them.
+- ``lateness`` may be ``0`` (default 0: no out-of-order delay accepted);
+  every other duration must be > 0. ``ttl`` is optional (no expiry).
+- A window dict's ``type`` defaults to ``sliding``. Keys that do not apply to
+  the type (``hop`` on tumbling, ``gap`` on sliding, ...) are rejected.
+- ``where`` is stored in canonical form (:func:`canonical_where`), so that
+  reformatting it does not change the feature's state hash.
+- ``defaults`` values must be numbers for numeric and counting aggregations,
+  lists for ``last_k``/``top_k``, and any scalar for ``first``/``last``.
+  A full field name (``orders__1h``) overrides its feature's default.
+- A YAML mapping with the same key twice is an error (YAML would keep the last).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from streamfeat.errors import TopologyError
+from streamfeat.topology.definitions import (
+    SECOND,
+    AggKind,
+    FeatureDef,
+    SourceDef,
+    TopologyDef,
+    WindowDef,
+    WindowKind,
+    default_hop_ms,
+    format_duration,
+)
+from streamfeat.topology.expressions import ExpressionError, canonical_where
+
+__all__ = ["load_topology", "load_topology_text", "parse_duration"]
+
+_TOP_KEYS: Final = (
+    "version", "name", "owner", "description", "source", "entity", "lateness", "ttl",
+    "freshness", "features", "defaults",
+)  # fmt: skip
+_SOURCE_KEYS: Final = ("topic", "format", "key", "timestamp", "timestamp_unit")
+_FEATURE_KEYS: Final = ("name", "agg", "field", "windows", "where", "q", "k", "exact_up_to")
+_WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
+_FORMATS: Final = ("json", "msgpack")
+_TIMESTAMP_UNITS: Final = ("ms", "s", "iso8601")
+_EMITS: Final = ("current", "final")
+_RESERVED_FIELDS: Final = ("_asof", "_updated", "_v")
+
+_DURATION_RE: Final = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
+_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_TOPOLOGY_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_LABEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+_LIST_AGGS: Final = frozenset({AggKind.LAST_K, AggKind.TOP_K})
+_SCALAR_AGGS: Final = frozenset({AggKind.FIRST, AggKind.LAST})
+_WINDOW_ALLOWED: Final = {
+    WindowKind.SLIDING: frozenset({"size", "type", "hop", "name"}),
+    WindowKind.TUMBLING: frozenset({"size", "type", "emit", "name"}),
+    WindowKind.HOPPING: frozenset({"size", "type", "step", "name"}),
+    WindowKind.SESSION: frozenset({"type", "gap", "name"}),
+    WindowKind.LIFETIME: frozenset({"type", "name"}),
+}
+
+_MISSING: Final = object()
+
+
+def parse_duration(text: object) -> int:
+    """Milliseconds of a duration such as ``90s`` or ``5m`` (integer + ``ms s m h d``).
+
+    Raises ``ValueError`` naming the expected form when ``text`` is not one.
+    """
+    match = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"bad duration {text!r}; write an integer and a unit ms|s|m|h|d, e.g. 90s or 5m"
+        )
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def load_topology(path: str | Path) -> TopologyDef:
+    """Read and validate the topology file at ``path``.
+
+    Raises :class:`TopologyError` listing every problem as ``file:line: reason``
+    (an unreadable file is one problem at line 1); fix them all and re-run
+    ``streamfeat validate``.
+    """
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError(
+            [
+                f"{name}:1: cannot read the topology file ({exc}); "
+                "check the path and that it is UTF-8 text"
+            ]
+        ) from exc
+    return load_topology_text(text, name)
+
+
+def load_topology_text(text: str, path: str = "<string>") -> TopologyDef:
+    """Validate a topology given as YAML text; ``path`` names it in error messages.
+
+    Raises :class:`TopologyError` listing every problem as ``path:line: reason``.
+    """
+    return _Loader(path).load(text)
+
+
+def _suggest(word: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(valid), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(valid)}"
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Loader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problems: list[tuple[int, int, str]] = []
+        self.constructor = yaml.SafeLoader("")
+        self.declared: set[str] = set()  # feature names seen, valid or not
+        self.window_lines: dict[int, list[int]] = {}  # feature line -> its windows' lines
+        self.last_name: str | None = None  # the name the last feature() declared
+
+    # ------------------------------------------------------------ helpers
+
+    def error(self, node: Node | int, reason: str) -> None:
+        line = node if isinstance(node, int) else _line(node)
+        self.problems.append((line, len(self.problems), f"{self.path}:{line}: {reason}"))
+
+    def scalar(self, node: Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            self.error(node, f"unsupported YAML tag {node.tag!r}; write a plain value")
+            return _MISSING
+
+    def mapping(
+        self,
+        node: Node,
+        what: str,
+        keys: tuple[str, ...],
+        unknown: str = "",
+        ignore: frozenset[str] = frozenset(),
+    ) -> dict[str, Node]:
+        """The key -> value nodes of a mapping, reporting unknown and repeated keys."""
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{what} must be a mapping of key: value lines")
+            return {}
+        explicit = {id(k) for k, _ in node.value}
+        self.constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+        out: dict[str, Node] = {}
+        merged: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node) if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str):
+                self.error(key_node, f"{what}: keys must be plain names; valid: {', '.join(keys)}")
+                continue
+            if key not in keys:
+                if unknown:
+                    if key.split("__")[0] not in ignore:
+                        self.error(key_node, f"{what}: {key!r} {unknown}; {_suggest(key, keys)}")
+                    continue
+                self.error(key_node, f"unknown key {key!r} in {what}; {_suggest(key, keys)}")
+                continue
+            if key in out and not (key in merged and id(key_node) in explicit):
+                self.error(key_node, f"key {key!r} appears twice in {what}; keep one")
+                continue
+            merged.discard(key)
+            if id(key_node) not in explicit:
+                merged.add(key)
+            out[key] = value_node
+        return out
+
+    def string(self, node: Node, what: str) -> str | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else _MISSING
+        if not isinstance(value, str) or not value.strip():
+            self.error(node, f"{what} must be a non-empty string")
+            return None
+        return value
+
+    def choice(self, node: Node, what: str, valid: tuple[str, ...]) -> str | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, str) or value not in valid:
+            self.error(node, f"{what} must be one of {' | '.join(valid)}, got {value!r}")
+            return None
+        return value
+
+    def duration(self, node: Node, what: str, allow_zero: bool = False) -> int | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if allow_zero and value == 0 and not isinstance(value, bool):
+            return 0
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.error(
+                node,
+                f"{what}: a duration needs a unit; write e.g. {value}s or "
+                f"{value}ms (units ms|s|m|h|d)",
+            )
+            return None
+        try:
+            ms = parse_duration(value)
+        except ValueError as exc:
+            self.error(node, f"{what}: {exc}")
+            return None
+        if ms <= 0 and not allow_zero:
+            self.error(node, f"{what} must be greater than zero; got {value!r}")
+            return None
+        return ms
+
+    # ------------------------------------------------------------ the file
+
+    def load(self, text: str) -> TopologyDef:
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = int(mark.line) + 1 if mark is not None else 1
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise TopologyError(
+                [
+                    f"{self.path}:{line}: YAML syntax error: {problem}; fix the "
+                    "indentation or quoting there"
+                ]
+            ) from exc
+        if root is None:
+            raise TopologyError(
+                [
+                    f"{self.path}:1: the file is empty; a topology needs at least "
+                    "name, source (topic, key) and features"
+                ]
+            )
+        topology = self.topology(root)
+        if self.problems or topology is None:
+            self.problems.sort()
+            raise TopologyError([message for _, _, message in self.problems])
+        return topology
+
+    def topology(self, root: Node) -> TopologyDef | None:
+        top = self.mapping(root, "the topology", _TOP_KEYS)
+        if not isinstance(root, MappingNode):
+            return None
+        for required in ("name", "source", "features"):
+            if required not in top:
+                self.error(root, f"missing required key {required!r} at the top level; add it")
+
+        version = 1
+        if "version" in top:
+            value = self.scalar(top["version"]) if isinstance(top["version"], ScalarNode) else None
+            if value != 1 or isinstance(value, bool):
+                self.error(
+                    top["version"],
+                    f"unsupported version {value!r}; this streamfeat reads version: 1",
+                )
+        name = ""
+        if "name" in top:
+            got = self.string(top["name"], "name")
+            if got is not None and not _TOPOLOGY_NAME_RE.match(got):
+                self.error(
+                    top["name"],
+                    f"topology name {got!r} must match "
+                    "[A-Za-z][A-Za-z0-9_-]* (it is part of every Redis key)",
+                )
+            name = got or ""
+        texts: dict[str, str] = {}
+        for key in ("owner", "description", "entity"):
+            if key in top:
+                texts[key] = self.string(top[key], key) or ""
+        source = self.source(top["source"]) if "source" in top else None
+
+        lateness_ms = 0
+        if "lateness" in top:
+            lateness_ms = self.duration(top["lateness"], "lateness", allow_zero=True) or 0
+        ttl_ms = self.duration(top["ttl"], "ttl") if "ttl" in top else None
+        freshness_ms = SECOND
+        if "freshness" in top:
+            freshness_ms = self.duration(top["freshness"], "freshness") or SECOND
+
+        features = self.features(top["features"]) if "features" in top else []
+        self.check_fields(features)
+        defaults = self.defaults(top["defaults"], features) if "defaults" in top else {}
+
+        if source is None or self.problems:
+            return None
+        return TopologyDef(
+            name=name,
+            source=source,
+            features=tuple(features),
+            entity=texts.get("entity", ""),
+            owner=texts.get("owner", ""),
+            description=texts.get("description", ""),
+            version=version,
+            lateness_ms=lateness_ms,
+            ttl_ms=ttl_ms,
+            freshness_ms=freshness_ms,
+            defaults=defaults,
+            path=self.path,
+        )
+
+    def source(self, node: Node) -> SourceDef | None:
+        src = self.mapping(node, "source", _SOURCE_KEYS)
+        if not isinstance(node, MappingNode):
+            return None
+        for required in ("topic", "key"):
+            if required not in src:
+                what = "the Kafka topic" if required == "topic" else "the entity id field"
+                self.error(node, f"source: missing required key {required!r}; add it ({what})")
+        topic = self.string(src["topic"], "source.topic") if "topic" in src else None
+        key = self.string(src["key"], "source.key") if "key" in src else None
+        fmt = self.choice(src["format"], "source.format", _FORMATS) if "format" in src else "json"
+        ts = self.string(src["timestamp"], "source.timestamp") if "timestamp" in src else None
+        unit = "ms"
+        if "timestamp_unit" in src:
+            unit = (
+                self.choice(src["timestamp_unit"], "source.timestamp_unit", _TIMESTAMP_UNITS)
+                or "ms"
+            )
+        if topic is None or key is None or fmt is None:
+            return None
+        return SourceDef(topic=topic, key=key, format=fmt, timestamp=ts, timestamp_unit=unit)
+
+    # ------------------------------------------------------------ features
+
+    def features(self, node: Node) -> list[FeatureDef]:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.error(node, "features must be a non-empty list of '- name: ...' entries")
+            return []
+        out: list[FeatureDef] = []
+        seen: dict[str, int] = {}
+        for item in node.value:
+            self.last_name = None
+            feature = self.feature(item)
+            name = self.last_name
+            if name is not None and name in seen:
+                self.error(
+                    item,
+                    f"duplicate feature name {name!r} (first at line {seen[name]}); rename one",
+                )
+                continue
+            if name is not None:
+                seen[name] = _line(item)
+            if feature is not None:
+                out.append(feature)
+        return out
+
+    def feature(self, node: Node) -> FeatureDef | None:
+        spec = self.mapping(node, "a feature", _FEATURE_KEYS)
+        if not isinstance(node, MappingNode):
+            return None
+        ok = True
+        for required in ("name", "agg", "windows"):
+            if required not in spec:
+                self.error(node, f"feature: missing required key {required!r}; add it")
+                ok = False
+
+        name = self.feature_name(spec["name"]) if "name" in spec else None
+        if "name" in spec and isinstance(spec["name"], ScalarNode):
+            self.last_name = str(spec["name"].value)
+            self.declared.add(self.last_name)
+        label = f"feature {name!r}" if name else "feature"
+        agg: AggKind | None = None
+        if "agg" in spec:
+            value = self.scalar(spec["agg"]) if isinstance(spec["agg"], ScalarNode) else None
+            valid = [a.value for a in AggKind]
+            if isinstance(value, str) and value in valid:
+                agg = AggKind(value)
+            else:
+                close = difflib.get_close_matches(str(value), valid, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.error(
+                    spec["agg"],
+                    f"{label}: unknown aggregation {value!r}; {hint}valid: {', '.join(valid)}",
+                )
+                ok = False
+
+        field: str | None = None
+        if "field" in spec:
+            field = self.string(spec["field"], f"{label}: field")
+            if agg is AggKind.COUNT and field is not None:
+                self.error(
+                    spec["field"],
+                    f"{label}: count counts events and takes no field; "
+                    'remove it (filter with where: "x != null" instead)',
+                )
+                ok = False
+        elif agg is not None and agg.needs_field:
+            self.error(
+                node,
+                f"{label}: aggregation {agg.value} needs a field; add "
+                "field: <event field to aggregate>",
+            )
+            ok = False
+
+        where: str | None = None
+        if "where" in spec:
+            where = self.where(spec["where"], label)
+            ok = ok and where is not None
+
+        q = k = exact_up_to = None
+        if agg is not None:
+            q = self.q(spec.get("q", _MISSING), node, agg, label)
+            k = self.k(spec.get("k", _MISSING), node, agg, label)
+            exact_up_to = self.exact_up_to(spec.get("exact_up_to", _MISSING), agg, label)
+        windows = self.windows(spec["windows"], label) if "windows" in spec else None
+        if isinstance(spec.get("windows"), SequenceNode):
+            self.window_lines[_line(node)] = [_line(item) for item in spec["windows"].value]
+
+        if not ok or name is None or agg is None or windows is None:
+            return None
+        if agg is AggKind.PERCENTILE and q is None:
+            return None
+        if agg in _LIST_AGGS and k is None:
+            return None
+        return FeatureDef(
+            name=name,
+            agg=agg,
+            windows=tuple(windows),
+            field=field,
+            where=where,
+            q=q,
+            k=k,
+            exact_up_to=exact_up_to if exact_up_to is not None else 1000,
+            line=_line(node),
+        )
+
+    def feature_name(self, node: Node) -> str | None:
+        name = self.string(node, "feature name")
+        if name is None:
+            return None
+        if name.startswith("_"):
+            self.error(
+                node,
+                f"feature name {name!r} starts with '_', which is reserved for "
+                f"{', '.join(_RESERVED_FIELDS)}; rename it",
+            )
+            return None
+        if not _NAME_RE.match(name):
+            self.error(node, f"feature name {name!r} must match [A-Za-z][A-Za-z0-9_]*; rename it")
+            return None
+        if "__" in name:
+            self.error(
+                node,
+                f"feature name {name!r} contains '__', which separates feature "
+                "and window in Redis fields; use a single '_'",
+            )
+            return None
+        return name
+
+    def where(self, node: Node, label: str) -> str | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, str):
+            self.error(
+                node,
+                f"{label}: where must be a quoted expression string, e.g. "
+                "where: \"status == 'completed'\"",
+            )
+            return None
+        try:
+            return canonical_where(value)
+        except ExpressionError as exc:
+            self.error(node, f"{label}: where does not parse at column {exc.column}: {exc.reason}")
+            return None
+
+    def q(self, node: Any, owner: Node, agg: AggKind | None, label: str) -> float | None:
+        if agg is not AggKind.PERCENTILE:
+            if node is not _MISSING:
+                self.error(node, f"{label}: q is only for percentile; remove it")
+            return None
+        if node is _MISSING:
+            self.error(
+                owner, f"{label}: percentile needs q, the quantile in (0, 1); add e.g. q: 0.95"
+            )
+            return None
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            self.error(
+                node,
+                f"{label}: q must be a number strictly between 0 and 1 (e.g. 0.95), got {value!r}",
+            )
+            return None
+        return float(value)
+
+    def k(self, node: Any, owner: Node, agg: AggKind | None, label: str) -> int | None:
+        if agg not in _LIST_AGGS:
+            if node is not _MISSING:
+                self.error(node, f"{label}: k is only for last_k and top_k; remove it")
+            return None
+        if node is _MISSING:
+            self.error(owner, f"{label}: {agg} needs k, how many values to keep; add e.g. k: 10")
+            return None
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.error(node, f"{label}: k must be an integer >= 1, got {value!r}")
+            return None
+        return value
+
+    def exact_up_to(self, node: Any, agg: AggKind | None, label: str) -> int | None:
+        if node is _MISSING:
+            return None
+        if agg is not AggKind.COUNT_DISTINCT:
+            self.error(node, f"{label}: exact_up_to is only for count_distinct; remove it")
+            return None
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.error(node, f"{label}: exact_up_to must be an integer >= 1, got {value!r}")
+            return None
+        return value
+
+    # ------------------------------------------------------------ windows
+
+    def windows(self, node: Node, label: str) -> list[WindowDef] | None:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.error(node, f"{label}: windows must be a non-empty list, e.g. [5m, 1h]")
+            return None
+        out = [self.window(item, label) for item in node.value]
+        if any(w is None for w in out):
+            return None
+        return [w for w in out if w is not None]
+
+    def window(self, node: Node, label: str) -> WindowDef | None:
+        if isinstance(node, ScalarNode):
+            value = self.scalar(node)
+            if value == "lifetime":
+                return WindowDef(WindowKind.LIFETIME, None, None, "lifetime")
+            width = self.duration(node, f"{label}: window")
+            if width is None:
+                return None
+            return WindowDef(
+                WindowKind.SLIDING, width, default_hop_ms(width), format_duration(width)
+            )
+        spec = self.mapping(node, f"a window of {label}", _WINDOW_KEYS)
+        if not isinstance(node, MappingNode):
+            return None
+        kind = WindowKind.SLIDING
+        if "type" in spec:
+            got = self.choice(
+                spec["type"], f"{label}: window type", tuple(k.value for k in WindowKind)
+            )
+            if got is None:
+                return None
+            kind = WindowKind(got)
+        ok = True
+        for key, value_node in spec.items():
+            if key not in _WINDOW_ALLOWED[kind]:
+                self.error(
+                    value_node,
+                    f"{label}: {key!r} does not apply to a {kind.value} "
+                    f"window; remove it (allowed: "
+                    f"{', '.join(sorted(_WINDOW_ALLOWED[kind]))})",
+                )
+                ok = False
+
+        size: int | None = None
+        if "size" in _WINDOW_ALLOWED[kind]:
+            if "size" in spec:
+                size = self.duration(spec["size"], f"{label}: window size")
+            else:
+                self.error(node, f"{label}: a {kind.value} window needs size; add e.g. size: 1h")
+            ok = ok and size is not None
+
+        hop: int | None = None
+        exact = emit_final = False
+        if kind is WindowKind.SLIDING and size is not None:
+            hop = default_hop_ms(size)
+            if "hop" in spec:
+                hop_node = spec["hop"]
+                if isinstance(hop_node, ScalarNode) and self.scalar(hop_node) == "exact":
+                    hop, exact = None, True
+                else:
+                    hop = self.duration(hop_node, f"{label}: hop (or 'exact')")
+                    if hop is not None and hop > size:
+                        self.error(
+                            hop_node,
+                            f"{label}: hop {format_duration(hop)} is larger "
+                            f"than the window size {format_duration(size)}; use a "
+                            "smaller hop",
+                        )
+                        hop = None
+                    ok = ok and hop is not None
+        elif kind is WindowKind.TUMBLING:
+            hop = size
+            if "emit" in spec:
+                emit = self.choice(spec["emit"], f"{label}: emit", _EMITS)
+                emit_final = emit == "final"
+                ok = ok and emit is not None
+        elif kind is WindowKind.HOPPING:
+            if "step" not in spec:
+                self.error(node, f"{label}: a hopping window needs step; add e.g. step: 5m")
+                ok = False
+            else:
+                hop = self.duration(spec["step"], f"{label}: step")
+                if hop is not None and size is not None and hop > size:
+                    self.error(
+                        spec["step"],
+                        f"{label}: step {format_duration(hop)} is larger "
+                        f"than the window size {format_duration(size)}; use a smaller "
+                        "step",
+                    )
+                    hop = None
+                ok = ok and hop is not None
+        elif kind is WindowKind.SESSION:
+            if "gap" not in spec:
+                self.error(node, f"{label}: a session window needs gap; add e.g. gap: 30m")
+                ok = False
+            else:
+                size = self.duration(spec["gap"], f"{label}: gap")
+                ok = ok and size is not None
+
+        name = self.window_label(spec["name"], label) if "name" in spec else None
+        if not ok or ("name" in spec and name is None):
+            return None
+        if name is None:
+            if kind is WindowKind.LIFETIME:
+                name = "lifetime"
+            elif kind is WindowKind.SESSION:
+                name = f"session_{format_duration(size or 0)}"
+            else:
+                name = format_duration(size or 0)
+        return WindowDef(kind, size, hop, name, exact=exact, emit_final=emit_final)
+
+    def window_label(self, node: Node, label: str) -> str | None:
+        value = self.scalar(node) if isinstance(node, ScalarNode) else None
+        if not isinstance(value, str) or not _LABEL_RE.match(value) or "__" in value:
+            self.error(
+                node,
+                f"{label}: window name {value!r} must match "
+                "[A-Za-z0-9][A-Za-z0-9_]* without '__' (it ends the Redis field name)",
+            )
+            return None
+        return value
+
+    # ------------------------------------------------------------ cross checks
+
+    def check_fields(self, features: list[FeatureDef]) -> None:
+        seen: dict[str, int] = {}
+        for feature in features:
+            lines = self.window_lines.get(feature.line, [])
+            for index, window in enumerate(feature.windows):
+                redis_field = feature.redis_field(window)
+                line = lines[index] if index < len(lines) else feature.line
+                if redis_field in seen:
+                    self.error(
+                        line,
+                        f"feature {feature.name!r}: Redis field {redis_field!r} "
+                        f"is produced twice (also at line {seen[redis_field]}); drop "
+                        "the duplicate window or give one a distinct 'name:'",
+                    )
+                else:
+                    seen[redis_field] = line
+
+    def defaults(self, node: Node, features: list[FeatureDef]) -> dict[str, Any]:
+        if not isinstance(node, MappingNode):
+            self.error(node, "defaults must be a mapping of feature (or feature__window) to value")
+            return {}
+        by_name = {f.name: f for f in features}
+        by_field = {f.redis_field(w): f for f in features for w in f.windows}
+        valid = sorted([*by_name, *by_field])
+        per_feature: dict[str, Any] = {}
+        per_field: dict[str, Any] = {}
+        spec = self.mapping(
+            node,
+            "defaults",
+            tuple(valid),
+            unknown="names no feature (or feature__window field) of this topology",
+            ignore=frozenset(self.declared - by_name.keys()),
+        )
+        for key, value_node in spec.items():
+            feature = by_name.get(key) or by_field[key]
+            value = self.default_value(value_node, feature)
+            if value is _MISSING:
+                continue
+            if key in by_name:
+                per_feature[key] = value
+            else:
+                per_field[key] = value
+        out: dict[str, Any] = {}
+        for name, value in per_feature.items():
+            for window in by_name[name].windows:
+                out[by_name[name].redis_field(window)] = value
+        out.update(per_field)
+        return out
+
+    def default_value(self, node: Node, feature: FeatureDef) -> Any:
+        value = self.scalar(node)
+        agg = feature.agg
+        if agg in _LIST_AGGS:
+            good = isinstance(value, list) and all(_is_scalar(v) for v in value)
+            want = "a list, e.g. []"
+        elif agg in _SCALAR_AGGS:
+            good = _is_scalar(value)
+            want = "a number, string or boolean"
+        else:
+            good = isinstance(value, int | float) and not isinstance(value, bool)
+            want = "a number"
+        if not good:
+            self.error(
+                node, f"default for {feature.name!r} ({agg.value}) must be {want}, got {value!r}"
+            )
+            return _MISSING
+        return value
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
