@@ -92,6 +92,7 @@ class Worker:
         self._retrying_since: float | None = None
         self._last_batch = time.time()
         self._last_lag = 0.0
+        self._last_group_check = 0.0
         base = {"bootstrap.servers": config.kafka, **config.kafka_config}
         self.consumer = Consumer({
             **base,
@@ -369,13 +370,32 @@ class Worker:
                 self.end_offsets[(topic, p)] = high
 
     def _caught_up(self) -> bool:
+        """Every partition processed up to the end offsets found at start, by us or the group.
+
+        Our own partitions are judged by the offsets stored with their state; the others by
+        the group's committed offsets (workers commit them after each stored batch), so a
+        worker does not stop while a dead member's partitions still wait for reassignment.
+        """
         if not self._assigned_once:
             return False
         for key, procs in self.processors.items():
             end = self.end_offsets.get(key, 0)
             if any((p.next_offset or 0) < end for p in procs):
                 return False
-        return True
+        others = [TopicPartition(t, p) for (t, p), end in self.end_offsets.items()
+                  if end > 0 and (t, p) not in self.processors]
+        if not others:
+            return True
+        now = time.time()
+        if now - self._last_group_check < 1.0:
+            return False
+        self._last_group_check = now
+        try:
+            committed = self.consumer.committed(others, timeout=10)
+        except Exception as exc:  # the coordinator may be moving; ask again later
+            log.debug("committed offsets: %s", exc)
+            return False
+        return all(tp.offset >= self.end_offsets[(tp.topic, tp.partition)] for tp in committed)
 
     def _read_dlq_tail(self, topic: str, partition: int) -> None:
         """Learn which dead letters of this partition were already sent (crash, takeover)."""
