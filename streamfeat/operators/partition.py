@@ -1,0 +1,507 @@
+"""All features of one topology on one Kafka partition: :class:`PartitionOperator`.
+
+Per micro-batch (records in offset order) the operator decides lateness with a
+running maximum, groups the accepted events by ``where`` and field, and feeds
+each *slot* (state shared by feature-windows with the same window, ``where``,
+field and aggregation family; see :mod:`streamfeat.operators.windows`). The
+moments family on bucketed windows is updated with numpy, once per
+``(entity, bucket)`` group; the other families loop over their events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from streamfeat.errors import StateError
+from streamfeat.operators.aggregations import Family, family_of, moments_result
+from streamfeat.operators.eventtime import late_mask
+from streamfeat.operators.windows import (
+    NEVER,
+    BucketSlot,
+    ExactSlot,
+    MomentsRing,
+    SessionSlot,
+    Span,
+)
+from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
+
+__all__ = ["STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
+
+STATE_FORMAT_VERSION = 1
+"""Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``."""
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+WhereCompiler = Callable[[str], Predicate]
+
+_MINMAX = (AggKind.MIN, AggKind.MAX)
+_BUCKETED = (WindowKind.SLIDING, WindowKind.HOPPING, WindowKind.TUMBLING, WindowKind.LIFETIME)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """What one batch did: ``late[i]`` for each record, entities whose state changed."""
+
+    late: npt.NDArray[np.bool_]
+    touched: set[str]
+
+
+@dataclass(slots=True)
+class _Member:
+    feature: FeatureDef
+    window: WindowDef
+    name: str  # Redis field
+    state_hash: str
+
+
+@dataclass(slots=True)
+class _Slot:
+    key: str
+    family: Family
+    window: WindowDef
+    where: str | None
+    source: str | None  # the aggregated field
+    members: list[_Member] = field(default_factory=list)
+    impl: Any = None
+
+
+def _default_compiler(text: str) -> Predicate:
+    from streamfeat.topology.expressions import compile_where
+
+    return compile_where(text)
+
+
+def _empty_value(agg: AggKind) -> Any:
+    return 0 if agg in (AggKind.COUNT, AggKind.SUM) else None
+
+
+class _Index(dict[str, int]):
+    """Entity id -> row; a new id gets the next row (row 0 stays empty)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys_by_row: list[str] = [""]
+
+    def __missing__(self, key: str) -> int:
+        row = len(self.keys_by_row)
+        self[key] = row
+        self.keys_by_row.append(key)
+        return row
+
+
+def _floats(values: list[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Numbers as float64 and a validity mask (missing, None, NaN, non-numbers invalid)."""
+    arr = np.asarray(values) if values else np.zeros(0)
+    if arr.dtype.kind in "fiub":
+        x = arr.astype(np.float64)
+    else:
+        x = np.array(
+            [float(v) if isinstance(v, int | float) else np.nan for v in values],
+            dtype=np.float64,
+        )
+    valid = ~np.isnan(x)
+    return x, valid
+
+
+def _moments_column(agg: AggKind, cols: dict[str, npt.NDArray[np.float64]]) -> list[Any]:
+    """The vector twin of :func:`moments_result` (same float operations, same answers)."""
+    c, n, k, s1, s2 = cols["c"], cols["n"], cols["k"], cols["s1"], cols["s2"]
+    if agg is AggKind.COUNT:
+        return c.astype(np.int64).tolist()  # type: ignore[no-any-return]
+    with np.errstate(all="ignore"):
+        if agg is AggKind.SUM:
+            v = n * k + s1
+        elif agg is AggKind.MEAN:
+            v = k + s1 / n
+        elif agg is AggKind.MIN:
+            v = cols["mn"]
+        elif agg is AggKind.MAX:
+            v = cols["mx"]
+        else:
+            v = np.maximum((s2 - s1 * s1 / n) / n, 0.0)
+            if agg is AggKind.STDDEV:
+                v = np.sqrt(v)
+    out: list[Any] = v.tolist()
+    empty = n == 0
+    if empty.any():
+        fill = 0 if agg is AggKind.SUM else None
+        for i in np.flatnonzero(empty).tolist():
+            out[i] = fill
+    return out
+
+
+class PartitionOperator:
+    """Window state and aggregations of every feature of ``topology`` on one partition.
+
+    ``process`` takes micro-batches in offset order; ``values`` answers as of
+    stream time or later; ``due`` lists entities whose values changed by time
+    alone; ``take_dirty``/``meta`` and ``load_entities``/``load_meta`` persist
+    and restore the state exactly.
+    """
+
+    def __init__(
+        self,
+        topology: TopologyDef,
+        partition: int,
+        *,
+        where_compiler: WhereCompiler | None = None,
+    ) -> None:
+        self.topology = topology
+        self.partition = partition
+        self.lateness = int(topology.lateness_ms)
+        compile_ = where_compiler or _default_compiler
+        self._st: int | None = None
+        self._seq = 0
+        self._index = _Index()
+        self._dirty: set[int] = set()
+        self._heap: list[tuple[int, int]] = []
+        self._armed: dict[int, int] = {}
+        self.dropped_slots = 0
+        """Serialized slots dropped on load because their definition changed."""
+        self._slots = self._plan(topology.features)
+        self._by_key = {s.key: s for s in self._slots}
+        self._predicates = {
+            s.where: compile_(s.where) for s in self._slots if s.where is not None
+        }
+        self._rings = [s for s in self._slots if isinstance(s.impl, MomentsRing)]
+        self._order = [m.name for f in topology.features for m in self._members_of(f)]
+        self._cap = 0
+        self._ensure_capacity(1024)
+
+    # -- planning -------------------------------------------------------------
+
+    def _members_of(self, feature: FeatureDef) -> list[_Member]:
+        return [
+            _Member(feature, w, feature.redis_field(w), feature.state_hash(w))
+            for w in feature.windows
+        ]
+
+    def _plan(self, features: Sequence[FeatureDef]) -> list[_Slot]:
+        slots: dict[str, _Slot] = {}
+
+        def share_key(fam: Family, f: FeatureDef, w: WindowDef, fld: str | None) -> str:
+            params: list[Any] = []
+            if fam is Family.DISTINCT:
+                params = [f.exact_up_to]
+            elif fam in (Family.RECENT, Family.FREQUENCIES):
+                params = [f.k]
+            text = json.dumps(
+                [fam.value, w.canonical(), f.where, fld, params], sort_keys=True
+            )
+            return text
+
+        ordered = sorted(features, key=lambda f: f.agg is AggKind.COUNT)  # counts join last
+        for f in ordered:
+            fam = family_of(f.agg)
+            for member in self._members_of(f):
+                w = member.window
+                fld = f.field
+                if f.agg is AggKind.COUNT:
+                    fld = None
+                    for s in slots.values():
+                        if (s.family is Family.MOMENTS and s.window.canonical() == w.canonical()
+                                and s.where == f.where):
+                            fld = s.source
+                            break
+                key = share_key(fam, f, w, fld)
+                slot = slots.get(key)
+                if slot is None:
+                    slot = slots[key] = _Slot(key, fam, w, f.where, fld)
+                slot.members.append(member)
+        out = []
+        for text, slot in slots.items():
+            minmax = any(m.feature.agg in _MINMAX for m in slot.members)
+            first = slot.members[0].feature
+            w = slot.window
+            if slot.family is Family.MOMENTS and w.kind in _BUCKETED and not w.exact:
+                slot.impl = MomentsRing(Span.of(w), minmax, capacity=1)
+            elif w.kind is WindowKind.SESSION:
+                slot.impl = SessionSlot(int(w.size_ms or 0), self.lateness, slot.family, first)
+            elif w.exact:
+                slot.impl = ExactSlot(int(w.size_ms or 0), slot.family, first)
+            else:
+                slot.impl = BucketSlot(Span.of(w), slot.family, first)
+            digest = hashlib.sha256(f"{text}|{minmax}".encode()).hexdigest()[:16]
+            slot.key = digest
+            out.append(slot)
+        return out
+
+    def _ensure_capacity(self, rows: int) -> None:
+        if rows > self._cap:
+            self._cap = max(rows, 2 * self._cap)
+            for s in self._rings:
+                s.impl.grow(self._cap)
+
+    # -- processing -----------------------------------------------------------
+
+    @property
+    def stream_time(self) -> int | None:
+        """Largest event time seen on this partition (``None`` before the first event)."""
+        return self._st
+
+    def process(
+        self,
+        keys: Sequence[str],
+        ts: Sequence[int] | npt.NDArray[np.int64],
+        records: Sequence[Mapping[str, Any]],
+    ) -> ProcessResult:
+        """Aggregate one micro-batch (records in partition offset order)."""
+        n = len(keys)
+        if len(ts) != n or len(records) != n:
+            raise ValueError(
+                f"process() needs one key, timestamp and record per event; got {n} keys, "
+                f"{len(ts)} timestamps and {len(records)} records"
+            )
+        tarr = np.asarray(ts, dtype=np.int64)
+        late, st = late_mask(tarr, self._st, self.lateness)
+        seq0 = self._seq
+        self._seq += n
+        if n == 0:
+            return ProcessResult(late, set())
+        if st is None:  # pragma: no cover - late_mask returns a time for a non-empty batch
+            raise StateError("internal error: no stream time after a non-empty batch")
+        self._st = st
+        index = self._index
+        rows = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=n)
+        self._ensure_capacity(len(index.keys_by_row))
+        all_ok = not late.any()
+        accepted = np.flatnonzero(~late)
+        if accepted.size == 0:
+            return ProcessResult(late, set())
+
+        masks: dict[str | None, npt.NDArray[np.bool_]] = {None: ~late}
+        for text, pred in self._predicates.items():
+            m = np.zeros(n, dtype=np.bool_)
+            if all_ok:
+                m[:] = [bool(pred(r)) for r in records]
+            else:
+                m[accepted] = [bool(pred(records[i])) for i in accepted.tolist()]
+            masks[text] = m
+        raw: dict[str, list[Any]] = {}
+        nums: dict[str | None, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]] = {}
+
+        def values_of(fld: str) -> list[Any]:
+            got = raw.get(fld)
+            if got is None:
+                got = raw[fld] = [r.get(fld) for r in records]
+            return got
+
+        for slot in self._rings:
+            sel = masks[slot.where]
+            idx = sel.nonzero()[0] if slot.where is not None or not all_ok else None
+            if slot.source not in nums:
+                if slot.source is None:
+                    nums[None] = (np.zeros(n), np.zeros(n, dtype=np.bool_))
+                else:
+                    nums[slot.source] = _floats(values_of(slot.source))
+            x, valid = nums[slot.source]
+            if idx is None:
+                slot.impl.update(rows, tarr, x, valid, st)
+            else:
+                slot.impl.update(rows[idx], tarr[idx], x[idx], valid[idx], st)
+
+        others = [s for s in self._slots if not isinstance(s.impl, MomentsRing)]
+        if others:
+            rows_l: list[int] = rows.tolist()
+            ts_l: list[int] = tarr.tolist()
+            acc_l: list[int] = accepted.tolist()
+            for slot in others:
+                vals = values_of(slot.source) if slot.source is not None else [None] * n
+                impl = slot.impl
+                sel = masks[slot.where]
+                if isinstance(impl, SessionSlot):
+                    sel_l = sel.tolist()
+                    for i in acc_l:
+                        impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], sel_l[i])
+                else:
+                    for i in np.flatnonzero(sel).tolist():
+                        impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], st)
+                for r in set(rows[accepted].tolist()):
+                    impl.prune(r, st)
+
+        touched_rows = np.unique(rows[accepted]).tolist()
+        self._dirty.update(touched_rows)
+        keys_by_row = index.keys_by_row
+        return ProcessResult(late, {keys_by_row[r] for r in touched_rows})
+
+    # -- reading --------------------------------------------------------------
+
+    def values(
+        self, entity_ids: Iterable[str], as_of: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every feature-window of each entity as of ``as_of`` (default: stream time).
+
+        Keys are Redis field names (``orders__5m``); an unknown entity gets the
+        values of an empty window. ``as_of`` before stream time is not supported.
+        """
+        t = self._as_of(as_of)
+        ids = list(entity_ids)
+        get = self._index.get
+        rows = np.fromiter((get(k, 0) for k in ids), dtype=np.int64, count=len(ids))
+        m = len(ids)
+        columns: dict[str, list[Any]] = {}
+        nxt = np.full(m, NEVER, dtype=np.int64)
+        for slot in self._slots:
+            impl = slot.impl
+            if isinstance(impl, MomentsRing):
+                cols, nx = impl.query(rows, t)
+                np.minimum(nxt, nx, out=nxt)
+                for mem in slot.members:
+                    columns[mem.name] = _moments_column(mem.feature.agg, cols)
+                continue
+            lists: list[list[Any]] = [[] for _ in slot.members]
+            for j, r in enumerate(rows.tolist()):
+                state, nx_ = impl.query(r, t)
+                if nx_ < nxt[j]:
+                    nxt[j] = nx_
+                empty = state is None or state.empty()
+                for lst, mem in zip(lists, slot.members, strict=True):
+                    agg = mem.feature.agg
+                    if empty:
+                        lst.append(_empty_value(agg))
+                    elif slot.family is Family.MOMENTS:
+                        lst.append(moments_result(agg, state.c, state.n, state.k or 0.0,
+                                                  state.s1, state.s2, state.mn, state.mx))
+                    else:
+                        lst.append(state.result(mem.feature))
+            for lst, mem in zip(lists, slot.members, strict=True):
+                columns[mem.name] = lst
+        self._arm(rows, nxt)
+        names = self._order
+        ordered = [columns[name] for name in names]
+        return {eid: dict(zip(names, row, strict=True))
+                for eid, row in zip(ids, zip(*ordered, strict=True), strict=True)} if ordered \
+            else {eid: {} for eid in ids}
+
+    def _as_of(self, as_of: int | None) -> int:
+        if as_of is None:
+            return 0 if self._st is None else self._st
+        if self._st is not None and as_of < self._st:
+            raise ValueError(
+                f"values() as of {as_of} is before the stream time {self._st} of partition "
+                f"{self.partition}: state only answers as of stream time or later; replay "
+                "the records up to that instant to query it"
+            )
+        return int(as_of)
+
+    def _arm(self, rows: npt.NDArray[np.int64], nxt: npt.NDArray[np.int64]) -> None:
+        armed = self._armed
+        heap = self._heap
+        for r, t in zip(rows.tolist(), nxt.tolist(), strict=True):
+            if r == 0:
+                continue
+            if t >= NEVER:
+                armed.pop(r, None)
+            elif armed.get(r) != t:
+                armed[r] = t
+                heapq.heappush(heap, (t, r))
+
+    def due(self, as_of: int) -> set[str]:
+        """Entities whose values can have changed by time alone at or before ``as_of``.
+
+        Each is returned once; it is re-armed when its values are next computed.
+        """
+        heap, armed = self._heap, self._armed
+        keys = self._index.keys_by_row
+        out: set[str] = set()
+        while heap and heap[0][0] <= as_of:
+            t, r = heapq.heappop(heap)
+            if armed.get(r) == t:
+                del armed[r]
+                out.add(keys[r])
+        return out
+
+    # -- persistence ----------------------------------------------------------
+
+    def _dump(self, row: int) -> bytes:
+        st = 0 if self._st is None else self._st
+        payload: dict[str, Any] = {}
+        for slot in self._slots:
+            obj = slot.impl.dump(row, st)
+            if obj is not None:
+                payload[slot.key] = [[m.state_hash for m in slot.members], obj]
+        return msgspec.msgpack.encode([STATE_FORMAT_VERSION, payload])
+
+    def take_dirty(self) -> list[tuple[str, bytes]]:
+        """Serialized state of each entity changed since the last call, by entity id."""
+        keys = self._index.keys_by_row
+        out = [(keys[r], self._dump(r)) for r in sorted(self._dirty)]
+        self._dirty.clear()
+        return out
+
+    def dump_all(self) -> list[tuple[str, bytes]]:
+        """Serialized state of every entity ever seen (for tests and full snapshots)."""
+        keys = self._index.keys_by_row
+        return [(keys[r], self._dump(r)) for r in range(1, len(keys))]
+
+    def meta(self) -> bytes:
+        """Partition-level state: format version, stream time, event sequence."""
+        return msgspec.msgpack.encode({
+            "v": STATE_FORMAT_VERSION,
+            "topology": self.topology.name,
+            "partition": self.partition,
+            "stream_time": self._st,
+            "seq": self._seq,
+        })
+
+    def load_meta(self, data: bytes) -> None:
+        """Restore what :meth:`meta` wrote (call before :meth:`load_entities`)."""
+        try:
+            obj = msgspec.msgpack.decode(data)
+            version, st, seq = obj["v"], obj["stream_time"], obj["seq"]
+        except (msgspec.DecodeError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"partition {self.partition} state metadata is corrupt ({exc}); delete the "
+                "partition's state and replay it from the snapshots"
+            ) from exc
+        if version != STATE_FORMAT_VERSION:
+            raise StateError(
+                f"partition {self.partition} state has format {version}, this streamfeat "
+                f"reads {STATE_FORMAT_VERSION}; delete the state directory and replay"
+            )
+        self._st = None if st is None else int(st)
+        self._seq = int(seq)
+
+    def load_entities(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Restore entity states written by :meth:`take_dirty`.
+
+        Slots whose definition changed (unknown key) are dropped and counted in
+        :attr:`dropped_slots`; those feature-windows start empty.
+        """
+        index = self._index
+        rows: list[int] = []
+        for entity, data in items:
+            try:
+                version, payload = msgspec.msgpack.decode(data)
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+                raise StateError(
+                    f"state of entity {entity!r} on partition {self.partition} is corrupt "
+                    f"({exc}); delete the partition's state and replay it"
+                ) from exc
+            if version != STATE_FORMAT_VERSION:
+                raise StateError(
+                    f"state of entity {entity!r} has format {version}, this streamfeat reads "
+                    f"{STATE_FORMAT_VERSION}; delete the state directory and replay"
+                )
+            row = index[entity]
+            self._ensure_capacity(len(index.keys_by_row))
+            for slot in self._slots:
+                slot.impl.clear(row)
+            for key, (_members, obj) in payload.items():
+                known = self._by_key.get(key)
+                if known is None:
+                    self.dropped_slots += 1
+                    continue
+                known.impl.load(row, obj)
+            rows.append(row)
+        if rows and self._st is not None:
+            keys = index.keys_by_row
+            self.values([keys[r] for r in rows])  # arms the timers of restored entities
