@@ -11,6 +11,14 @@ in one pipelined round trip (see ``benchmarks/redis_sink.py`` for why this beats
 one ``EVALSHA`` per key). Chunks are atomic one by one, not as a whole batch:
 after an error some chunks may be applied and others not, which is why a failed
 batch must be re-sent as a whole (the version check makes that idempotent).
+Field names and values travel as one msgpack argument per chunk (decoded in the
+script with ``cmsgpack``), not as thousands of arguments: packing arguments was
+most of the client's cost.
+
+Needs Redis >= 5 with Lua (``cmsgpack`` is built in; tested on 7.0). A chunk
+names many keys, so this targets a standalone or Sentinel-managed Redis: on
+Redis Cluster, keys of one chunk must share a hash slot (``chunk_size=1`` is
+slot-safe).
 """
 
 from __future__ import annotations

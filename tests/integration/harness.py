@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from reference import close, expected_final
 
 from streamfeat.client import Client
 from streamfeat.generator import OrderEvents
 from streamfeat.topology import AggKind, TopologyDef, load_topology
+
+from reference import close, expected_final
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -46,6 +46,16 @@ class RoundTrips:
         self.count = 0
 
 
+@pytest.fixture(autouse=True)
+def _delete_keys(redis_url: str, unique_id: str) -> Iterator[None]:
+    """Leave the shared Redis as found: delete this test's keys afterwards."""
+    yield
+    with redis.Redis.from_url(redis_url) as conn:
+        keys = list(conn.scan_iter(match=f"sf:{unique_id}-*", count=1000))
+        if keys:
+            conn.unlink(*keys)
+
+
 @pytest.fixture
 def topology(unique_id: str) -> TopologyDef:
     return TopologyDef(

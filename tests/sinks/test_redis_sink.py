@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +65,16 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _delete_keys(redis_url: str, unique_id: str) -> Iterator[None]:
+    """Leave the shared Redis as found: delete this test's keys afterwards."""
+    yield
+    with redis.Redis.from_url(redis_url) as conn:
+        keys = list(conn.scan_iter(match=f"sf:{unique_id}-*", count=1000))
+        if keys:
+            conn.unlink(*keys)
 
 
 @pytest.fixture
@@ -267,3 +279,30 @@ def test_invalid_updates_fail_before_touching_redis(
 
 def test_empty_batch_is_a_no_op(sink: RedisSink) -> None:
     assert sink.write([]) == WriteResult()
+
+
+def test_racing_writers_end_at_the_newest_version(
+    redis_url: str, r: redis.Redis, topology: TopologyDef
+) -> None:
+    """Two workers (say, before and after a rebalance) write the same entities at once."""
+    offsets = list(range(1, 401))
+    random.Random(7).shuffle(offsets)
+    halves = [offsets[::2], offsets[1::2]]
+    results: list[WriteResult] = []
+
+    def run(mine: list[int]) -> None:
+        with RedisSink(redis_url, topology, chunk_size=3) as sink:
+            for i in range(0, len(mine), 20):
+                batch = [up(f"u{o % 5}", o, {"orders__1h": o}) for o in mine[i : i + 20]]
+                results.append(sink.write(batch))
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(x.applied + x.rejected for x in results) == 400
+    for e in range(5):
+        newest = max(o for o in offsets if o % 5 == e)
+        h = stored(r, topology, f"u{e}")
+        assert (h["orders__1h"], h["_v"]) == (str(newest), version(1, 0, newest))
