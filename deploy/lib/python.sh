@@ -4,8 +4,10 @@ ensure_venv() {
   local root="$1"
   local base="${PYTHON:-}"
   if [[ -z "$base" ]]; then
-    for candidate in python3.13 python3.12 python3.11 python3; do
-      if command -v "$candidate" >/dev/null 2>&1; then base="$candidate"; break; fi
+    for candidate in python3 python3.13 python3.12 python3.11; do
+      if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+        base="$candidate"; break
+      fi
     done
   fi
   [[ -n "$base" ]] || { echo "Python >= 3.11 is missing; install it or set PYTHON=/path/to/python3.11" >&2; exit 1; }

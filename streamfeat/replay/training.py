@@ -1,0 +1,394 @@
+"""``streamfeat training-set``: point-in-time-correct features for a spine of (entity, time).
+
+Event time (the default): for a spine row ``(e, t)`` every feature is the value as of
+``t`` (contract section 2) over the events the stream *accepted* with ``ts <= t``.
+Acceptance is decided exactly as the worker decides it: records in offset order, the
+same :class:`~streamfeat.source.Decoder` and the same running-maximum late rule
+(:func:`~streamfeat.operators.late_mask`). Nothing after ``t`` leaks in.
+
+Method, per partition (partitions run in parallel processes):
+
+1. pass 1 reads the partition in offset order and collects the entities it accepted;
+   this maps each spine entity to its partition (an entity found in no partition gets
+   the topology's ``defaults``, ``None`` where there is none);
+2. pass 2 reads it again, re-decides acceptance, and sorts the accepted events by
+   ``(ts, offset)`` on the fly: an accepted event is never more than ``lateness`` behind
+   stream time, so a heap holding the events of the last ``lateness`` is enough. The
+   sorted events feed a fresh :class:`~streamfeat.operators.PartitionOperator`; before
+   the first event later than ``t`` is fed, the rows at ``t`` are answered with
+   ``values(entities, as_of=t)``.
+
+``as_served=True``: the values the model was served at ``t``, i.e. what Redis held: the
+state after every record that had *arrived* by ``t``, in offset order, through the
+worker's :class:`~streamfeat.runtime.processor.PartitionProcessor` (late decisions
+included), as of the partition's stream time at that moment. A record has arrived by
+``t`` when the running maximum of ``kafka_ts`` up to it is ``<= t`` (a consumer reads a
+partition in order, so arrival never goes backwards; with broker timestamps this is
+simply ``kafka_ts <= t``). An entity with no accepted record arrived by then gets the
+``defaults`` (Redis had no key for it).
+
+Memory: the spine and its output columns (rows x features); the set of entities of
+every partition; per partition process, one batch of records, that partition's window
+state and (pass 2) the accepted events of the last ``lateness``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from streamfeat.client import resolve_fields
+from streamfeat.errors import ConfigError
+from streamfeat.operators import PartitionOperator, late_mask
+from streamfeat.replay.replay import (
+    TopologyLike,
+    arrow_columns,
+    resolve_topology,
+    run_jobs,
+    write_parquet_atomically,
+)
+from streamfeat.runtime.processor import PartitionProcessor
+from streamfeat.snapshot.reader import (
+    DateLike,
+    SnapshotFile,
+    iter_files,
+    parse_date,
+    snapshot_files,
+)
+from streamfeat.snapshot.reader import (
+    partitions as snapshot_partitions,
+)
+from streamfeat.source import Decoder
+from streamfeat.topology import TopologyDef
+
+__all__ = ["read_spine", "training_set"]
+
+_BATCH_ROWS = 20_000
+
+
+# ----------------------------------------------------------------------------- the spine
+
+
+def read_spine(path: str | os.PathLike[str]) -> pa.Table:
+    """A spine file: Parquet (``.parquet``, ``.pq``) or CSV (``.csv``, read with pyarrow)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise ConfigError(f"spine {str(p)!r} does not exist; pass --spine a Parquet or CSV file")
+    if suffix in (".parquet", ".pq"):
+        return pq.read_table(p)
+    if suffix == ".csv":
+        return pacsv.read_csv(p)
+    raise ConfigError(f"spine {str(p)!r}: use a .parquet or .csv file")
+
+
+def _entity_ids(table: pa.Table, column: str) -> list[str | None]:
+    if column not in table.column_names:
+        raise ConfigError(
+            f"spine has no entity column {column!r} (columns: {', '.join(table.column_names)}); "
+            "pass --entity-column"
+        )
+    return [None if v is None else str(v) for v in table.column(column).to_pylist()]
+
+
+def _timestamps_ms(table: pa.Table, column: str) -> list[int | None]:
+    if column not in table.column_names:
+        raise ConfigError(
+            f"spine has no timestamp column {column!r} (columns: "
+            f"{', '.join(table.column_names)}); pass --timestamp-column"
+        )
+    col = table.column(column)
+    t = col.type
+    if pa.types.is_integer(t):
+        return [None if v is None else int(v) for v in col.to_pylist()]
+    if pa.types.is_date(t):
+        col = pc.cast(col, pa.timestamp("ms"))
+        t = col.type
+    if pa.types.is_timestamp(t):
+        ms = pc.cast(col, pa.timestamp("ms", tz=t.tz), safe=False)
+        return [None if v is None else int(v) for v in pc.cast(ms, pa.int64()).to_pylist()]
+    raise ConfigError(
+        f"spine column {column!r} is {t}; it must hold epoch milliseconds (integers) or "
+        "timestamps"
+    )
+
+
+# ----------------------------------------------------------------------------- pass 1
+
+
+@dataclass(frozen=True, slots=True)
+class _KeysJob:
+    topology: TopologyDef
+    files: tuple[SnapshotFile, ...]
+    batch_rows: int
+
+
+def _accepted(
+    topology: TopologyDef, files: Sequence[SnapshotFile], batch_rows: int
+) -> Iterator[tuple[list[int], list[int], list[str], list[dict[str, Any]], int]]:
+    """Per batch: (ts, offset, key, record) of the accepted events, and the stream time."""
+    decoder = Decoder(topology)
+    lateness = int(topology.lateness_ms)
+    st: int | None = None
+    for batch in iter_files(files, batch_rows=batch_rows):
+        dec = decoder.decode([r.value for r in batch], [r.kafka_ts for r in batch])
+        if not dec.keys:
+            continue
+        late, st = late_mask(np.asarray(dec.ts, dtype=np.int64), st, lateness)
+        if st is None:  # pragma: no cover - late_mask returns a time for a non-empty batch
+            continue
+        ok = np.flatnonzero(~late).tolist()
+        yield (
+            [dec.ts[i] for i in ok],
+            [batch[dec.positions[i]].offset for i in ok],
+            [dec.keys[i] for i in ok],
+            [dec.records[i] for i in ok],
+            st,
+        )
+
+
+def _keys_of_partition(job: _KeysJob) -> set[str]:
+    out: set[str] = set()
+    for _ts, _off, keys, _recs, _st in _accepted(job.topology, job.files, job.batch_rows):
+        out.update(keys)
+    return out
+
+
+# ----------------------------------------------------------------------------- pass 2
+
+
+@dataclass(frozen=True, slots=True)
+class _RowsJob:
+    topology: TopologyDef
+    partition: int
+    files: tuple[SnapshotFile, ...]
+    fields: tuple[str, ...]
+    times: tuple[int, ...]
+    entities: tuple[str, ...]
+    batch_rows: int
+
+
+def _sorted_events(
+    topology: TopologyDef, files: Sequence[SnapshotFile], batch_rows: int
+) -> Iterator[list[tuple[int, int, str, dict[str, Any]]]]:
+    """Accepted events in ``(ts, offset)`` order, holding only the last ``lateness``."""
+    lateness = int(topology.lateness_ms)
+    heap: list[tuple[int, int, str, dict[str, Any]]] = []
+    push, pop = heapq.heappush, heapq.heappop
+    for ts, offsets, keys, records, st in _accepted(topology, files, batch_rows):
+        for item in zip(ts, offsets, keys, records, strict=True):
+            push(heap, item)
+        bound = st - lateness  # every later accepted event has ts >= bound
+        out = []
+        while heap and heap[0][0] < bound:
+            out.append(pop(heap))
+        if out:
+            yield out
+    heap.sort()
+    if heap:
+        yield heap
+
+
+def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
+    """Feature values (one list per field) of the job's rows, in the job's row order."""
+    topology = job.topology
+    n = len(job.times)
+    times, ents, fields = job.times, job.entities, job.fields
+    order = sorted(range(n), key=lambda i: (times[i], i))
+    cols: list[list[Any]] = [[None] * n for _ in fields]
+    op = PartitionOperator(topology, job.partition)
+    keys: list[str] = []
+    ts_l: list[int] = []
+    recs: list[dict[str, Any]] = []
+    j = 0
+
+    def feed() -> None:
+        if keys:
+            op.process(keys, ts_l, recs)
+            keys.clear()
+            ts_l.clear()
+            recs.clear()
+            if op.stream_time is not None:
+                op.due(op.stream_time)  # drain timers armed by values(): bounded memory
+
+    def answer(before: int | None) -> None:
+        nonlocal j
+        while j < n and (before is None or times[order[j]] < before):
+            t = times[order[j]]
+            group = []
+            while j < n and times[order[j]] == t:
+                group.append(order[j])
+                j += 1
+            feed()
+            values = op.values(sorted({ents[g] for g in group}), as_of=t)
+            for g in group:
+                row = values[ents[g]]
+                for c, name in zip(cols, fields, strict=True):
+                    c[g] = row[name]
+
+    for chunk in _sorted_events(topology, job.files, job.batch_rows):
+        for ts, _off, key, record in chunk:
+            if j < n and times[order[j]] < ts:
+                answer(ts)
+            keys.append(key)
+            ts_l.append(ts)
+            recs.append(record)
+            if len(keys) >= job.batch_rows:
+                feed()
+    answer(None)
+    return cols
+
+
+def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
+    topology = job.topology
+    n = len(job.times)
+    times, ents, fields = job.times, job.entities, job.fields
+    order = sorted(range(n), key=lambda i: (times[i], i))
+    defaults = [topology.defaults.get(f) for f in fields]
+    cols: list[list[Any]] = [[d] * n for d in defaults]
+    proc = PartitionProcessor(topology, job.partition)
+    seen: set[str] = set()
+    arrival: int | None = None
+    j = 0
+
+    def answer(before: int | None) -> None:
+        nonlocal j
+        start = j
+        while j < n and (before is None or times[order[j]] < before):
+            j += 1
+        group = [g for g in order[start:j] if ents[g] in seen]
+        if not group or proc.stream_time is None:
+            return
+        values = proc.operator.values(sorted({ents[g] for g in group}), as_of=proc.stream_time)
+        for g in group:
+            row = values[ents[g]]
+            for c, name in zip(cols, fields, strict=True):
+                c[g] = row[name]
+
+    def process(records: Sequence[Any]) -> None:
+        if records:
+            outcome = proc.process(records)
+            seen.update(u.entity_id for u in outcome.updates)
+
+    for batch in iter_files(job.files, batch_rows=job.batch_rows):
+        start = 0
+        for i, r in enumerate(batch):
+            a = r.kafka_ts if arrival is None or r.kafka_ts > arrival else arrival
+            if j < n and a > times[order[j]]:
+                process(batch[start:i])
+                start = i
+                answer(a)
+            arrival = a
+        process(batch[start:])
+    answer(None)
+    return cols
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def training_set(
+    topology: TopologyLike,
+    snapshot_dir: str | os.PathLike[str],
+    spine: str | os.PathLike[str] | pa.Table,
+    out: str | os.PathLike[str] | None,
+    *,
+    features: Sequence[str] | None = None,
+    as_served: bool = False,
+    entity_column: str | None = None,
+    timestamp_column: str | None = None,
+    date_from: DateLike | None = None,
+    date_to: DateLike | None = None,
+    processes: int | None = None,
+    batch_rows: int = _BATCH_ROWS,
+) -> pa.Table:
+    """The spine's columns plus one column per requested ``{feature}__{window}``.
+
+    Rows keep the spine's order. ``spine``: a Parquet or CSV path, or an Arrow table;
+    its entity and timestamp columns default to the topology's ``source.key`` and
+    ``source.timestamp``. ``features``: feature or field names (default: all).
+    ``out``: the Parquet file to write (``None``: only return the table). See the module
+    docstring for the semantics of event time and ``as_served``.
+    """
+    topo = resolve_topology(topology)
+    fields = tuple(resolve_fields(topo, features))
+    table = spine if isinstance(spine, pa.Table) else read_spine(spine)
+    clash = [f for f in fields if f in table.column_names]
+    if clash:
+        raise ConfigError(
+            f"spine already has columns named like features: {', '.join(clash)}; rename them"
+        )
+    ecol = entity_column or topo.source.key
+    tcol = timestamp_column or topo.source.timestamp
+    if tcol is None:
+        raise ConfigError(
+            f"topology {topo.name!r} uses the Kafka timestamp (no source.timestamp field); "
+            "pass --timestamp-column"
+        )
+    entities = _entity_ids(table, ecol)
+    times = _timestamps_ms(table, tcol)
+    snap = str(snapshot_dir)
+    if not Path(snap).is_dir():
+        raise ConfigError(f"snapshot directory {snap!r} does not exist; pass --snapshot-dir")
+    lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
+    topic = topo.source.topic
+    files = {
+        p: tuple(snapshot_files(snap, topic, p, date_from=lo, date_to=hi))
+        for p in snapshot_partitions(snap, topic)
+    }
+    # pass 1: which partition holds each entity
+    key_sets = run_jobs(
+        _keys_of_partition, [_KeysJob(topo, fs, batch_rows) for fs in files.values()], processes
+    )
+    home: dict[str, int] = {}
+    shared = 0
+    for p, keys in zip(files, key_sets, strict=True):
+        for k in keys:
+            if home.setdefault(k, p) != p:
+                shared += 1
+    if shared:
+        print(f"training-set: {shared} entities occur in several partitions; each is read "
+              "from the lowest one", file=sys.stderr)
+    # pass 2: rows per partition
+    n = len(entities)
+    defaults = [topo.defaults.get(f) for f in fields]
+    cols: list[list[Any]] = [[d] * n for d in defaults]
+    by_part: dict[int, tuple[list[int], list[int], list[str]]] = {}
+    for i, (e, t) in enumerate(zip(entities, times, strict=True)):
+        if e is None or t is None:  # no entity or no time: no features
+            for c in cols:
+                c[i] = None
+            continue
+        home_p = home.get(e)
+        if home_p is not None:
+            rows_, times_, ents_ = by_part.setdefault(home_p, ([], [], []))
+            rows_.append(i)
+            times_.append(t)
+            ents_.append(e)
+    jobs = [
+        _RowsJob(topo, p, files[p], fields, tuple(ts_), tuple(es_), batch_rows)
+        for p, (_rows, ts_, es_) in sorted(by_part.items())
+    ]
+    results = run_jobs(_as_served_rows if as_served else _event_time_rows, jobs, processes)
+    for (_p, (rows, _t, _e)), part_cols in zip(sorted(by_part.items()), results, strict=True):
+        for c, pc_ in zip(cols, part_cols, strict=True):
+            for i, v in zip(rows, pc_, strict=True):
+                c[i] = v
+    arrays = arrow_columns(topo, fields, dict(zip(fields, cols, strict=True)))
+    result = table
+    for name in fields:
+        result = result.append_column(name, arrays[name])
+    if out is not None:
+        write_parquet_atomically(result, Path(out))
+    return result

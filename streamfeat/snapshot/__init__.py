@@ -1,0 +1,24 @@
+"""Offline snapshots: raw records to Parquet (writer) and back (reader), contract section 5."""
+
+from streamfeat.snapshot.reader import (
+    SnapshotFile,
+    iter_files,
+    iter_partition,
+    parse_date,
+    partitions,
+    snapshot_files,
+)
+from streamfeat.snapshot.writer import SCHEMA, SnapshotWriter, file_name, parse_file_name
+
+__all__ = [
+    "SCHEMA",
+    "SnapshotFile",
+    "SnapshotWriter",
+    "file_name",
+    "iter_files",
+    "iter_partition",
+    "parse_date",
+    "parse_file_name",
+    "partitions",
+    "snapshot_files",
+]
