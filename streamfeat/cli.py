@@ -46,6 +46,8 @@ def _worker(args: argparse.Namespace) -> int:
         stop_at_end=args.stop_at_end,
         group_id=args.group,
         batch_size=args.batch_size,
+        snapshot_every_s=args.snapshot_every,
+        generation=args.generation,
     )
     return Worker(config).run()
 
@@ -129,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process up to the end offsets found at start, flush, exit 0")
     p.add_argument("--group", default=None, help="consumer group (default: from topology names)")
     p.add_argument("--batch-size", type=int, default=20_000)
+    p.add_argument("--snapshot-every", type=float, default=60.0,
+                   help="seconds between Parquet snapshots (default 60)")
+    p.add_argument("--generation", type=int, default=0,
+                   help="write generation; raise it after a backfill into the serving Redis")
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("get", help="read features of entities from Redis")
@@ -152,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topologies", nargs="+")
     p.add_argument("--feature", help="show one feature or field")
     p.set_defaults(run=_registry)
+
+    from streamfeat.cli_replay import add_replay_commands
+
+    add_replay_commands(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ class OrderEvents:
         self,
         *,
         entities: int = 10_000,
-        start_ms: int = 1_767_225_600_000,  # 2026-01-01T00:00:00Z
+        start_ms: int | None = None,  # default: so that the n-th event is about now
         events_per_second: float = 200.0,
         disorder_ms: int = 30_000,
         late_fraction: float = 0.002,
@@ -67,7 +68,11 @@ class OrderEvents:
     def events(self, n: int | None = None) -> Iterator[GeneratedEvent]:
         rng = self.rng
         i = 0
-        clock = float(self.start_ms)
+        if self.start_ms is not None:
+            clock = float(self.start_ms)
+        else:  # end near the present, so the served features look current
+            span = self.step_ms * (n if n is not None else 0)
+            clock = float(int(time.time() * 1000) - span)
         while n is None or i < n:
             clock += self.step_ms
             ts = int(clock) - rng.randint(0, self.disorder_ms)

@@ -35,6 +35,7 @@ from streamfeat.errors import SinkError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
 from streamfeat.sinks import RedisSink, Update
+from streamfeat.snapshot import SnapshotWriter
 from streamfeat.source import RawRecord
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
@@ -65,6 +66,7 @@ class WorkerConfig:
     batch_size: int = 20_000
     poll_timeout_s: float = 0.05
     generation: int = 0
+    snapshot_every_s: float = 60.0
     kafka_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +87,7 @@ class Worker:
         self.group_id = config.group_id or f"streamfeat.{names}"
         self.sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
         self.processors: dict[tuple[str, int], list[PartitionProcessor]] = {}
+        self.snapshots: dict[tuple[str, int], SnapshotWriter] = {}
         self.dlq_sent: dict[tuple[str, str, int], int] = {}  # (topology, topic, p) -> max offset
         self.end_offsets: dict[tuple[str, int], int] = {}
         self._assigned_once = False
@@ -153,8 +156,11 @@ class Worker:
 
     def _shutdown(self) -> None:
         try:
-            self.consumer.close()  # revokes: closes the partition stores
+            self.consumer.close()  # revokes: closes the partition stores, flushes snapshots
         finally:
+            for writer in list(self.snapshots.values()):
+                writer.close()
+            self.snapshots.clear()
             for procs in list(self.processors.values()):
                 for proc in procs:
                     proc.close()
@@ -178,6 +184,13 @@ class Worker:
                 procs.append(proc)
             self.processors[(tp.topic, tp.partition)] = procs
             start = min((p.next_offset or 0) for p in procs)
+            if self.config.snapshot_dir is not None:
+                writer = SnapshotWriter(self.config.snapshot_dir, tp.topic, tp.partition,
+                                        every_s=self.config.snapshot_every_s)
+                self.snapshots[(tp.topic, tp.partition)] = writer
+                # Records consumed before a crash but not yet in a snapshot are read again,
+                # for the snapshot only (the operators skip what their state already holds).
+                start = min(start, writer.next_offset or 0)
             tp.offset = start if start > 0 else OFFSET_BEGINNING
             self._read_dlq_tail(tp.topic, tp.partition)
             log.info("assigned %s[%d] from offset %d", tp.topic, tp.partition, start)
@@ -187,6 +200,9 @@ class Worker:
         for tp in partitions:
             for proc in self.processors.pop((tp.topic, tp.partition), []):
                 proc.close()
+            writer = self.snapshots.pop((tp.topic, tp.partition), None)
+            if writer is not None:
+                writer.close()
             log.info("revoked %s[%d]", tp.topic, tp.partition)
         try:
             consumer.unassign()
@@ -212,6 +228,9 @@ class Worker:
         touched: list[PartitionProcessor] = []
         oldest_kafka_ts: dict[str, int] = {}
         for (topic, partition), records in by_tp.items():
+            writer = self.snapshots.get((topic, partition))
+            if writer is not None:
+                writer.append(records)
             for proc in self.processors.get((topic, partition), []):
                 start = proc.next_offset or 0
                 todo = records if records[0].offset >= start else [
@@ -240,6 +259,7 @@ class Worker:
             self._write_sink(name, batch)
         if dead:
             self._send_dead_letters(dead)
+        self._flush_due_snapshots()
         for proc in touched:
             proc.commit()
         if touched:
@@ -257,6 +277,15 @@ class Worker:
         for name, ts in oldest_kafka_ts.items():
             self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
         self._last_batch = time.time()
+
+    def _flush_due_snapshots(self, force: bool = False) -> None:
+        now = time.time()
+        for (topic, _partition), writer in self.snapshots.items():
+            if force or writer.due(now):
+                writer.flush()
+            oldest = writer.oldest_unflushed_kafka_ts
+            lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
+            self.metrics.snapshot_lag.labels(topic).set(lag)
 
     def _write_sink(self, name: str, batch: list[Update]) -> None:
         sink = self.sinks[name]
@@ -364,10 +393,11 @@ class Worker:
         meta = self.consumer.list_topics(timeout=30)
         for topic in self.by_topic:
             for p in meta.topics[topic].partitions:
-                _low, high = self.consumer.get_watermark_offsets(
+                low, high = self.consumer.get_watermark_offsets(
                     TopicPartition(topic, p), timeout=30
                 )
-                self.end_offsets[(topic, p)] = high
+                # A partition whose records were all deleted (retention) has nothing to read.
+                self.end_offsets[(topic, p)] = high if high > low else 0
 
     def _caught_up(self) -> bool:
         """Every partition processed up to the end offsets found at start, by us or the group.
@@ -381,6 +411,9 @@ class Worker:
         for key, procs in self.processors.items():
             end = self.end_offsets.get(key, 0)
             if any((p.next_offset or 0) < end for p in procs):
+                return False
+            writer = self.snapshots.get(key)
+            if writer is not None and (writer.next_offset or 0) + writer.buffered < end:
                 return False
         others = [TopicPartition(t, p) for (t, p), end in self.end_offsets.items()
                   if end > 0 and (t, p) not in self.processors]
