@@ -1,0 +1,73 @@
+"""The public surface: every package's ``__all__`` is sorted, complete and importable."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGES = [
+    "streamfeat",
+    "streamfeat.topology",
+    "streamfeat.operators",
+    "streamfeat.source",
+    "streamfeat.state",
+    "streamfeat.sinks",
+    "streamfeat.snapshot",
+    "streamfeat.replay",
+    "streamfeat.runtime",
+]
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order: CONSTANTS, then Classes, then functions."""
+    kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
+    return kind, name
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    assert exported == sorted(exported, key=_isort_key), f"{name}.__all__ is not sorted"
+    assert len(set(exported)) == len(exported)
+    for attr in exported:
+        assert hasattr(module, attr), f"{name}.__all__ names missing {attr}"
+
+
+def test_importing_has_no_side_effects() -> None:
+    """Importing streamfeat must not read argv, touch the network or configure logging."""
+    code = (
+        "import logging, sys; sys.argv = ['x', '--bogus'];"
+        "import streamfeat, streamfeat.runtime, streamfeat.cli;"
+        "assert not logging.getLogger().handlers, logging.getLogger().handlers"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_validate_command_reports_file_line_and_exits_nonzero(tmp_path: object) -> None:
+    from pathlib import Path
+
+    bad = Path(str(tmp_path)) / "bad.yaml"
+    bad.write_text(
+        "version: 1\nname: shop\nsource: {topic: t, key: user_id}\n"
+        "features:\n  - name: n\n    agg: cnt\n    windows: [5m]\n"
+        "  - name: s\n    agg: sum\n    windows: [5x]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "streamfeat.cli", "validate", str(bad)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"{bad}:6:" in done.stderr  # unknown aggregation
+    assert f"{bad}:8:" in done.stderr or f"{bad}:9:" in done.stderr  # sum without field
+    assert f"{bad}:10:" in done.stderr  # bad duration
+    good = subprocess.run(
+        [sys.executable, "-m", "streamfeat.cli", "validate", "topologies/orders.yaml"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert good.returncode == 0, good.stderr
