@@ -1,0 +1,76 @@
+"""The worker's Prometheus metrics and health endpoint count what happened, exactly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import make_topology, produce, read_topic, worker_cmd, worker_env
+from reference import expected_final
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def test_metrics_count_consumed_late_and_malformed(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic("orders", partitions=2)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 5000, seed=21, entities=100, events_per_second=0.5,
+            late_fraction=0.02, malformed_fraction=0.01)
+    _values, late, malformed = expected_final(topology, read_topic(kafka_bootstrap, topic))
+    port = _free_port()
+    proc = subprocess.Popen(worker_cmd(path, tmp_path / "state", "--metrics-port", str(port)),
+                            env=worker_env(kafka_bootstrap, redis_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        metrics: dict[str, float] = {}
+        while time.time() < deadline:
+            try:
+                metrics = _scrape(port)
+            except OSError:
+                metrics = {}
+            if metrics.get("streamfeat_events_consumed_total") == 5000:
+                break
+            time.sleep(0.3)
+        assert metrics.get("streamfeat_events_consumed_total") == 5000, metrics
+        assert metrics["streamfeat_events_late_total"] == late > 0
+        assert metrics["streamfeat_events_malformed_total"] == malformed > 0
+        assert metrics["streamfeat_events_aggregated_total"] == 5000 - late - malformed
+        assert metrics["streamfeat_event_to_redis_seconds_count"] > 0
+        assert metrics["streamfeat_redis_write_seconds_count"] > 0
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+        status = json.loads(health.read())
+        assert health.status == 200 and status["healthy"] is True
+        assert len(status["assigned"]) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
