@@ -11,10 +11,11 @@ moments family on bucketed windows is updated with numpy, once per
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 import msgspec
@@ -36,8 +37,12 @@ from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, Wi
 
 __all__ = ["STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
 
-STATE_FORMAT_VERSION = 1
-"""Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``."""
+STATE_FORMAT_VERSION = 2
+"""Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``.
+
+2: moments cells carry their own shift ``[b, c, n, K, s1, s2(, min, max)]``
+(1 kept one shift per entity, which lost variance precision when data drifted).
+"""
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 WhereCompiler = Callable[[str], Predicate]
@@ -162,8 +167,7 @@ class PartitionOperator:
         self._seq = 0
         self._index = _Index()
         self._dirty: set[int] = set()
-        self._heap: list[tuple[int, int]] = []
-        self._armed: dict[int, int] = {}
+        self._armed = np.full(0, NEVER, dtype=np.int64)  # next change time by row
         self.dropped_slots = 0
         """Serialized slots dropped on load because their definition changed."""
         self._slots = self._plan(topology.features)
@@ -237,6 +241,9 @@ class PartitionOperator:
     def _ensure_capacity(self, rows: int) -> None:
         if rows > self._cap:
             self._cap = max(rows, 2 * self._cap)
+            armed = np.full(self._cap, NEVER, dtype=np.int64)
+            armed[: self._armed.size] = self._armed
+            self._armed = armed
             for s in self._rings:
                 s.impl.grow(self._cap)
 
@@ -291,40 +298,49 @@ class PartitionOperator:
         def values_of(fld: str) -> list[Any]:
             got = raw.get(fld)
             if got is None:
-                got = raw[fld] = [r.get(fld) for r in records]
+                got = raw[fld] = list(map(methodcaller("get", fld), records))
             return got
 
+        if self._rings:
+            # One sort by (entity, ts, offset) serves every ring slot of the batch.
+            ea, ta = rows[accepted], tarr[accepted]
+            tmin = int(ta.min())
+            span = int(ta.max()) - tmin + 1
+            if int(ea.max()) * span < 2**62:
+                order = np.argsort(ea * span + (ta - tmin), kind="stable")
+            else:
+                order = np.lexsort((ta, ea))
+            by_entity = accepted[order]
         for slot in self._rings:
-            sel = masks[slot.where]
-            idx = sel.nonzero()[0] if slot.where is not None or not all_ok else None
             if slot.source not in nums:
                 if slot.source is None:
                     nums[None] = (np.zeros(n), np.zeros(n, dtype=np.bool_))
                 else:
                     nums[slot.source] = _floats(values_of(slot.source))
             x, valid = nums[slot.source]
-            if idx is None:
-                slot.impl.update(rows, tarr, x, valid, st)
-            else:
-                slot.impl.update(rows[idx], tarr[idx], x[idx], valid[idx], st)
+            sel: npt.NDArray[np.int64] = by_entity
+            if slot.where is not None:
+                sel = sel[np.asarray(masks[slot.where][sel], dtype=np.bool_)]
+            slot.impl.update(rows[sel], tarr[sel], sel, x, valid, st)
 
         others = [s for s in self._slots if not isinstance(s.impl, MomentsRing)]
         if others:
             rows_l: list[int] = rows.tolist()
             ts_l: list[int] = tarr.tolist()
             acc_l: list[int] = accepted.tolist()
+            seen = set(rows[accepted].tolist())
             for slot in others:
                 vals = values_of(slot.source) if slot.source is not None else [None] * n
                 impl = slot.impl
-                sel = masks[slot.where]
+                passes = masks[slot.where]
                 if isinstance(impl, SessionSlot):
-                    sel_l = sel.tolist()
+                    sel_l = passes.tolist()
                     for i in acc_l:
                         impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], sel_l[i])
                 else:
-                    for i in np.flatnonzero(sel).tolist():
+                    for i in np.flatnonzero(passes).tolist():
                         impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], st)
-                for r in set(rows[accepted].tolist()):
+                for r in seen:
                     impl.prune(r, st)
 
         touched_rows = np.unique(rows[accepted]).tolist()
@@ -344,8 +360,7 @@ class PartitionOperator:
         """
         t = self._as_of(as_of)
         ids = list(entity_ids)
-        get = self._index.get
-        rows = np.fromiter((get(k, 0) for k in ids), dtype=np.int64, count=len(ids))
+        rows = np.fromiter(map(self._index.get, ids, repeat(0)), dtype=np.int64, count=len(ids))
         m = len(ids)
         columns: dict[str, list[Any]] = {}
         nxt = np.full(m, NEVER, dtype=np.int64)
@@ -377,9 +392,11 @@ class PartitionOperator:
         self._arm(rows, nxt)
         names = self._order
         ordered = [columns[name] for name in names]
-        return {eid: dict(zip(names, row, strict=True))
-                for eid, row in zip(ids, zip(*ordered, strict=True), strict=True)} if ordered \
-            else {eid: {} for eid in ids}
+        if not ordered:
+            return {eid: {} for eid in ids}
+        # every column has one value per id by construction; strict=True costs 30 % here
+        return {eid: dict(zip(names, row, strict=False))
+                for eid, row in zip(ids, zip(*ordered, strict=False), strict=False)}
 
     def _as_of(self, as_of: int | None) -> int:
         if as_of is None:
@@ -393,54 +410,75 @@ class PartitionOperator:
         return int(as_of)
 
     def _arm(self, rows: npt.NDArray[np.int64], nxt: npt.NDArray[np.int64]) -> None:
-        armed = self._armed
-        heap = self._heap
-        for r, t in zip(rows.tolist(), nxt.tolist(), strict=True):
-            if r == 0:
-                continue
-            if t >= NEVER:
-                armed.pop(r, None)
-            elif armed.get(r) != t:
-                armed[r] = t
-                heapq.heappush(heap, (t, r))
+        known = rows != 0
+        self._armed[rows[known]] = nxt[known]
 
     def due(self, as_of: int) -> set[str]:
         """Entities whose values can have changed by time alone at or before ``as_of``.
 
-        Each is returned once; it is re-armed when its values are next computed.
+        Each is returned once; it is re-armed when its values are next computed
+        (relative to the ``as_of`` of that ``values()`` call). A vectorized scan
+        of one next-change time per entity: no per-entity work until it is due.
         """
-        heap, armed = self._heap, self._armed
+        armed = self._armed
+        rows = np.flatnonzero(armed <= as_of)
+        if rows.size == 0:
+            return set()
+        armed[rows] = NEVER
         keys = self._index.keys_by_row
-        out: set[str] = set()
-        while heap and heap[0][0] <= as_of:
-            t, r = heapq.heappop(heap)
-            if armed.get(r) == t:
-                del armed[r]
-                out.add(keys[r])
-        return out
+        return {keys[r] for r in rows.tolist()}
+
+    def approx_state_bytes(self) -> int:
+        """Rough in-memory size of the state (for the state-size metric).
+
+        Exact for the numpy rings; other slots are estimated at 120 bytes per
+        bucket, session or kept event.
+        """
+        total = 0
+        for slot in self._slots:
+            impl = slot.impl
+            if isinstance(impl, MomentsRing):
+                total += impl.nbytes
+            else:
+                total += 120 * sum(len(v) for v in impl.entities.values())
+        return total
 
     # -- persistence ----------------------------------------------------------
 
-    def _dump(self, row: int) -> bytes:
+    def _dump(self, rows: list[int]) -> list[bytes]:
         st = 0 if self._st is None else self._st
-        payload: dict[str, Any] = {}
+        payloads: list[dict[str, Any]] = [{} for _ in rows]
         for slot in self._slots:
-            obj = slot.impl.dump(row, st)
-            if obj is not None:
-                payload[slot.key] = [[m.state_hash for m in slot.members], obj]
-        return msgspec.msgpack.encode([STATE_FORMAT_VERSION, payload])
+            impl = slot.impl
+            if isinstance(impl, MomentsRing):
+                objs = impl.dump_many(rows, st)
+            else:
+                objs = [impl.dump(r, st) for r in rows]
+            members = [m.state_hash for m in slot.members]
+            for payload, obj in zip(payloads, objs, strict=True):
+                if obj is not None:
+                    payload[slot.key] = [members, obj]
+        encode = msgspec.msgpack.encode
+        return [encode([STATE_FORMAT_VERSION, payload]) for payload in payloads]
 
     def take_dirty(self) -> list[tuple[str, bytes]]:
-        """Serialized state of each entity changed since the last call, by entity id."""
+        """Serialized state of each entity changed since the last call, by entity id.
+
+        An entity whose state has become empty is included too (its bytes hold
+        no slot), so the store can overwrite or delete it.
+        """
         keys = self._index.keys_by_row
-        out = [(keys[r], self._dump(r)) for r in sorted(self._dirty)]
+        rows = sorted(self._dirty)
         self._dirty.clear()
-        return out
+        return list(zip([keys[r] for r in rows], self._dump(rows), strict=True))
 
     def dump_all(self) -> list[tuple[str, bytes]]:
-        """Serialized state of every entity ever seen (for tests and full snapshots)."""
+        """Serialized state of every entity that has state (tests, full snapshots)."""
         keys = self._index.keys_by_row
-        return [(keys[r], self._dump(r)) for r in range(1, len(keys))]
+        rows = list(range(1, len(keys)))
+        empty = msgspec.msgpack.encode([STATE_FORMAT_VERSION, {}])
+        return [(keys[r], data) for r, data in zip(rows, self._dump(rows), strict=True)
+                if data != empty]
 
     def meta(self) -> bytes:
         """Partition-level state: format version, stream time, event sequence."""

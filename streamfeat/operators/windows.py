@@ -5,10 +5,10 @@ A *slot* holds the state of one or more feature-windows that can share it
 are small integers (rows) handed out by the partition operator.
 
 - :class:`MomentsRing`: sliding, hopping, tumbling and lifetime windows of the
-  moments family (``count sum mean var stddev min max``). Numpy arrays
-  ``ids[entity, R]`` and ``acc[entity, R, 4]`` (``c n s1 s2``), a ring of the
-  ``R = ceil(W/H) + 1`` buckets that a query at or after stream time can read;
-  updated once per ``(entity, bucket)`` group per batch with ``bincount``.
+  moments family (``count sum mean var stddev min max``). Per entity a ring of
+  ``R = ceil(W/H) + 1`` positions (the buckets a query at or after stream time
+  can read) pointing into a numpy table of live cells ``c n K s1 s2``; updated
+  once per ``(entity, bucket)`` group per batch with ``bincount``.
 - :class:`BucketSlot`: the same windows for the other families: per entity a
   dict ``bucket -> state``, expired buckets dropped.
 - :class:`SessionSlot`: per entity the sessions that can still be current.
@@ -21,8 +21,8 @@ is what lets every slot drop what no such query can read.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,10 @@ _EMPTY_ID = np.iinfo(np.int64).min // 2
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
+
+
+def _sum_by(groups: I64, weights: F64, m: int) -> F64:
+    return np.bincount(groups, weights=weights, minlength=m).astype(np.float64, copy=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,15 @@ class Span:
     def keep_from(self, st: int) -> int:
         return self.window(st)[0]
 
+    def next_change_one(self, b: int, t: int) -> int:
+        """Scalar :meth:`next_change`."""
+        if self.hop == 0:
+            return int(NEVER)
+        if self.kind is WindowKind.TUMBLING:
+            nxt = (b + 1) * self.size
+            return nxt if not self.final or nxt > t else nxt + self.size
+        return self.size + (b + 1) * self.hop
+
     def next_change(self, b: I64, t: int) -> I64:
         """Earliest time after ``t`` at which bucket ``b`` (kept) enters or leaves the window."""
         if self.hop == 0:
@@ -115,139 +128,278 @@ class Span:
 
 
 class MomentsRing:
-    """Moments of a bucketed window for all entities, as numpy rings (see module doc)."""
+    """Moments of a bucketed window for all entities (see module doc).
+
+    Layout: ``ring[entity, R]`` (int32) points into a table of *cells*, one per
+    live ``(entity, bucket)``; ``-1`` is an empty slot. A cell holds
+    ``c n K s1 s2``: events, numeric values, the shift ``K`` (the cell's first
+    numeric value, in offset order), ``sum(x - K)`` and ``sum((x - K)^2)``, plus
+    ``min max`` when a feature needs them. Cells of expired buckets are swept
+    and reused as stream time moves, so memory is ``4 R`` bytes per entity plus
+    about 60 bytes per live bucket.
+
+    Cells are merged at query time onto the shift of one live cell, so every
+    shift is a value inside the window and the variance stays accurate however
+    the data drift; for integers (squares of deviations below 2**53) every sum
+    is exact, so the state does not depend on how the stream was cut into batches.
+    """
 
     def __init__(self, span: Span, minmax: bool, capacity: int = 1024) -> None:
         self.span = span
         self.minmax = minmax
         self.r = span.ring
         self.cap = 0
-        self.ids: I64 = np.empty((0, self.r), dtype=np.int64)
-        self.acc: F64 = np.empty((0, self.r, 4), dtype=np.float64)
-        self.ext: F64 = np.empty((0, self.r, 2), dtype=np.float64)
-        self.k: F64 = np.empty(0, dtype=np.float64)
+        self.ring: npt.NDArray[np.int32] = np.empty((0, self.r), dtype=np.int32)
+        # the cell table
+        self.cells = 0  # high-water mark
+        self.cb: I64 = np.empty(0, dtype=np.int64)  # bucket id; _EMPTY_ID when free
+        self.ce: I64 = np.empty(0, dtype=np.int64)  # entity row
+        self.acc: F64 = np.empty((0, 5), dtype=np.float64)
+        self.ext: F64 = np.empty((0, 2), dtype=np.float64)
+        self.free: list[int] = []
+        self.swept_to = _EMPTY_ID
         self.grow(capacity)
 
     def grow(self, capacity: int) -> None:
         if capacity <= self.cap:
             return
         new = max(capacity, 2 * self.cap)
-        ids = np.full((new, self.r), _EMPTY_ID, dtype=np.int64)
-        ids[: self.cap] = self.ids
-        acc = np.zeros((new, self.r, 4), dtype=np.float64)
-        acc[: self.cap] = self.acc
-        k = np.full(new, np.nan, dtype=np.float64)
-        k[: self.cap] = self.k
-        if self.minmax:
-            ext = np.empty((new, self.r, 2), dtype=np.float64)
-            ext[..., 0] = np.inf
-            ext[..., 1] = -np.inf
-            ext[: self.cap] = self.ext
-            self.ext = ext
-        self.ids, self.acc, self.k, self.cap = ids, acc, k, new
+        ring = np.full((new, self.r), -1, dtype=np.int32)
+        ring[: self.cap] = self.ring
+        self.ring, self.cap = ring, new
 
-    def update(self, e: I64, ts: I64, x: F64, valid: B, st: int) -> None:
-        """Add events (already accepted and passing ``where``) in offset order."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the ring and of the cell table (allocated, not only used)."""
+        return int(self.ring.nbytes + self.cb.nbytes + self.ce.nbytes + self.acc.nbytes
+                   + (self.ext.nbytes if self.minmax else 0) + 8 * len(self.free))
+
+    def _alloc(self, count: int) -> I64:
+        take = min(count, len(self.free))
+        ids = np.empty(count, dtype=np.int64)
+        if take:
+            ids[:take] = self.free[-take:]
+            del self.free[-take:]
+        rest = count - take
+        if rest:
+            start = self.cells
+            need = start + rest
+            size = self.cb.size
+            if need > size:
+                grown = max(need, 2 * size, 1024)
+                cb = np.full(grown, _EMPTY_ID, dtype=np.int64)
+                cb[:size] = self.cb
+                ce = np.zeros(grown, dtype=np.int64)
+                ce[:size] = self.ce
+                acc = np.zeros((grown, 5), dtype=np.float64)
+                acc[:size] = self.acc
+                self.cb, self.ce, self.acc = cb, ce, acc
+                if self.minmax:
+                    ext = np.empty((grown, 2), dtype=np.float64)
+                    ext[:size] = self.ext
+                    self.ext = ext
+            ids[take:] = np.arange(start, need)
+            self.cells = need
+        return ids
+
+    def _reset(self, cid: I64, e: I64, b: I64) -> None:
+        self.cb[cid] = b
+        self.ce[cid] = e
+        self.acc[cid] = 0.0
+        if self.minmax:
+            self.ext[cid, 0] = np.inf
+            self.ext[cid, 1] = -np.inf
+
+    def sweep(self, st: int) -> None:
+        """Free the cells of buckets no query at or after ``st`` can read."""
+        keep = self.span.keep_from(st)
+        if keep <= self.swept_to:
+            return
+        self.swept_to = keep
+        cb = self.cb[: self.cells]
+        dead = np.flatnonzero((cb < keep) & (cb != _EMPTY_ID))
+        if dead.size == 0:
+            return
+        self.ring[self.ce[dead], cb[dead] % self.r] = -1
+        self.cb[dead] = _EMPTY_ID
+        self.free.extend(dead.tolist())
+
+    def update(self, e: I64, ts: I64, orig: I64, xs: F64, oks: B, st: int) -> None:
+        """Add events (accepted, passing ``where``) sorted by ``(entity, ts, offset)``.
+
+        ``orig`` are the events' positions in the batch (offset order) and ``xs``,
+        ``oks`` the batch's numeric values and their validity, by position. The
+        sort makes every ``(entity, bucket)`` group a contiguous run, so groups are
+        found without sorting again.
+        """
+        self.sweep(st)
         if e.size == 0:
             return
-        # The shift K of an entity is its first numeric value, whatever bucket it is in.
-        k = self.k
-        kx = k[e]
-        need = valid & np.isnan(kx)
-        if need.any():
-            ne = e[need]
-            ue, first = np.unique(ne, return_index=True)
-            k[ue] = x[need][first]
-            kx = k[e]
         b = self.span.buckets(ts)
         keep = b >= self.span.keep_from(st)
         if not keep.all():
-            e, b, x, valid, kx = e[keep], b[keep], x[keep], valid[keep], kx[keep]
+            e, b, orig = e[keep], b[keep], orig[keep]
             if e.size == 0:
                 return
-        r = self.r
-        pos = b % r
-        flat = e * r + pos
-        uniq, first, inv = np.unique(flat, return_index=True, return_inverse=True)
-        ue = uniq // r
-        up = uniq - ue * r
-        ub = b[first]
-        stale = self.ids[ue, up] != ub
+        x, valid = xs[orig], oks[orig]
+        new = np.empty(e.size, dtype=np.bool_)
+        new[0] = True
+        np.not_equal(e[1:], e[:-1], out=new[1:])
+        new[1:] |= b[1:] != b[:-1]
+        starts = np.flatnonzero(new)
+        inv = np.cumsum(new) - 1
+        ue, ub = e[starts], b[starts]
+        up = ub % self.r
+        cid = self.ring[ue, up].astype(np.int64)
+        missing = cid < 0
+        if missing.any():
+            fresh = self._alloc(int(missing.sum()))
+            cid[missing] = fresh
+            self.ring[ue[missing], up[missing]] = fresh
+            self._reset(fresh, ue[missing], ub[missing])
+        stale = self.cb[cid] != ub  # an expired bucket not swept yet at this position
         if stale.any():
-            se, sp = ue[stale], up[stale]
-            self.ids[se, sp] = ub[stale]
-            self.acc[se, sp] = 0.0
-            if self.minmax:
-                self.ext[se, sp, 0] = np.inf
-                self.ext[se, sp, 1] = -np.inf
-        m = uniq.size
-        d = np.where(valid, x - kx, 0.0)
-        sums = np.empty((m, 4), dtype=np.float64)
-        sums[:, 0] = np.bincount(inv, minlength=m)
-        sums[:, 1] = np.bincount(inv, weights=valid, minlength=m)
-        sums[:, 2] = np.bincount(inv, weights=d, minlength=m)
-        sums[:, 3] = np.bincount(inv, weights=d * d, minlength=m)
-        self.acc[ue, up] += sums
+            self._reset(cid[stale], ue[stale], ub[stale])
+        m = starts.size
+        cells = self.acc[cid]
+        has = cells[:, 1] > 0  # the cell already has its shift K
+        if not has.all() and valid.any():
+            vi = np.flatnonzero(valid)
+            gv = inv[vi]
+            vstart = np.flatnonzero(np.r_[True, gv[1:] != gv[:-1]])
+            groups = gv[vstart]
+            first = np.minimum.reduceat(orig[vi], vstart)  # earliest offset of the group
+            fresh_k = ~has[groups]
+            cells[groups[fresh_k], 2] = xs[first[fresh_k]]
+        d = np.where(valid, x - cells[inv, 2], 0.0)
+        cells[:, 0] += np.diff(np.r_[starts, e.size])
+        cells[:, 1] += np.bincount(inv, weights=valid, minlength=m)
+        cells[:, 3] += np.bincount(inv, weights=d, minlength=m)
+        cells[:, 4] += np.bincount(inv, weights=d * d, minlength=m)
+        self.acc[cid] = cells
         if self.minmax and valid.any():
             gi, gx = inv[valid], x[valid]
             lo = np.full(m, np.inf)
             hi = np.full(m, -np.inf)
             np.minimum.at(lo, gi, gx)
             np.maximum.at(hi, gi, gx)
-            cur = self.ext[ue, up]
+            cur = self.ext[cid]
             cur[:, 0] = np.minimum(cur[:, 0], lo)
             cur[:, 1] = np.maximum(cur[:, 1], hi)
-            self.ext[ue, up] = cur
+            self.ext[cid] = cur
+
+    def _live(self, rows: I64, t: int) -> tuple[I64, I64, I64]:
+        """(index into ``rows``, cell id, bucket) of every cell of ``rows`` kept as of ``t``.
+
+        Scans the cell table or gathers the rings, whichever touches less memory
+        (the ring gather when ``rows`` repeat); the order of the result is unspecified.
+        """
+        keep = self.span.keep_from(t)
+        if self.cells < rows.size * self.r:
+            n = self.cells
+            index = np.arange(rows.size)
+            at = np.full(self.cap, -1, dtype=np.int64)
+            at[rows] = index
+            if (at[rows] == index).all():  # distinct rows
+                cb = self.cb[:n]
+                pos = at[self.ce[:n]]
+                cid = np.flatnonzero((cb >= keep) & (pos >= 0))  # free cells have no bucket
+                return pos[cid], cid, cb[cid]
+        cids = self.ring[rows]
+        i, p = np.nonzero(cids >= 0)
+        cidr = cids[i, p].astype(np.int64)
+        bids = self.cb[cidr]
+        kept = bids >= keep
+        return i[kept], cidr[kept], bids[kept]
 
     def query(self, rows: I64, t: int) -> tuple[dict[str, F64], I64]:
-        """Window moments as of ``t`` for ``rows``, and each row's next change time."""
+        """Window moments as of ``t`` for ``rows``, and each row's next change time.
+
+        Returns columns ``c n k s1 s2`` (moments shifted to ``k``: the shift of
+        the row's oldest numeric cell in the window) and ``mn mx`` with min/max.
+        """
+        m = rows.size
         lo, hi = self.span.window(t)
-        ids = self.ids[rows]
-        mask = (ids >= lo) & (ids <= hi)
-        acc = self.acc[rows]
-        tot = np.einsum("mr,mrc->mc", mask.astype(np.float64), acc)
+        i, cid, bids = self._live(rows, t)
+        inwin = (bids >= lo) & (bids <= hi)
+        wi, wc, wb = i[inwin], cid[inwin], bids[inwin]
+        cells = self.acc[wc]
+        nc, kc = cells[:, 1], cells[:, 2]
+        k0 = np.zeros(m)
+        num = np.flatnonzero(nc > 0)
+        if num.size:
+            wn, bn = wi[num], wb[num]
+            oldest = np.full(m, NEVER, dtype=np.int64)
+            np.minimum.at(oldest, wn, bn)
+            pick = bn == oldest[wn]  # one cell per row: buckets of a row are distinct
+            k0[wn[pick]] = kc[num[pick]]
+        delta = np.where(nc > 0, kc - k0[wi], 0.0)
+        s1c = cells[:, 3]
         cols: dict[str, F64] = {
-            "c": tot[:, 0], "n": tot[:, 1], "s1": tot[:, 2], "s2": tot[:, 3], "k": self.k[rows],
+            "c": _sum_by(wi, cells[:, 0], m),
+            "n": _sum_by(wi, nc, m),
+            "k": k0,
+            "s1": _sum_by(wi, s1c + nc * delta, m),
+            "s2": _sum_by(wi, cells[:, 4] + 2.0 * delta * s1c + nc * delta * delta, m),
         }
         if self.minmax:
-            ext = self.ext[rows]
-            cols["mn"] = np.where(mask, ext[..., 0], np.inf).min(axis=1)
-            cols["mx"] = np.where(mask, ext[..., 1], -np.inf).max(axis=1)
-        kept = ids >= self.span.keep_from(t)
-        if self.span.hop == 0 or not kept.any():
-            return cols, np.full(rows.size, NEVER, dtype=np.int64)
-        nxt = np.where(kept, self.span.next_change(ids, t), NEVER)
-        return cols, nxt.min(axis=1)
+            ext = self.ext[wc]
+            mn = np.full(m, np.inf)
+            mx = np.full(m, -np.inf)
+            np.minimum.at(mn, wi, ext[:, 0])
+            np.maximum.at(mx, wi, ext[:, 1])
+            cols["mn"], cols["mx"] = mn, mx
+        nxt = np.full(m, NEVER, dtype=np.int64)
+        if self.span.hop and i.size:
+            np.minimum.at(nxt, i, self.span.next_change(bids, t))
+        return cols, nxt
 
     def dump(self, row: int, st: int) -> list[Any] | None:
-        k = float(self.k[row])
-        ids = self.ids[row]
-        live = np.flatnonzero(ids >= self.span.keep_from(st))
-        if math.isnan(k) and live.size == 0:
-            return None
-        cells = []
-        for p in live[np.argsort(ids[live])].tolist():
-            c, n, s1, s2 = self.acc[row, p].tolist()
-            cell: list[Any] = [int(ids[p]), int(c), int(n), s1, s2]
-            if self.minmax:
-                cell += self.ext[row, p].tolist()
-            cells.append(cell)
-        return [None if math.isnan(k) else k, cells]
+        return self.dump_many([row], st)[0]
+
+    def dump_many(self, rows: list[int], st: int) -> list[list[Any] | None]:
+        """Per row (distinct), its kept cells ``[b, c, n, K, s1, s2(, min, max)]`` by bucket."""
+        out: list[list[Any] | None] = [None] * len(rows)
+        if not rows:
+            return out
+        i, cid, bids = self._live(np.asarray(rows, dtype=np.int64), st)
+        if i.size == 0:
+            return out
+        order = np.lexsort((bids, i))
+        i, cid, bids = i[order], cid[order], bids[order]
+        acc = self.acc[cid]
+        columns = [bids.tolist(), acc[:, 0].astype(np.int64).tolist(),
+                   acc[:, 1].astype(np.int64).tolist(), acc[:, 2].tolist(),
+                   acc[:, 3].tolist(), acc[:, 4].tolist()]
+        if self.minmax:
+            ext = self.ext[cid]
+            columns += [ext[:, 0].tolist(), ext[:, 1].tolist()]
+        cells = list(map(list, zip(*columns, strict=True)))
+        bounds = np.flatnonzero(np.r_[True, i[1:] != i[:-1], True]).tolist()
+        which = i.tolist()
+        for a, b in pairwise(bounds):
+            out[which[a]] = cells[a:b]
+        return out
 
     def load(self, row: int, obj: list[Any]) -> None:
-        self.k[row] = np.nan if obj[0] is None else obj[0]
-        self.ids[row] = _EMPTY_ID
-        self.acc[row] = 0.0
-        for cell in obj[1]:
-            p = cell[0] % self.r
-            self.ids[row, p] = cell[0]
-            self.acc[row, p] = cell[1:5]
-            if self.minmax:
-                self.ext[row, p] = cell[5:7]
+        self.clear(row)
+        if not obj:
+            return
+        b = np.array([cell[0] for cell in obj], dtype=np.int64)
+        cid = self._alloc(b.size)
+        self._reset(cid, np.full(b.size, row, dtype=np.int64), b)
+        self.ring[row, b % self.r] = cid
+        self.acc[cid] = [cell[1:6] for cell in obj]
+        if self.minmax:
+            self.ext[cid] = [cell[6:8] for cell in obj]
 
     def clear(self, row: int) -> None:
-        self.k[row] = np.nan
-        self.ids[row] = _EMPTY_ID
+        cids = self.ring[row]
+        used = cids[cids >= 0].astype(np.int64)
+        if used.size:
+            self.cb[used] = _EMPTY_ID
+            self.free.extend(used.tolist())
+        self.ring[row] = -1
 
 
 class BucketSlot:
@@ -289,12 +441,12 @@ class BucketSlot:
         lo, hi = self.span.window(t)
         keep = self.span.keep_from(t)
         merged = None
-        nxt = NEVER
+        nxt = int(NEVER)
         for b in sorted(buckets):
             if b < keep:
                 continue
             if self.span.hop:
-                nxt = min(nxt, int(self.span.next_change(np.array([b]), t)[0]))
+                nxt = min(nxt, self.span.next_change_one(b, t))
             if lo <= b <= hi:
                 if merged is None:
                     merged = new_state(self.family, self.feature)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections import Counter
@@ -263,7 +264,12 @@ def run(op: PartitionOperator, events: list[tuple[str, int, dict[str, Any]]]) ->
 
 def batches(events: list[Any], cuts: list[int]) -> list[list[Any]]:
     bounds = [0, *cuts, len(events)]
-    return [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def empty(topo: TopologyDef) -> dict[str, Any]:
+    return {f.redis_field(w): 0 if f.agg in (AggKind.COUNT, AggKind.SUM) else None
+            for f in topo.features for w in f.windows}
 
 
 def new_op(topo: TopologyDef) -> PartitionOperator:
@@ -298,6 +304,7 @@ def test_matches_reference_after_every_batch(
         before = op.values(KEYS, ref.st)
         after = op.values(KEYS, later)
         assert_values(ref.values(topo, KEYS, later), after)
+        assert op.values([*KEYS, *KEYS, "nobody"], later) == {**after, "nobody": empty(topo)}
         changed = {k for k in KEYS if before[k] != after[k]}
         assert changed <= due, (changed, due)
         op.values(KEYS)  # re-arm as of stream time, like the worker does
