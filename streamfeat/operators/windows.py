@@ -51,7 +51,38 @@ B = npt.NDArray[np.bool_]
 
 
 def _sum_by(groups: I64, weights: F64, m: int) -> F64:
+    """Per-group sums, each accumulated left to right in input order (np.bincount is a
+    sequential loop), so equal inputs in equal order give bit-identical sums."""
     return np.bincount(groups, weights=weights, minlength=m).astype(np.float64, copy=False)
+
+
+_LONG_RUN = 32
+
+
+def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
+    """``base[g] + v[s] + v[s+1] + ...`` for each run ``g`` of ``values``, added one value at
+    a time from left to right, exactly as a sequential loop over the events would.
+
+    Adding a batch's values one by one onto the stored sum (rather than adding the
+    batch's subtotal) makes a float sum independent of how the stream was cut into
+    batches: the replay then equals the stream bit for bit. Runs share a numpy step per
+    position; runs longer than ``_LONG_RUN`` use one sequential ``np.cumsum`` each.
+    """
+    out = base.copy()
+    lengths = np.diff(np.r_[starts, n])
+    long_runs = np.flatnonzero(lengths > _LONG_RUN)
+    for g in long_runs.tolist():
+        s, e = int(starts[g]), int(starts[g] + lengths[g])
+        run = np.empty(e - s + 1)
+        run[0] = out[g]
+        run[1:] = values[s:e]
+        out[g] = np.cumsum(run)[-1]  # np.add.accumulate is strictly sequential
+    short = lengths <= _LONG_RUN
+    top = int(lengths[short].max()) if short.any() else 0
+    for k in range(top):
+        g = np.flatnonzero(short & (lengths > k))
+        out[g] += values[starts[g] + k]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +303,14 @@ class MomentsRing:
             fresh_k = ~has[groups]
             cells[groups[fresh_k], 2] = xs[first[fresh_k]]
         d = np.where(valid, x - cells[inv, 2], 0.0)
+        # Accumulate each group's values in offset order, one at a time (see
+        # _accumulate_runs): the float sums then do not depend on batch boundaries.
+        by_offset = np.lexsort((orig, inv))
+        d = d[by_offset]
         cells[:, 0] += np.diff(np.r_[starts, e.size])
         cells[:, 1] += np.bincount(inv, weights=valid, minlength=m)
-        cells[:, 3] += np.bincount(inv, weights=d, minlength=m)
-        cells[:, 4] += np.bincount(inv, weights=d * d, minlength=m)
+        cells[:, 3] = _accumulate_runs(cells[:, 3], starts, e.size, d)
+        cells[:, 4] = _accumulate_runs(cells[:, 4], starts, e.size, d * d)
         self.acc[cid] = cells
         if self.minmax and valid.any():
             gi, gx = inv[valid], x[valid]
@@ -323,6 +358,9 @@ class MomentsRing:
         i, cid, bids = self._live(rows, t)
         inwin = (bids >= lo) & (bids <= hi)
         wi, wc, wb = i[inwin], cid[inwin], bids[inwin]
+        # Sum each row's cells in bucket order, whatever order the cells were allocated in.
+        order = np.lexsort((wb, wi))
+        wi, wc, wb = wi[order], wc[order], wb[order]
         cells = self.acc[wc]
         nc, kc = cells[:, 1], cells[:, 2]
         k0 = np.zeros(m)
