@@ -77,11 +77,16 @@ def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
         run[0] = out[g]
         run[1:] = values[s:e]
         out[g] = np.cumsum(run)[-1]  # np.add.accumulate is strictly sequential
-    short = lengths <= _LONG_RUN
-    top = int(lengths[short].max()) if short.any() else 0
-    for k in range(top):
-        g = np.flatnonzero(short & (lengths > k))
-        out[g] += values[starts[g] + k]
+    short = np.flatnonzero(lengths <= _LONG_RUN)
+    if short.size == 0:
+        return out
+    by_length = short[np.argsort(-lengths[short], kind="stable")]  # longest first
+    # longer[k]: how many short runs are longer than k (a prefix of by_length)
+    longer = short.size - np.cumsum(np.bincount(lengths[short], minlength=_LONG_RUN + 1))
+    at = starts[by_length]
+    for k in range(int(lengths[by_length[0]])):
+        g = by_length[: longer[k]]
+        out[g] += values[at[: longer[k]] + k]
     return out
 
 
