@@ -1,0 +1,224 @@
+"""Freshness: from producing a record to its effect being readable in Redis.
+
+    .venv/bin/python benchmarks/freshness.py [--seconds 20] [--rates 1000,10000]
+        [--max-rate EVENTS_PER_S]
+
+Starts a ``streamfeat worker`` (running, not ``--stop-at-end``) on the benchmark topology
+(benchmarks/peers/bench_topology.yaml) over a fresh topic, then produces order events at
+each fixed rate for ``--seconds`` (event time = wall clock) and, for a sample of records
+(``--samples`` per rate), measures the time from the ``produce()`` call to the moment the
+entity's hash in Redis reflects the record: its ``_v`` (partition, offset of the last
+record its values reflect) reaches the record's offset. A poller thread reads the pending
+entities' ``_v`` every millisecond, so the figures carry about 1 ms of resolution.
+``--max-rate`` (e.g. the worker's events/s from benchmarks/harness.py) adds a run at half
+that rate. Prints p50 / p99 / max per rate; the topic and keys are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streamfeat.config import resolve_kafka, resolve_redis
+from streamfeat.generator import OrderEvents
+from streamfeat.sinks.values import parse_version
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGY = ROOT / "benchmarks" / "peers" / "bench_topology.yaml"
+
+
+@dataclass
+class Sample:
+    key: str
+    produced: float  # time.time() at produce()
+    partition: int = -1
+    offset: int = -1
+    visible: float | None = None
+
+
+class Poller(threading.Thread):
+    """Polls the ``_v`` of sampled entities until each reflects its record."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.prefix = f"sf:{name}:"
+        self.pending: list[Sample] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def add(self, sample: Sample) -> None:
+        with self.lock:
+            self.pending.append(sample)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            with self.lock:
+                todo = [s for s in self.pending if s.offset >= 0]
+            if todo:
+                pipe = self.client.pipeline(transaction=False)
+                for s in todo:
+                    pipe.hget(self.prefix + s.key, "_v")
+                replies = pipe.execute()
+                now = time.time()
+                done = set()
+                for s, v in zip(todo, replies, strict=True):
+                    if v is None:
+                        continue
+                    _gen, partition, offset = parse_version(v)
+                    if partition == s.partition and offset >= s.offset:
+                        s.visible = now
+                        done.add(id(s))
+                if done:
+                    with self.lock:
+                        self.pending = [s for s in self.pending if id(s) not in done]
+            time.sleep(0.001)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_rate(producer: Producer, poller: Poller, topic: str, rate: float, seconds: float,
+             n_samples: int, entities: int, wait: float) -> dict[str, float]:
+    n = int(rate * seconds)
+    gen = OrderEvents(entities=entities, start_ms=int(time.time() * 1000),
+                      events_per_second=rate, late_fraction=0.0, disorder_ms=0,
+                      seed=int(rate))
+    events = list(gen.events(n))  # generated up front: the generator is not what we time
+    every = max(1, n // n_samples)
+    samples: list[Sample] = []
+
+    def delivered(sample: Sample) -> object:
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                sample.partition = int(msg.partition() or 0)
+                sample.offset = int(msg.offset() or 0)
+        return callback
+
+    started = time.time()
+    for i, event in enumerate(events):
+        due = started + i / rate
+        delay = due - time.time()
+        if delay > 0.0005:
+            producer.poll(0)
+            time.sleep(delay)
+        callback = None
+        if i % every == 0:
+            sample = Sample(event.key.decode(), time.time())
+            samples.append(sample)
+            poller.add(sample)
+            callback = delivered(sample)
+        while True:
+            try:
+                producer.produce(topic, key=event.key, value=event.value,
+                                 timestamp=int(time.time() * 1000), on_delivery=callback)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(30)
+    achieved = n / (time.time() - started)
+    deadline = time.time() + wait
+    while time.time() < deadline and any(s.visible is None for s in samples):
+        time.sleep(0.05)
+    lat = [(s.visible - s.produced) * 1000 for s in samples if s.visible is not None]
+    out = {"rate": rate, "achieved": achieved, "samples": len(samples),
+           "missing": len(samples) - len(lat)}
+    if lat:
+        out |= {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "max": max(lat)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="1000,10000", help="events/s, comma-separated")
+    parser.add_argument("--max-rate", type=float, default=None,
+                        help="the worker's measured maximum events/s; adds a run at half of it")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--samples", type=int, default=500, help="sampled records per rate")
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--wait", type=float, default=30.0,
+                        help="seconds to wait for the last samples to show up")
+    parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
+    args = parser.parse_args()
+    kafka, redis_url = resolve_kafka(args.kafka), resolve_redis(args.redis)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.max_rate:
+        rates.append(args.max_rate / 2)
+
+    run_id = dt.datetime.now(dt.UTC).strftime("f%Y%m%d%H%M%S")
+    topic, name = f"bench.{run_id}", f"{run_id}_fresh"
+    admin = AdminClient({"bootstrap.servers": kafka})
+    admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(60)
+    client = redis.Redis.from_url(redis_url)
+    work = Path(tempfile.mkdtemp(prefix=f"streamfeat-{run_id}-"))
+    topology = work / "topology.yaml"
+    topology.write_text(TOPOLOGY.read_text().replace("BENCH_NAME", name)
+                        .replace("BENCH_TOPIC", topic))
+    log = (work / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology), "--kafka", kafka,
+         "--redis", redis_url, "--state-dir", str(work / "state"), "--group", f"sf-{name}"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 1, "enable.idempotence": True})
+    poller = Poller(client, name)
+    poller.start()
+    results = []
+    try:
+        print(f"worker pid {worker.pid} on {topic}; warming up ...", flush=True)
+        warm = run_rate(producer, poller, topic, 100, 2, 20, args.entities, 60)
+        if warm["missing"]:
+            raise SystemExit(f"the worker did not catch up; see {work / 'worker.log'}")
+        for rate in rates:
+            print(f"producing {rate:,.0f} events/s for {args.seconds:.0f} s ...", flush=True)
+            r = run_rate(producer, poller, topic, rate, args.seconds, args.samples,
+                         args.entities, args.wait)
+            results.append(r)
+            line = (f"  achieved {r['achieved']:,.0f}/s, {r['samples'] - r['missing']}"
+                    f"/{r['samples']} samples seen")
+            if "p50" in r:
+                line += (f"; produce->Redis p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
+                         f"max {r['max']:.1f} ms")
+            print(line, flush=True)
+    finally:
+        poller.stopping.set()
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+        for future in admin.delete_topics([topic, f"{topic}.dlq"],
+                                          operation_timeout=30).values():
+            try:
+                future.result(60)
+            except Exception as exc:  # the DLQ topic may not exist
+                print(f"  topic cleanup: {exc}")
+        keys = list(client.scan_iter(match=f"sf:{name}:*", count=5000))
+        for i in range(0, len(keys), 5000):
+            client.unlink(*keys[i : i + 5000])
+    print("\n| rate target/s | achieved/s | samples | p50 ms | p99 ms | max ms |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        cells = [f"{r.get(k, float('nan')):.1f}" for k in ("p50", "p99", "max")]
+        print(f"| {r['rate']:,.0f} | {r['achieved']:,.0f} | {r['samples'] - r['missing']}"
+              f"/{r['samples']} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()

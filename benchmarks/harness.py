@@ -1,0 +1,464 @@
+"""streamfeat against Quix Streams and plain Faust on the same topic (see benchmarks/README.md).
+
+    .venv/bin/python benchmarks/harness.py [--events 1000000] [--entities 10000]
+        [--only streamfeat,quix,faust] [--quix-sliding hopping|exact] [--profile]
+
+Produces N skewed order events (streamfeat.generator.OrderEvents) into a fresh topic,
+then runs each engine on it as a subprocess until it has consumed all N: the streamfeat
+worker (``--stop-at-end``, Redis sink, snapshots), the Quix Streams app and the Faust app
+of benchmarks/peers/ (from the separate venv .venv-peers, created from
+benchmarks/requirements-peers.txt when missing). Each engine is timed from its start to
+its exit; the peak RSS of its process tree is sampled from /proc. The figures, with
+``uname -a``, the CPU model and the date, are printed and appended to
+benchmarks/results/<date>-harness.md. Topics and Redis keys of the run are deleted at
+the end (``--keep`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streamfeat.config import resolve_kafka, resolve_redis
+from streamfeat.generator import OrderEvents
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+PEERS = BENCH / "peers"
+PEERS_VENV = ROOT / ".venv-peers"
+TOPOLOGY = PEERS / "bench_topology.yaml"
+ENGINES = ("streamfeat", "quix-tumbling", "quix-sliding", "faust")
+ALIASES = {"quix": ("quix-tumbling", "quix-sliding")}
+
+
+# --------------------------------------------------------------------------- environment
+def peers_python() -> Path:
+    """The peers venv's python, creating the venv from requirements-peers.txt if missing."""
+    python = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".requirements"
+    wanted = (BENCH / "requirements-peers.txt").read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print(f"installing the peers into {PEERS_VENV} (once) ...", flush=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        (PEERS_VENV / ".gitignore").write_text("*\n")  # keep the venv out of git
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
+                    str(BENCH / "requirements-peers.txt")], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "uname": " ".join(platform.uname()),
+        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------- Kafka
+def create_topic(admin: AdminClient, topic: str, partitions: int) -> None:
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(60)
+
+
+def delete_topics(admin: AdminClient, run_id: str) -> None:
+    names = [t for t in admin.list_topics(timeout=30).topics if run_id in t]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(60)
+            except Exception as exc:  # already gone, or still being created
+                print(f"  could not delete a topic: {exc}", file=sys.stderr)
+
+
+def produce(kafka: str, topic: str, events: int, entities: int, seed: int) -> float:
+    """Produce the events; returns the seconds it took (generation included)."""
+    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20,
+                         "compression.type": "lz4", "enable.idempotence": True})
+    started = time.perf_counter()
+    for i, event in enumerate(OrderEvents(entities=entities, seed=seed).events(events)):
+        while True:
+            try:
+                producer.produce(topic, key=event.key, value=event.value, timestamp=event.ts)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    left = producer.flush(120)
+    if left:
+        raise SystemExit(f"{left} events were not delivered to {topic}")
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------- processes
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class RunResult:
+    engine: str
+    events: int
+    seconds: float
+    peak_rss: int
+    rss_half: int  # RSS at half the run: with peak, shows whether memory grows with events
+    exit_code: int
+    keys: int = 0
+    note: str = ""
+    killed: bool = False  # stopped by the harness (time or memory): rated on its progress
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def run_measured(engine: str, cmd: Sequence[str], events: int, log: Path,
+                 profile: Path | None = None, timeout: float = 3600,
+                 max_rss: int = 8 << 30) -> RunResult:
+    """Run ``cmd`` to its exit, sampling its tree's RSS; optionally under py-spy.
+
+    A run over ``timeout`` seconds or ``max_rss`` bytes is killed (the machine is shared);
+    its events/s is then taken from the last ``{"progress": n, "seconds": t}`` line it
+    printed, and the note says so.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = ""
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                [str(PEERS_VENV / "bin" / "py-spy"), "record", "--pid", str(proc.pid),
+                 "--rate", "50", "--format", "raw", "-o", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal killed
+            while not stop.is_set():
+                rss = tree_rss(proc.pid)
+                samples.append((time.perf_counter() - started, rss))
+                if rss > max_rss and not killed:
+                    killed = f"killed at {rss / 2**30:.1f} GiB RSS"
+                    _kill_tree(proc.pid)
+                stop.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            killed = f"killed after {timeout:.0f} s"
+            _kill_tree(proc.pid)
+            code = proc.wait()
+        took = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        if spy is not None:
+            spy.wait(30)
+    peak = max((r for _, r in samples), default=0)
+    half = min(samples, key=lambda s: abs(s[0] - took / 2))[1] if samples else 0
+    result = RunResult(engine, events, took, peak, half, code, samples=samples)
+    if killed:
+        result.killed = True
+        result.note = killed
+        progress = _last_progress(log)
+        if progress is not None:
+            result.events, result.seconds = progress
+            result.note += f" (rate over the first {result.events:,} events)"
+        else:
+            result.events = 0
+    return result
+
+
+def _kill_tree(pid: int) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _last_progress(log: Path) -> tuple[int, float] | None:
+    last = None
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith('{"progress"'):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            last = (int(data["progress"]), float(data["seconds"]))
+    return last
+
+
+def count_keys(client: redis.Redis, name: str) -> int:
+    return sum(1 for _ in client.scan_iter(match=f"sf:{name}:*", count=5000))
+
+
+def delete_keys(client: redis.Redis, name: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"sf:{name}:*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+# --------------------------------------------------------------------------- engines
+def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path) -> RunResult:
+    topology = work / f"{name}.yaml"
+    topology.write_text(TOPOLOGY.read_text().replace("BENCH_NAME", name)
+                        .replace("BENCH_TOPIC", topic))
+    cmd = [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology),
+           "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
+           "--state-dir", str(work / "sf-state"), "--group", f"sf-{name}"]
+    note = ""
+    if not args.no_snapshots:
+        cmd += ["--snapshot-dir", str(work / "sf-snapshots")]
+    profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
+    result = run_measured("streamfeat", cmd, args.events, work / "streamfeat.log", profile)
+    snapshots = list((work / "sf-snapshots").rglob("*.parquet"))
+    if not args.no_snapshots:
+        note = f"{len(snapshots)} snapshot files" if snapshots else "no snapshot files written"
+    result.note = (result.note + "; " + note).strip("; ")
+    if profile is not None and profile.exists():
+        result.note += f"; profile {profile.relative_to(ROOT)}"
+        print(summarize_profile(profile))
+    return result
+
+
+def run_quix(args: argparse.Namespace, topic: str, name: str, work: Path,
+             windows: str) -> RunResult:
+    engine = f"quix-{windows}"
+    cmd = [str(peers_python()), str(PEERS / "quix_app.py"), "--topic", topic,
+           "--events", str(args.peer_events), "--name", name, "--kafka", args.kafka,
+           "--redis", args.redis, "--state-dir", str(work / f"{engine}-state"),
+           "--group", f"quix-{name}", "--windows", windows, "--sliding", args.quix_sliding]
+    result = run_measured(engine, cmd, args.peer_events, work / f"{engine}.log",
+                          timeout=args.peer_timeout, max_rss=args.max_rss_gib << 30)
+    if windows == "sliding":
+        result.note += f"; sliding as Quix {args.quix_sliding} windows"
+    else:
+        result.note += "; every window tumbling"
+    result.note = result.note.strip("; ")
+    return result
+
+
+def run_quix_tumbling(args: argparse.Namespace, topic: str, name: str, work: Path) -> RunResult:
+    return run_quix(args, topic, name, work, "tumbling")
+
+
+def run_quix_sliding(args: argparse.Namespace, topic: str, name: str, work: Path) -> RunResult:
+    return run_quix(args, topic, name, work, "sliding")
+
+
+def run_faust(args: argparse.Namespace, topic: str, name: str, work: Path) -> RunResult:
+    cmd = [str(peers_python()), str(PEERS / "faust_app.py"), "--topic", topic,
+           "--events", str(args.peer_events), "--name", name, "--kafka", args.kafka,
+           "--redis", args.redis, "--state-dir", str(work / "faust-state"),
+           "--group", f"faust-{name}", "--partitions", str(args.partitions)]
+    result = run_measured("faust", cmd, args.peer_events, work / "faust.log",
+                          timeout=args.peer_timeout, max_rss=args.max_rss_gib << 30)
+    result.note = (result.note + "; sliding as Faust hopping tables").strip("; ")
+    return result
+
+
+RUNNERS = {"streamfeat": run_streamfeat, "quix-tumbling": run_quix_tumbling,
+           "quix-sliding": run_quix_sliding, "faust": run_faust}
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        n = int(count_text)
+        total += n
+        frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")")
+                  for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return "profile: no samples"
+    lines = [f"py-spy: {total} samples; top by self time:"]
+    lines += [f"  {n / total:6.1%}  {f}" for f, n in sorted(own.items(), key=lambda x: -x[1])[:top]]
+    lines.append("top by inclusive time:")
+    lines += [f"  {n / total:6.1%}  {f}"
+              for f, n in sorted(incl.items(), key=lambda x: -x[1])[:top]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- report
+def report(args: argparse.Namespace, info: dict[str, str], produce_s: float,
+           results: list[RunResult]) -> str:
+    mib = 1024 * 1024
+    lines = [
+        f"## {info['date']}: {args.events:,} events, {args.entities:,} entities, "
+        f"{args.partitions} partitions",
+        "",
+        f"- machine: `{info['uname']}`",
+        f"- CPU: {info['cpu']}; Python {info['python']}",
+        f"- command: `{' '.join(sys.argv)}`",
+        f"- produce: {args.events / produce_s:,.0f} events/s ({produce_s:.1f} s)",
+        "",
+        "| engine | events/s | seconds | peak RSS MiB | RSS at half MiB | Redis keys "
+        "| exit | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.engine} | {r.rate:,.0f} | {r.seconds:.1f} | {r.peak_rss / mib:,.0f} "
+            f"| {r.rss_half / mib:,.0f} | {r.keys:,} | {r.exit_code} | {r.note} |"
+        )
+    sf = next((r for r in results if r.engine == "streamfeat" and r.exit_code == 0), None)
+    if sf is not None:
+        for r in results:
+            if r is not sf and (r.exit_code == 0 or r.killed) and r.rate:
+                lines.append(f"\nstreamfeat / {r.engine}: {sf.rate / r.rate:.1f}x")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--only", default="streamfeat,quix,faust",
+                        help="comma-separated engines: streamfeat, quix (= quix-tumbling and "
+                        "quix-sliding), quix-tumbling, quix-sliding, faust")
+    parser.add_argument("--peer-events", type=int, default=None,
+                        help="the peers stop after this many events (default: all); their "
+                        "events/s is then over that first part of the topic")
+    parser.add_argument("--quix-sliding", choices=("hopping", "exact"), default="hopping",
+                        help="Quix's equivalent of a sliding window (see peers/quix_app.py)")
+    parser.add_argument("--no-snapshots", action="store_true",
+                        help="run the streamfeat worker without --snapshot-dir")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the streamfeat worker with py-spy (peers venv)")
+    parser.add_argument("--peer-timeout", type=float, default=1800,
+                        help="stop a peer after this many seconds and rate it on its progress")
+    parser.add_argument("--max-rss-gib", type=int, default=8,
+                        help="stop a peer whose processes hold more memory than this")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
+    parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
+    args = parser.parse_args()
+    args.kafka = resolve_kafka(args.kafka)
+    args.redis = resolve_redis(args.redis)
+    if args.peer_events is None or args.peer_events > args.events:
+        args.peer_events = args.events
+    engines = [x for e in args.only.split(",") if e.strip()
+               for x in ALIASES.get(e.strip(), (e.strip(),))]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+    if args.profile or any(e != "streamfeat" for e in engines):
+        peers_python()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a kill too
+    run_id = dt.datetime.now(dt.UTC).strftime("b%Y%m%d%H%M%S")
+    topic = f"bench.{run_id}"
+    info = machine()
+    admin = AdminClient({"bootstrap.servers": args.kafka})
+    client = redis.Redis.from_url(args.redis)
+    work = Path(tempfile.mkdtemp(prefix=f"streamfeat-{run_id}-"))
+    results: list[RunResult] = []
+    try:
+        create_topic(admin, topic, args.partitions)
+        print(f"producing {args.events:,} events to {topic} ...", flush=True)
+        produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed)
+        print(f"  {args.events / produce_s:,.0f} events/s", flush=True)
+        for engine in engines:
+            name = f"{run_id}_{engine.replace('-', '_')}"
+            print(f"running {engine} ...", flush=True)
+            result = RUNNERS[engine](args, topic, name, work)
+            result.keys = count_keys(client, name)
+            if result.exit_code != 0 and not result.killed:
+                kept = BENCH / "results" / f"{name}.log"
+                kept.parent.mkdir(exist_ok=True)
+                shutil.copy(work / f"{engine}.log", kept)
+                result.note += f" FAILED (log: {kept.relative_to(ROOT)})"
+                print(kept.read_text(errors="replace")[-2000:], file=sys.stderr)
+            print(f"  {result.rate:,.0f} events/s, {result.seconds:.1f} s, peak RSS "
+                  f"{result.peak_rss / 2**20:,.0f} MiB, {result.keys:,} keys", flush=True)
+            results.append(result)
+            if not args.keep:
+                delete_keys(client, name)
+    finally:
+        if not args.keep:
+            delete_topics(admin, run_id)
+            shutil.rmtree(work, ignore_errors=True)
+    text = report(args, info, produce_s, results)
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"{dt.date.today().isoformat()}-harness.md"
+    with out.open("a") as fh:
+        fh.write(text + "\n")
+    print("\n" + text)
+    print(f"appended to {out.relative_to(ROOT)}")
+    print(json.dumps({r.engine: round(r.rate) for r in results}))
+
+
+if __name__ == "__main__":
+    main()
