@@ -48,6 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         snapshot_every_s=args.snapshot_every,
         generation=args.generation,
+        runtime=args.runtime,
     )
     return Worker(config).run()
 
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between Parquet snapshots (default 60)")
     p.add_argument("--generation", type=int, default=0,
                    help="write generation; raise it after a backfill into the serving Redis")
+    p.add_argument("--runtime", choices=["faust", "kafka"], default="kafka",
+                   help="consumer runtime: faust (faust-streaming) or kafka (confluent-kafka)")
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("get", help="read features of entities from Redis")

@@ -85,8 +85,8 @@ def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
     longer = short.size - np.cumsum(np.bincount(lengths[short], minlength=_LONG_RUN + 1))
     at = starts[by_length]
     for k in range(int(lengths[by_length[0]])):
-        g = by_length[: longer[k]]
-        out[g] += values[at[: longer[k]] + k]
+        runs = by_length[: longer[k]]
+        out[runs] += values[at[: longer[k]] + k]
     return out
 
 

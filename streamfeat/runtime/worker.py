@@ -19,21 +19,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfeat.errors import SinkError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
+from streamfeat.runtime.source import TP, ConsumerSource, KafkaSource
 from streamfeat.sinks import RedisSink, Update
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.source import RawRecord
@@ -68,6 +62,7 @@ class WorkerConfig:
     generation: int = 0
     snapshot_every_s: float = 60.0
     kafka_config: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "kafka"  # "kafka" (confluent-kafka) | "faust" (faust-streaming)
 
 
 def _backoff(attempt: int) -> float:
@@ -77,7 +72,7 @@ def _backoff(attempt: int) -> float:
 class Worker:
     """Runs topologies over Kafka; several workers with one group share the partitions."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, source: ConsumerSource | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
         self.by_topic: dict[str, list[TopologyDef]] = defaultdict(list)
@@ -97,22 +92,22 @@ class Worker:
         self._last_lag = 0.0
         self._last_group_check = 0.0
         base = {"bootstrap.servers": config.kafka, **config.kafka_config}
-        self.consumer = Consumer({
-            **base,
-            "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "range",
-            "max.poll.interval.ms": 900_000,
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "queued.min.messages": 200_000,
-        })
+        self.source = source if source is not None else self._new_source(base)
         self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
         self.admin = AdminClient(base)
         self.server: MetricsServer | None = None
+
+    def _new_source(self, base: dict[str, Any]) -> ConsumerSource:
+        if self.config.runtime == "kafka":
+            return KafkaSource(base, self.group_id, on_error=self._on_kafka_error)
+        if self.config.runtime == "faust":
+            from streamfeat.runtime.faust_app import FaustSource
+
+            return FaustSource(self.config, self.group_id)
+        raise ValueError(f"unknown runtime {self.config.runtime!r}: use 'faust' or 'kafka'")
+
+    def _on_kafka_error(self) -> None:
+        self.metrics.retries.labels("kafka").inc()
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self, *_: object) -> None:
@@ -137,15 +132,16 @@ class Worker:
         self._ensure_dlq_topics()
         if self.config.stop_at_end:
             self._capture_end_offsets()
-        self.consumer.subscribe(
-            list(self.by_topic), on_assign=self._on_assign, on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
+        self.source.subscribe(list(self.by_topic), self._on_assign, self._on_revoke)
         try:
             while not self._stopping:
-                messages = self.consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
-                if messages:
-                    self._handle(messages)
+                batch = self.source.poll(self.config.batch_size, self.config.poll_timeout_s)
+                if batch:
+                    positions = self._handle(batch)
+                    if positions:
+                        # Kafka's committed offsets are only for lag dashboards and
+                        # stop-at-end; the resume point is the offset stored in RocksDB.
+                        self.source.commit(positions)
                 self._report_lag()
                 if self.config.stop_at_end and self._caught_up():
                     log.info("caught up with the end offsets found at start; stopping")
@@ -156,7 +152,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         try:
-            self.consumer.close()  # revokes: closes the partition stores, flushes snapshots
+            self.source.close()  # may revoke: closes the partition stores, flushes snapshots
         finally:
             for writer in list(self.snapshots.values()):
                 writer.close()
@@ -172,57 +168,49 @@ class Worker:
                 self.server.stop()
 
     # ------------------------------------------------------------------ assignment
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, partitions: list[TP]) -> dict[TP, int]:
+        """Open the partitions' state; returns the offset each must be read from."""
         self._assigned_once = True
-        for tp in partitions:
+        starts: dict[TP, int] = {}
+        for topic, partition in partitions:
+            if (topic, partition) in self.processors:  # assigned again without a revoke
+                self._on_revoke([(topic, partition)])
             procs = []
-            for topology in self.by_topic[tp.topic]:
-                store = PartitionStore(self.config.state_dir, topology.name, tp.topic, tp.partition)
+            for topology in self.by_topic[topic]:
+                store = PartitionStore(self.config.state_dir, topology.name, topic, partition)
                 proc = PartitionProcessor(
-                    topology, tp.partition, generation=self.config.generation, store=store
+                    topology, partition, generation=self.config.generation, store=store
                 )
                 procs.append(proc)
-            self.processors[(tp.topic, tp.partition)] = procs
+            self.processors[(topic, partition)] = procs
             start = min((p.next_offset or 0) for p in procs)
             if self.config.snapshot_dir is not None:
-                writer = SnapshotWriter(self.config.snapshot_dir, tp.topic, tp.partition,
+                writer = SnapshotWriter(self.config.snapshot_dir, topic, partition,
                                         every_s=self.config.snapshot_every_s)
-                self.snapshots[(tp.topic, tp.partition)] = writer
+                self.snapshots[(topic, partition)] = writer
                 # Records consumed before a crash but not yet in a snapshot are read again,
                 # for the snapshot only (the operators skip what their state already holds).
                 start = min(start, writer.next_offset or 0)
-            tp.offset = start if start > 0 else OFFSET_BEGINNING
-            self._read_dlq_tail(tp.topic, tp.partition)
-            log.info("assigned %s[%d] from offset %d", tp.topic, tp.partition, start)
-        consumer.assign(partitions)
+            starts[(topic, partition)] = start
+            self._read_dlq_tail(topic, partition)
+            log.info("assigned %s[%d] from offset %d", topic, partition, start)
+        return starts
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            for proc in self.processors.pop((tp.topic, tp.partition), []):
+    def _on_revoke(self, partitions: list[TP]) -> None:
+        for topic, partition in partitions:
+            for proc in self.processors.pop((topic, partition), []):
                 proc.close()
-            writer = self.snapshots.pop((tp.topic, tp.partition), None)
+            writer = self.snapshots.pop((topic, partition), None)
             if writer is not None:
                 writer.close()
-            log.info("revoked %s[%d]", tp.topic, tp.partition)
-        try:
-            consumer.unassign()
-        except Exception as exc:
-            log.debug("unassign: %s", exc)
+            log.info("revoked %s[%d]", topic, partition)
 
     # ------------------------------------------------------------------ the hot path
-    def _handle(self, messages: list[Message]) -> None:
-        by_tp: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
-        for m in messages:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("Kafka: %s", err)
-                    self.metrics.retries.labels("kafka").inc()
-                continue
-            p = cast(int, m.partition())
-            by_tp[(cast(str, m.topic()), p)].append(
-                RawRecord(p, cast(int, m.offset()), m.timestamp()[1], m.key(), m.value())
-            )
+    def _handle(self, by_tp: dict[TP, list[RawRecord]]) -> dict[TP, int]:
+        """Process one batch: operators, Redis, dead letters, then RocksDB.
+
+        Returns the next offsets of the partitions it advanced (for the group's commit).
+        """
         updates: dict[str, list[Update]] = defaultdict(list)
         dead: list[tuple[str, DeadLetter]] = []
         touched: list[PartitionProcessor] = []
@@ -262,21 +250,16 @@ class Worker:
         self._flush_due_snapshots()
         for proc in touched:
             proc.commit()
+        positions: dict[TP, int] = {}
         if touched:
-            # Kafka's committed offsets are only for lag dashboards; the resume point is the
-            # offset stored in RocksDB with the state.
-            positions = {}
             for (topic, partition), procs in self.processors.items():
                 if (topic, partition) in by_tp:
                     positions[(topic, partition)] = min((p.next_offset or 0) for p in procs)
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                asynchronous=True,
-            )
         now_ms = time.time() * 1000
         for name, ts in oldest_kafka_ts.items():
             self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
         self._last_batch = time.time()
+        return positions
 
     def _flush_due_snapshots(self, force: bool = False) -> None:
         now = time.time()
@@ -390,12 +373,9 @@ class Worker:
             log.info("created dead-letter topic %s", topic)
 
     def _capture_end_offsets(self) -> None:
-        meta = self.consumer.list_topics(timeout=30)
         for topic in self.by_topic:
-            for p in meta.topics[topic].partitions:
-                low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=30
-                )
+            for p in self.source.partitions(topic):
+                low, high = self.source.watermarks((topic, p))
                 # A partition whose records were all deleted (retention) has nothing to read.
                 self.end_offsets[(topic, p)] = high if high > low else 0
 
@@ -415,8 +395,8 @@ class Worker:
             writer = self.snapshots.get(key)
             if writer is not None and (writer.next_offset or 0) + writer.buffered < end:
                 return False
-        others = [TopicPartition(t, p) for (t, p), end in self.end_offsets.items()
-                  if end > 0 and (t, p) not in self.processors]
+        others = [tp for tp, end in self.end_offsets.items()
+                  if end > 0 and tp not in self.processors]
         if not others:
             return True
         now = time.time()
@@ -424,11 +404,11 @@ class Worker:
             return False
         self._last_group_check = now
         try:
-            committed = self.consumer.committed(others, timeout=10)
+            committed = self.source.committed(others)
         except Exception as exc:  # the coordinator may be moving; ask again later
             log.debug("committed offsets: %s", exc)
             return False
-        return all(tp.offset >= self.end_offsets[(tp.topic, tp.partition)] for tp in committed)
+        return all(committed.get(tp, -1) >= self.end_offsets[tp] for tp in others)
 
     def _read_dlq_tail(self, topic: str, partition: int) -> None:
         """Learn which dead letters of this partition were already sent (crash, takeover)."""
@@ -466,9 +446,7 @@ class Worker:
         self._last_lag = now
         for (topic, partition), procs in self.processors.items():
             try:
-                _low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
-                )
+                _low, high = self.source.watermarks((topic, partition), cached=True)
             except Exception as exc:  # statistics not available yet
                 log.debug("watermarks of %s[%d]: %s", topic, partition, exc)
                 continue

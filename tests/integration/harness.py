@@ -85,8 +85,11 @@ def count_topic(kafka: str, topic: str) -> int:
 
 
 def worker_cmd(path: Path, state_dir: Path, *extra: str) -> list[str]:
+    """The worker command; ``STREAMFEAT_RUNTIME=faust|kafka`` picks the runtime under test."""
+    runtime = os.environ.get("STREAMFEAT_RUNTIME")
+    chosen = ("--runtime", runtime) if runtime else ()
     return [sys.executable, "-m", "streamfeat.cli", "worker", str(path),
-            "--state-dir", str(state_dir), *extra]
+            "--state-dir", str(state_dir), *chosen, *extra]
 
 
 def worker_env(kafka: str, redis_url: str) -> dict[str, str]:

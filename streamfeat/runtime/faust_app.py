@@ -1,0 +1,384 @@
+"""Runtime ``faust``: a faust-streaming app that hands whole batches to the worker core.
+
+Faust owns group membership, partition assignment and rebalancing, and fetching (its aiokafka
+driver, in Faust's consumer thread). It does not own the per-event path: the transport's
+consumer replaces Faust's message drain (``Consumer._drain_messages``, which wraps every
+record in a ``ConsumerMessage`` and feeds streams one by one) with a loop that takes each
+fetched ``{TP: [records]}`` map whole and hands it to the worker core, which runs on the
+thread that called :meth:`FaustSource.poll` (the main thread, as with the ``kafka`` runtime).
+
+Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
+
+* The resume point is the offset stored in RocksDB with the state: ``on_assign`` answers it,
+  each assigned partition is sought there, and Faust's own "seek to committed" after a
+  rebalance (``Consumer.perform_seek``) seeks there too. Records of a partition are handed
+  over only while they follow on from that offset; anything else (fetched before the seek,
+  or after Faust moved the position) is dropped and the partition sought again.
+* Faust never commits offsets by itself here (no message is ever acked); the worker's
+  advisory commits (lag, stop-at-end) go through Faust's consumer after the state is stored.
+* A revocation is acknowledged (Faust's ``on_partitions_revoked`` signal returns) only after
+  the batch in hand is fully handled (operators, Redis, dead letters, RocksDB) and the
+  worker has closed the partitions: assignment changes queue behind the batch.
+
+Faust internals relied on (faust-streaming 0.15.3): ``transport.consumer.Consumer.
+_drain_messages`` (started by ``Fetcher._fetcher``), ``_wait_next_records``, ``perform_seek``,
+``seek_wait``, and ``transport.drivers.aiokafka.Consumer._thread`` (``call_thread``,
+``_ensure_consumer``) for commits that never crash the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import faust
+from aiokafka.structs import (  # type: ignore[import-untyped]  # no py.typed
+    OffsetAndMetadata,
+)
+from aiokafka.structs import TopicPartition as AioTP
+from confluent_kafka import Consumer as QueryConsumer
+from confluent_kafka import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streamfeat.runtime.source import TP, OnAssign, OnRevoke
+from streamfeat.source import RawRecord
+
+if TYPE_CHECKING:
+    from streamfeat.runtime.worker import WorkerConfig
+
+__all__ = ["FaustSource", "build_app"]
+
+log = logging.getLogger("streamfeat.worker")
+
+
+@dataclass
+class _Call:
+    """An assignment change, sent from Faust's loop to the worker thread."""
+
+    kind: str  # "assign" | "revoke"
+    partitions: list[TP]
+    reply: asyncio.Future[dict[TP, int]]
+
+
+@dataclass
+class _Batch:
+    records: dict[TP, list[RawRecord]]
+    done: asyncio.Future[None]
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, draining whole batches into the worker instead of streams."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        await cast(BatchTransport, self.transport).bridge.drain(self, fetcher)
+
+    async def perform_seek(self) -> None:
+        # Faust calls this after a rebalance to seek to Kafka's committed offsets; the resume
+        # point is the offset stored with the state instead.
+        await cast(BatchTransport, self.transport).bridge.seek_assigned(self)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+    bridge: _Bridge
+
+
+def build_app(config: WorkerConfig, group_id: str, topics: Sequence[str]) -> Any:
+    """The Faust app of a worker: group membership and fetching only; no agents, no tables."""
+    datadir = Path(config.state_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        group_id,
+        broker=[f"kafka://{server.strip()}" for server in config.kafka.split(",")],
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=config.batch_size,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_max_poll_interval=900.0,
+        broker_commit_every=None,
+        stream_wait_empty=False,
+        producer_threaded=False,
+    )
+    app.transport = BatchTransport(app.conf.broker_consumer, app)
+    app.topics.add(app.topic(*topics))
+    return app
+
+
+class _Bridge:
+    """Faust's side of the hand-over; every method runs on Faust's event loop."""
+
+    def __init__(self, source: FaustSource, loop: asyncio.AbstractEventLoop) -> None:
+        self.source = source
+        self.loop = loop
+        self.expected: dict[TP, int] = {}  # next offset to hand over, per assigned partition
+        self.epoch: dict[TP, int] = {}  # bumped around every seek
+        self.gaps: dict[TP, tuple[int, int]] = {}  # (wanted, fetched first) already sought again
+
+    async def call(self, kind: str, partitions: list[TP]) -> dict[TP, int]:
+        if not partitions or self.source.closed.is_set():
+            return {}
+        reply: asyncio.Future[dict[TP, int]] = self.loop.create_future()
+        self.source.inbox.put(_Call(kind, partitions, reply))
+        return await reply
+
+    async def on_assigned(self, _sender: Any, assigned: set[Any], **_kw: Any) -> None:
+        tps = sorted((tp.topic, tp.partition) for tp in assigned)
+        starts = await self.call("assign", tps)
+        for tp in tps:
+            self.expected[tp] = starts.get(tp, 0)
+            self.gaps.pop(tp, None)
+        await self._seek(self.source.app.consumer, {tp: self.expected[tp] for tp in tps})
+
+    async def on_revoked(self, _sender: Any, revoked: set[Any], **_kw: Any) -> None:
+        tps = sorted((tp.topic, tp.partition) for tp in revoked)
+        for tp in tps:
+            self.expected.pop(tp, None)
+            self.gaps.pop(tp, None)
+        await self.call("revoke", tps)
+
+    async def seek_assigned(self, consumer: Any) -> None:
+        offsets = {}
+        for tp in consumer.assignment():
+            key = (tp.topic, tp.partition)
+            if key in self.expected:
+                offsets[key] = self.expected[key]
+        await self._seek(consumer, offsets)
+
+    async def _seek(self, consumer: Any, offsets: Mapping[TP, int]) -> None:
+        if not offsets:
+            return
+        for tp in offsets:
+            self.epoch[tp] = self.epoch.get(tp, 0) + 1
+        await consumer.seek_wait({AioTP(t, p): o for (t, p), o in offsets.items()})
+        for tp in offsets:
+            self.epoch[tp] = self.epoch.get(tp, 0) + 1
+
+    async def drain(self, consumer: Any, fetcher: Any) -> None:
+        """Fetch whole batches and hand each to the worker; the next waits for the last."""
+        while not (consumer.should_stop or fetcher.should_stop or self.source.closed.is_set()):
+            epochs = dict(self.epoch)
+            records, _active = await consumer._wait_next_records(1.0)
+            if not records:
+                continue
+            batch = await self._accept(consumer, records, epochs)
+            if batch:
+                done: asyncio.Future[None] = self.loop.create_future()
+                self.source.inbox.put(_Batch(batch, done))
+                await done
+
+    async def _accept(
+        self, consumer: Any, records: Mapping[Any, list[Any]], epochs: dict[TP, int]
+    ) -> dict[TP, list[RawRecord]]:
+        out: dict[TP, list[RawRecord]] = {}
+        reseek: dict[TP, int] = {}
+        for aio_tp, recs in records.items():
+            tp = (aio_tp.topic, aio_tp.partition)
+            want = self.expected.get(tp)
+            if want is None or not recs or self.epoch.get(tp, 0) != epochs.get(tp, 0):
+                continue  # not ours (any more), or fetched across a seek
+            if recs[-1].offset < want:
+                continue
+            if recs[0].offset < want:
+                recs = [r for r in recs if r.offset >= want]
+            first = recs[0].offset
+            if first > want:
+                # Fetched from elsewhere (aiokafka's own committed-offset reset can land after
+                # a seek): seek again. The same answer twice means the log holds nothing in
+                # between (retention, compaction, transaction markers).
+                if self.gaps.get(tp) != (want, first):
+                    self.gaps[tp] = (want, first)
+                    log.info("%s[%d]: fetched from %d, want %d; seeking", *tp, first, want)
+                    reseek[tp] = want
+                    continue
+                log.warning("%s[%d]: no records at offsets %d..%d; going on from %d",
+                            *tp, want, first - 1, first)
+            self.gaps.pop(tp, None)
+            p = tp[1]
+            out[tp] = [RawRecord(p, r.offset, r.timestamp, r.key, r.value) for r in recs]
+            self.expected[tp] = recs[-1].offset + 1
+        if reseek:
+            await self._seek(consumer, reseek)
+        return out
+
+
+class FaustSource:
+    """The ``faust`` runtime's :class:`~streamfeat.runtime.source.ConsumerSource`.
+
+    The Faust app runs on its own event loop in a background thread; the worker core calls
+    :meth:`poll` from its own thread, which also runs the assignment callbacks.
+    """
+
+    def __init__(self, config: WorkerConfig, group_id: str) -> None:
+        self.config = config
+        self.group_id = group_id
+        self.inbox: queue.Queue[_Call | _Batch] = queue.Queue()
+        self.closed = threading.Event()
+        self.app: Any = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._in_hand: asyncio.Future[None] | None = None
+        self._on_assign: OnAssign | None = None
+        self._on_revoke: OnRevoke | None = None
+        # Metadata and the group's committed offsets (read-only; never joins the group).
+        self._query = QueryConsumer({
+            "bootstrap.servers": config.kafka, "group.id": group_id,
+            "enable.auto.commit": False, **config.kafka_config,
+        })
+
+    # ------------------------------------------------------------------ the worker's side
+    def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._thread = threading.Thread(
+            target=self._run, args=(list(topics),), name="streamfeat-faust", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(120) or self._failure is not None:
+            raise RuntimeError(f"the Faust app did not start: {self._failure!r}")
+
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
+        self._release()  # the batch handed out last time is fully handled
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._failure is not None:
+                raise RuntimeError(f"the Faust app stopped: {self._failure!r}")
+            try:
+                item = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return {}
+            if isinstance(item, _Batch):
+                self._in_hand = item.done
+                return item.records
+            if self._on_assign is None or self._on_revoke is None:
+                raise RuntimeError("poll() before subscribe()")
+            if item.kind == "assign":
+                self._reply(item.reply, self._on_assign(item.partitions))
+            else:
+                self._on_revoke(item.partitions)
+                self._reply(item.reply, {})
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        if self._loop is None or self.app is None or self.closed.is_set():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            asyncio.run_coroutine_threadsafe(self._commit(dict(offsets)), self._loop)
+
+    def committed(self, partitions: Sequence[TP]) -> dict[TP, int]:
+        got = self._query.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+    def watermarks(self, tp: TP, *, cached: bool = False) -> tuple[int, int]:
+        return self._query.get_watermark_offsets(TopicPartition(*tp), timeout=10 if cached else 30)
+
+    def partitions(self, topic: str) -> list[int]:
+        meta = self._query.list_topics(topic, timeout=30)
+        return sorted(meta.topics[topic].partitions)
+
+    def close(self) -> None:
+        self.closed.set()
+        self._release()
+        while True:  # nobody answers assignment changes any more: let Faust go on
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Batch):
+                self._resolve(item.done, None)
+            else:
+                self._reply(item.reply, {})
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(60)
+            if self._thread.is_alive():
+                log.warning("the Faust app did not stop within 60 s")
+        self._query.close()
+
+    def _release(self) -> None:
+        if self._in_hand is not None:
+            self._resolve(self._in_hand, None)
+            self._in_hand = None
+
+    def _reply(self, fut: asyncio.Future[dict[TP, int]], value: dict[TP, int]) -> None:
+        self._resolve(fut, value)
+
+    def _resolve(self, fut: asyncio.Future[Any], value: Any) -> None:
+        def resolve() -> None:
+            if not fut.done():
+                fut.set_result(value)
+
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(resolve)
+
+    # ------------------------------------------------------------------ Faust's side
+    def _run(self, topics: list[str]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main(topics))
+        except BaseException as exc:
+            self._failure = exc
+            log.exception("the Faust app failed")
+        finally:
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self, topics: list[str]) -> None:
+        self._stop = asyncio.Event()
+        app = build_app(self.config, self.group_id, topics)
+        bridge = _Bridge(self, asyncio.get_running_loop())
+        app.transport.bridge = bridge
+        app.on_partitions_assigned.connect(bridge.on_assigned)
+        app.on_partitions_revoked.connect(bridge.on_revoked)
+        self.app = app
+        if not log.isEnabledFor(logging.DEBUG):  # Faust's per-service chatter
+            for name in ("faust", "mode", "aiokafka"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        self._ready.set()  # start() returns after the first rebalance, which needs poll()
+        await app.start()
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
+                if app.crashed:
+                    self._failure = app.crash_reason or RuntimeError("crashed")
+                    break
+        finally:
+            await app.stop()
+
+    async def _commit(self, offsets: dict[TP, int]) -> None:
+        thread = self.app.consumer._thread
+
+        async def commit() -> None:
+            consumer = thread._ensure_consumer()
+            assigned = consumer.assignment()
+            wanted = {AioTP(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
+            wanted = {tp: o for tp, o in wanted.items() if tp in assigned}
+            if wanted:
+                await consumer.commit(wanted)
+
+        try:
+            await thread.call_thread(commit)
+        except Exception as exc:  # advisory: a rebalance may be under way; the next one counts
+            log.debug("commit of %s: %r", offsets, exc)

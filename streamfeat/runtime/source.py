@@ -1,0 +1,144 @@
+"""Where the worker's records come from: a consumer group member that hands over whole batches.
+
+The worker core (:mod:`streamfeat.runtime.worker`) needs only this from Kafka: join the group
+for some topics, be told which partitions it gains (answering with the offset each must be
+read from: the one stored in RocksDB with the state) and loses, receive batches of raw
+records grouped by partition in offset order, and a few offsets for lag and stop-at-end.
+Two implementations: :class:`KafkaSource` (confluent-kafka, runtime ``kafka``) and
+``streamfeat.runtime.faust_app.FaustSource`` (faust-streaming, runtime ``faust``).
+
+Contract of every source: ``on_assign`` and ``on_revoke`` run on the thread that calls
+:meth:`ConsumerSource.poll`, never while a batch returned by the previous ``poll`` is being
+handled, so a revocation is acknowledged only after the batch's effects are stored; and no
+record of an assigned partition is returned before ``on_assign`` has answered its offset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from streamfeat.source import RawRecord
+
+__all__ = ["TP", "ConsumerSource", "KafkaSource", "OnAssign", "OnRevoke"]
+
+log = logging.getLogger("streamfeat.worker")
+
+TP = tuple[str, int]
+#: Called with newly assigned partitions; returns the offset to read each from (0: beginning).
+OnAssign = Callable[[list[TP]], dict[TP, int]]
+#: Called with partitions taken away (rebalance, lost membership, close).
+OnRevoke = Callable[[list[TP]], None]
+
+
+class ConsumerSource(Protocol):
+    """A consumer group member handing over whole batches of raw records."""
+
+    def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Join the group for ``topics``; assignment changes arrive through the callbacks."""
+        ...
+
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
+        """Up to ``max_records`` records, per partition in offset order; {} after timeout."""
+        ...
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        """Commit next offsets to the group, asynchronously (advisory: lag, stop-at-end)."""
+        ...
+
+    def committed(self, partitions: Sequence[TP]) -> dict[TP, int]:
+        """The group's committed next offsets (-1 or below: none); raises if unavailable."""
+        ...
+
+    def watermarks(self, tp: TP, *, cached: bool = False) -> tuple[int, int]:
+        """(low, high) offsets of a partition."""
+        ...
+
+    def partitions(self, topic: str) -> list[int]:
+        """Partition numbers of a topic."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group (revoking what is assigned) and release the connections."""
+        ...
+
+
+class KafkaSource:
+    """confluent-kafka batch consumer (librdkafka): the ``kafka`` runtime."""
+
+    def __init__(
+        self, config: dict[str, Any], group_id: str, *, on_error: Callable[[], None] | None = None
+    ) -> None:
+        self.consumer = Consumer({
+            **config,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "max.poll.interval.ms": 900_000,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+        })
+        self._on_error = on_error
+
+    def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        def assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            starts = on_assign([(tp.topic, tp.partition) for tp in partitions])
+            for tp in partitions:
+                start = starts.get((tp.topic, tp.partition), 0)
+                tp.offset = start if start > 0 else OFFSET_BEGINNING
+            consumer.assign(partitions)
+
+        def revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            on_revoke([(tp.topic, tp.partition) for tp in partitions])
+            try:
+                consumer.unassign()
+            except Exception as exc:
+                log.debug("unassign: %s", exc)
+
+        self.consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke, on_lost=revoke)
+
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
+        by_tp: dict[TP, list[RawRecord]] = defaultdict(list)
+        for m in self.consumer.consume(max_records, timeout_s):
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka: %s", err)
+                    if self._on_error is not None:
+                        self._on_error()
+                continue
+            p = cast(int, m.partition())
+            by_tp[(cast(str, m.topic()), p)].append(
+                RawRecord(p, cast(int, m.offset()), m.timestamp()[1], m.key(), m.value())
+            )
+        return by_tp
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
+        )
+
+    def committed(self, partitions: Sequence[TP]) -> dict[TP, int]:
+        got = self.consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+    def watermarks(self, tp: TP, *, cached: bool = False) -> tuple[int, int]:
+        part = TopicPartition(*tp)
+        if cached:
+            return self.consumer.get_watermark_offsets(part, cached=True)
+        return self.consumer.get_watermark_offsets(part, timeout=30)
+
+    def partitions(self, topic: str) -> list[int]:
+        meta = self.consumer.list_topics(topic, timeout=30)
+        return sorted(meta.topics[topic].partitions)
+
+    def close(self) -> None:
+        self.consumer.close()  # revokes: the worker closes its partition stores
