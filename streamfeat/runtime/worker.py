@@ -5,7 +5,9 @@ Order of effects for every batch, which is what makes a crash at any instant saf
 2. the Redis sink writes the new values (compare-and-set on ``_v``; retried until Redis
    accepts, consumption pauses meanwhile);
 3. dead letters are produced and flushed to ``<topic>.dlq`` (retried likewise);
-4. the changed state and the next offset are committed to RocksDB in one write batch.
+4. the changed state and the next offset are committed to RocksDB in one write batch
+   (every ``commit_every_s``, at revoke and at shutdown: committing less often than every
+   batch only means a crash redoes a little more, with the same result).
 A crash before 4 replays the batch on restart: the same values with the same versions are
 written again (idempotent), dead letters already sent are recognised and not sent twice.
 """
@@ -58,7 +60,8 @@ class WorkerConfig:
     stop_at_end: bool = False
     group_id: str | None = None
     batch_size: int = 20_000
-    poll_timeout_s: float = 0.05
+    poll_timeout_s: float = 0.02
+    commit_every_s: float = 1.0
     generation: int = 0
     snapshot_every_s: float = 60.0
     kafka_config: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +94,9 @@ class Worker:
         self._last_batch = time.time()
         self._last_lag = 0.0
         self._last_group_check = 0.0
+        self._last_commit = time.time()
+        self._uncommitted: dict[tuple[str, int, int], PartitionProcessor] = {}
+        self._in_batch = False
         base = {"bootstrap.servers": config.kafka, **config.kafka_config}
         self.source = source if source is not None else self._new_source(base)
         self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
@@ -136,12 +142,14 @@ class Worker:
         try:
             while not self._stopping:
                 batch = self.source.poll(self.config.batch_size, self.config.poll_timeout_s)
-                if batch:
-                    positions = self._handle(batch)
-                    if positions:
-                        # Kafka's committed offsets are only for lag dashboards and
-                        # stop-at-end; the resume point is the offset stored in RocksDB.
-                        self.source.commit(positions)
+                positions = self._handle(batch) if batch else {}
+                if (not positions and self._uncommitted
+                        and time.time() - self._last_commit >= self.config.commit_every_s):
+                    positions = self._commit_state()  # idle: store what the last batches did
+                if positions:
+                    # Kafka's committed offsets are only for lag dashboards and
+                    # stop-at-end; the resume point is the offset stored in RocksDB.
+                    self.source.commit(positions)
                 self._report_lag()
                 if self.config.stop_at_end and self._caught_up():
                     log.info("caught up with the end offsets found at start; stopping")
@@ -151,6 +159,14 @@ class Worker:
         return 0
 
     def _shutdown(self) -> None:
+        try:
+            # After a failure inside a batch, the in-memory state holds effects that never
+            # reached Redis: commit nothing, the restart redoes everything uncommitted.
+            positions = {} if self._in_batch else self._commit_state()
+            if positions:
+                self.source.commit(positions)
+        except Exception:  # a dependency is down: the uncommitted batches are redone on restart
+            log.exception("final commit failed; the next start redoes the uncommitted batches")
         try:
             self.source.close()  # may revoke: closes the partition stores, flushes snapshots
         finally:
@@ -197,6 +213,7 @@ class Worker:
         return starts
 
     def _on_revoke(self, partitions: list[TP]) -> None:
+        self._commit_state(set(partitions))  # what was processed is stored before letting go
         for topic, partition in partitions:
             for proc in self.processors.pop((topic, partition), []):
                 proc.close()
@@ -211,6 +228,7 @@ class Worker:
 
         Returns the next offsets of the partitions it advanced (for the group's commit).
         """
+        self._in_batch = True  # until its effects are stored, its state must not be committed
         updates: dict[str, list[Update]] = defaultdict(list)
         dead: list[tuple[str, DeadLetter]] = []
         touched: list[PartitionProcessor] = []
@@ -249,16 +267,37 @@ class Worker:
             self._send_dead_letters(dead)
         self._flush_due_snapshots()
         for proc in touched:
-            proc.commit()
-        positions: dict[TP, int] = {}
-        if touched:
-            for (topic, partition), procs in self.processors.items():
-                if (topic, partition) in by_tp:
-                    positions[(topic, partition)] = min((p.next_offset or 0) for p in procs)
-        now_ms = time.time() * 1000
+            self._uncommitted[(proc.topology.name, proc.partition, id(proc))] = proc
+        now = time.time()
+        now_ms = now * 1000
         for name, ts in oldest_kafka_ts.items():
             self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
-        self._last_batch = time.time()
+        self._last_batch = now
+        self._in_batch = False
+        if now - self._last_commit >= self.config.commit_every_s:
+            return self._commit_state()
+        return {}
+
+    def _commit_state(self, only: set[TP] | None = None) -> dict[TP, int]:
+        """Commit the state and next offset of processed partitions to RocksDB.
+
+        Returns the partitions' next offsets, for the group's (advisory) commit.
+        """
+        done: set[TP] = set()
+        for key, proc in list(self._uncommitted.items()):
+            tp = (proc.topology.source.topic, proc.partition)
+            if only is not None and tp not in only:
+                continue
+            proc.commit()
+            del self._uncommitted[key]
+            done.add(tp)
+        if only is None:
+            self._last_commit = time.time()
+        positions: dict[TP, int] = {}
+        for tp in done:
+            procs = self.processors.get(tp)
+            if procs:
+                positions[tp] = min((p.next_offset or 0) for p in procs)
         return positions
 
     def _flush_due_snapshots(self, force: bool = False) -> None:
