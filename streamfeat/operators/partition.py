@@ -37,7 +37,7 @@ from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, Wi
 
 __all__ = ["STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
 
-STATE_FORMAT_VERSION = 2
+STATE_FORMAT_VERSION = 3
 """Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``.
 
 2: moments cells carry their own shift ``[b, c, n, K, s1, s2(, min, max)]``

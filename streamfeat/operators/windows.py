@@ -397,12 +397,21 @@ class MomentsRing:
             np.minimum.at(nxt, i, self.span.next_change(bids, t))
         return cols, nxt
 
-    def dump(self, row: int, st: int) -> list[Any] | None:
+    def dump(self, row: int, st: int) -> bytes | None:
         return self.dump_many([row], st)[0]
 
-    def dump_many(self, rows: list[int], st: int) -> list[list[Any] | None]:
-        """Per row (distinct), its kept cells ``[b, c, n, K, s1, s2(, min, max)]`` by bucket."""
-        out: list[list[Any] | None] = [None] * len(rows)
+    @property
+    def _cell_dtype(self) -> np.dtype[Any]:
+        fields: list[tuple[str, str, tuple[int, ...]]] = [("b", "<i8", ()), ("a", "<f8", (5,))]
+        if self.minmax:
+            fields.append(("x", "<f8", (2,)))
+        return np.dtype(fields)
+
+    def dump_many(self, rows: list[int], st: int) -> list[bytes | None]:
+        """Per row (distinct), its kept cells by bucket, as packed little-endian records
+        ``(bucket int64, c n K s1 s2 float64 (, min max float64))``: exact, compact, and
+        built for all rows with a few numpy calls (this runs at every state commit)."""
+        out: list[bytes | None] = [None] * len(rows)
         if not rows:
             return out
         i, cid, bids = self._live(np.asarray(rows, dtype=np.int64), st)
@@ -410,31 +419,32 @@ class MomentsRing:
             return out
         order = np.lexsort((bids, i))
         i, cid, bids = i[order], cid[order], bids[order]
-        acc = self.acc[cid]
-        columns = [bids.tolist(), acc[:, 0].astype(np.int64).tolist(),
-                   acc[:, 1].astype(np.int64).tolist(), acc[:, 2].tolist(),
-                   acc[:, 3].tolist(), acc[:, 4].tolist()]
+        dtype = self._cell_dtype
+        packed = np.empty(i.size, dtype=dtype)
+        packed["b"] = bids
+        packed["a"] = self.acc[cid]
         if self.minmax:
-            ext = self.ext[cid]
-            columns += [ext[:, 0].tolist(), ext[:, 1].tolist()]
-        cells = list(map(list, zip(*columns, strict=True)))
+            packed["x"] = self.ext[cid]
+        blob = packed.tobytes()
+        width = dtype.itemsize
         bounds = np.flatnonzero(np.r_[True, i[1:] != i[:-1], True]).tolist()
         which = i.tolist()
         for a, b in pairwise(bounds):
-            out[which[a]] = cells[a:b]
+            out[which[a]] = blob[a * width : b * width]
         return out
 
-    def load(self, row: int, obj: list[Any]) -> None:
+    def load(self, row: int, obj: Any) -> None:
         self.clear(row)
         if not obj:
             return
-        b = np.array([cell[0] for cell in obj], dtype=np.int64)
+        packed = np.frombuffer(obj, dtype=self._cell_dtype)
+        b = packed["b"].astype(np.int64)
         cid = self._alloc(b.size)
         self._reset(cid, np.full(b.size, row, dtype=np.int64), b)
         self.ring[row, b % self.r] = cid
-        self.acc[cid] = [cell[1:6] for cell in obj]
+        self.acc[cid] = packed["a"]
         if self.minmax:
-            self.ext[cid] = [cell[6:8] for cell in obj]
+            self.ext[cid] = packed["x"]
 
     def clear(self, row: int) -> None:
         cids = self.ring[row]

@@ -64,6 +64,7 @@ class WorkerConfig:
     commit_every_s: float = 1.0
     generation: int = 0
     snapshot_every_s: float = 60.0
+    snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
     kafka_config: dict[str, Any] = field(default_factory=dict)
     runtime: str = "kafka"  # "kafka" (confluent-kafka) | "faust" (faust-streaming)
 
@@ -202,7 +203,8 @@ class Worker:
             start = min((p.next_offset or 0) for p in procs)
             if self.config.snapshot_dir is not None:
                 writer = SnapshotWriter(self.config.snapshot_dir, topic, partition,
-                                        every_s=self.config.snapshot_every_s)
+                                        every_s=self.config.snapshot_every_s,
+                                        max_rows=self.config.snapshot_max_rows)
                 self.snapshots[(topic, partition)] = writer
                 # Records consumed before a crash but not yet in a snapshot are read again,
                 # for the snapshot only (the operators skip what their state already holds).

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -21,9 +21,12 @@ from streamfeat.topology.definitions import TopologyDef
 __all__ = ["DecodedBatch", "Decoder", "RawRecord"]
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One Kafka record as consumed (or as read back from a snapshot)."""
+class RawRecord(NamedTuple):
+    """One Kafka record as consumed (or as read back from a snapshot).
+
+    A named tuple: millions are built per minute on the hot path, and a tuple is several
+    times cheaper to construct than a frozen dataclass.
+    """
 
     partition: int
     offset: int
