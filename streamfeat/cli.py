@@ -35,6 +35,12 @@ def _worker(args: argparse.Namespace) -> int:
     from streamfeat.runtime import Worker, WorkerConfig
     from streamfeat.topology import load_topology
 
+    if args.processes > 1:
+        from streamfeat.runtime.supervisor import run_processes
+
+        for p in args.topologies:  # refuse a bad topology before starting anything
+            load_topology(p)
+        return run_processes(_worker_argv(args), args.processes, args.metrics_port)
     topologies = [load_topology(p) for p in args.topologies]
     config = WorkerConfig(
         topologies=topologies,
@@ -51,6 +57,20 @@ def _worker(args: argparse.Namespace) -> int:
         runtime=args.runtime,
     )
     return Worker(config).run()
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The worker's own arguments, for one child process (no --processes/--metrics-port)."""
+    argv = [*args.topologies, "--state-dir", args.state_dir, "--batch-size", str(args.batch_size),
+            "--snapshot-every", str(args.snapshot_every), "--generation", str(args.generation),
+            "--runtime", args.runtime]
+    for flag, value in (("--kafka", args.kafka), ("--redis", args.redis),
+                        ("--snapshot-dir", args.snapshot_dir), ("--group", args.group)):
+        if value:
+            argv += [flag, value]
+    if args.stop_at_end:
+        argv.append("--stop-at-end")
+    return argv
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -132,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process up to the end offsets found at start, flush, exit 0")
     p.add_argument("--group", default=None, help="consumer group (default: from topology names)")
     p.add_argument("--batch-size", type=int, default=20_000)
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes of one group on this host (one core each)")
     p.add_argument("--snapshot-every", type=float, default=60.0,
                    help="seconds between Parquet snapshots (default 60)")
     p.add_argument("--generation", type=int, default=0,

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -98,6 +98,7 @@ class Worker:
         self._last_commit = time.time()
         self._uncommitted: dict[tuple[str, int, int], PartitionProcessor] = {}
         self._in_batch = False
+        self._dlq_reader: Consumer | None = None
         base = {"bootstrap.servers": config.kafka, **config.kafka_config}
         self.source = source if source is not None else self._new_source(base)
         self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
@@ -179,6 +180,8 @@ class Worker:
                     proc.close()
             self.processors.clear()
             self.producer.flush(10)
+            if self._dlq_reader is not None:
+                self._dlq_reader.close()
             for sink in self.sinks.values():
                 sink.close()
             if self.server is not None:
@@ -210,8 +213,8 @@ class Worker:
                 # for the snapshot only (the operators skip what their state already holds).
                 start = min(start, writer.next_offset or 0)
             starts[(topic, partition)] = start
-            self._read_dlq_tail(topic, partition)
             log.info("assigned %s[%d] from offset %d", topic, partition, start)
+        self._read_dlq_tails(list(partitions))
         return starts
 
     def _on_revoke(self, partitions: list[TP]) -> None:
@@ -451,34 +454,49 @@ class Worker:
             return False
         return all(committed.get(tp, -1) >= self.end_offsets[tp] for tp in others)
 
-    def _read_dlq_tail(self, topic: str, partition: int) -> None:
-        """Learn which dead letters of this partition were already sent (crash, takeover)."""
-        dlq = TopicPartition(f"{topic}.dlq", partition)
-        reader = Consumer({
-            "bootstrap.servers": self.config.kafka, "group.id": f"{self.group_id}.dlq-tail",
-            "enable.auto.commit": False, **self.config.kafka_config,
-        })
+    def _read_dlq_tails(self, partitions: list[TP]) -> None:
+        """Learn which dead letters of these partitions were already sent (crash, takeover).
+
+        Reads the last ``_DLQ_TAIL`` records of each ``<topic>.dlq`` partition, all in one
+        pass with one long-lived reader (a consumer per partition costs about a second).
+        """
+        if self._dlq_reader is None:
+            self._dlq_reader = Consumer({
+                "bootstrap.servers": self.config.kafka, "group.id": f"{self.group_id}.dlq-tail",
+                "enable.auto.commit": False, **self.config.kafka_config,
+            })
+        reader = self._dlq_reader
+        todo: dict[tuple[str, int], int] = {}  # dlq partition -> last offset to read
+        starts = []
+        for topic, partition in partitions:
+            dlq = f"{topic}.dlq"
+            low, high = reader.get_watermark_offsets(TopicPartition(dlq, partition), timeout=30)
+            if high > low:
+                todo[(dlq, partition)] = high - 1
+                starts.append(TopicPartition(dlq, partition, max(low, high - _DLQ_TAIL)))
+        if not todo:
+            return
+        reader.assign(starts)
+        deadline = time.time() + 60
         try:
-            low, high = reader.get_watermark_offsets(dlq, timeout=30)
-            if high <= low:
-                return
-            reader.assign([TopicPartition(dlq.topic, partition, max(low, high - _DLQ_TAIL))])
-            seen = 0
-            total = high - max(low, high - _DLQ_TAIL)
-            deadline = time.time() + 30
-            while seen < total and time.time() < deadline:
-                for m in reader.consume(1000, 1.0):
+            while todo and time.time() < deadline:
+                for m in reader.consume(10_000, 0.5):
                     if m.error() is not None:
                         continue
-                    seen += 1
+                    dlq_tp = (cast(str, m.topic()), cast(int, m.partition()))
+                    offset = cast(int, m.offset())
+                    if offset >= todo.get(dlq_tp, offset + 1):
+                        del todo[dlq_tp]
                     h = dict(m.headers() or [])
-                    if _text(h.get(DLQ_TOPIC)) != topic:
-                        continue
-                    key = (_text(h.get(DLQ_TOPOLOGY)), topic, partition)
+                    topic = _text(h.get(DLQ_TOPIC))
+                    key = (_text(h.get(DLQ_TOPOLOGY)), topic, dlq_tp[1])
                     off = int(_text(h.get(DLQ_OFFSET)) or -1)
                     self.dlq_sent[key] = max(self.dlq_sent.get(key, -1), off)
         finally:
-            reader.close()
+            reader.unassign()
+        if todo:
+            log.warning("could not read the end of %s within 60 s; a dead letter sent before "
+                        "a crash may be sent again", sorted(todo))
 
     def _report_lag(self) -> None:
         now = time.time()

@@ -8,6 +8,7 @@ and nothing is counted twice.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +37,29 @@ class Checkpoint:
 class PartitionStore:
     """State of one topology on one partition, under ``{state_dir}/{topology}/{topic}-{p}``."""
 
-    def __init__(self, state_dir: str | Path, topology: str, topic: str, partition: int) -> None:
+    def __init__(
+        self, state_dir: str | Path, topology: str, topic: str, partition: int,
+        *, lock_wait_s: float = 30.0,
+    ) -> None:
         self.path = Path(state_dir) / topology / f"{topic}-{partition}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
-        try:
-            self._db = Rdict(str(self.path), options=options)
-        except Exception as exc:  # rocksdict raises plain Exception subclasses
-            raise StateError(
-                f"cannot open state at {self.path}: {exc}. Is another worker using the same "
-                "--state-dir? Give each worker its own --state-dir."
-            ) from exc
+        # During a rebalance between worker processes of one host, the previous owner may
+        # still be closing the store: wait for its lock a little before giving up.
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                self._db = Rdict(str(self.path), options=options)
+                break
+            except Exception as exc:  # rocksdict raises plain Exception subclasses
+                if "lock" in str(exc).lower() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise StateError(
+                    f"cannot open state at {self.path}: {exc}. Is a worker of another group "
+                    "using the same --state-dir? Give each worker group its own --state-dir."
+                ) from exc
         stored = self._db.get(_FORMAT)
         if stored is None:
             self._db[_FORMAT] = _FORMAT_VERSION
