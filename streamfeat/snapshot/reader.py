@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date as Date
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,11 @@ def iter_files(
                 keys: list[bytes | None] = batch.column(2).to_pylist()
                 values: list[bytes | None] = batch.column(3).to_pylist()
                 p = f.partition
-                for o, t, k, v in zip(offsets, kts, keys, values, strict=True):
+                if offsets and offsets[0] >= next_offset:  # the usual case: no overlap
+                    out.extend(map(RawRecord, repeat(p), offsets, kts, keys, values))
+                    next_offset = offsets[-1] + 1
+                    offsets = []
+                for o, t, k, v in zip(offsets, kts, keys, values, strict=False):
                     if o < next_offset:
                         continue
                     out.append(RawRecord(p, o, t, k, v))

@@ -70,6 +70,7 @@ class Decoder:
         key_field = self._key
         ts_field = self._ts_field
         numeric = self._numeric
+        unit_ms = self._unit == "ms"
         for pos, raw in enumerate(values):
             if raw is None:
                 out.errors.append((pos, "record has no value (tombstone)"))
@@ -98,7 +99,11 @@ class Decoder:
                 ts: int | None = kafka_ts[pos]
                 error = None
             else:
-                ts, error = self._event_time(record.get(ts_field))
+                raw_ts = record.get(ts_field)
+                if type(raw_ts) is int and unit_ms and raw_ts >= 0:
+                    ts, error = raw_ts, None  # the common case, inline
+                else:
+                    ts, error = self._event_time(raw_ts)
             if ts is None:
                 out.errors.append((pos, f"timestamp field {ts_field!r} {error}"))
                 continue
