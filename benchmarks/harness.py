@@ -267,14 +267,16 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path) 
     cmd = [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology),
            "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
            "--state-dir", str(work / "sf-state"), "--group", f"sf-{name}"]
-    note = ""
+    note = f"runtime {args.sf_runtime}, {args.sf_processes} process(es)"
+    cmd += ["--runtime", args.sf_runtime, "--processes", str(args.sf_processes)]
     if not args.no_snapshots:
         cmd += ["--snapshot-dir", str(work / "sf-snapshots")]
     profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
     result = run_measured("streamfeat", cmd, args.events, work / "streamfeat.log", profile)
     snapshots = list((work / "sf-snapshots").rglob("*.parquet"))
     if not args.no_snapshots:
-        note = f"{len(snapshots)} snapshot files" if snapshots else "no snapshot files written"
+        note += "; " + (f"{len(snapshots)} snapshot files" if snapshots
+                        else "no snapshot files written")
     result.note = (result.note + "; " + note).strip("; ")
     if profile is not None and profile.exists():
         result.note += f"; profile {profile.relative_to(ROOT)}"
@@ -400,6 +402,10 @@ def main() -> None:
     parser.add_argument("--max-rss-gib", type=int, default=8,
                         help="stop a peer whose processes hold more memory than this")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--sf-runtime", choices=("faust", "kafka"), default="faust",
+                        help="streamfeat worker runtime (default: the worker's default, faust)")
+    parser.add_argument("--sf-processes", type=int, default=1,
+                        help="streamfeat worker processes (one group; one core each)")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
     parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")

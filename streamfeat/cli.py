@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between Parquet snapshots (default 60)")
     p.add_argument("--generation", type=int, default=0,
                    help="write generation; raise it after a backfill into the serving Redis")
-    p.add_argument("--runtime", choices=["faust", "kafka"], default="kafka",
+    p.add_argument("--runtime", choices=["faust", "kafka"], default="faust",
                    help="consumer runtime: faust (faust-streaming) or kafka (confluent-kafka)")
     p.set_defaults(run=_worker)
 

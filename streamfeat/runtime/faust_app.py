@@ -12,8 +12,9 @@ Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
 * The resume point is the offset stored in RocksDB with the state: ``on_assign`` answers it,
   each assigned partition is sought there, and Faust's own "seek to committed" after a
   rebalance (``Consumer.perform_seek``) seeks there too. Records of a partition are handed
-  over only while they follow on from that offset; anything else (fetched before the seek,
-  or after Faust moved the position) is dropped and the partition sought again.
+  over only while they follow on from that offset (whichever fetch brought them: a record
+  is named by its offset); records before it are skipped, and records after a gap make the
+  partition be sought again.
 * Faust never commits offsets by itself here (no message is ever acked); the worker's
   advisory commits (lag, stop-at-end) go through Faust's consumer after the state is stored.
 * A revocation is acknowledged (Faust's ``on_partitions_revoked`` signal returns) only after
@@ -142,6 +143,12 @@ class _Bridge:
             self.expected[tp] = starts.get(tp, 0)
             self.gaps.pop(tp, None)
         await self._seek(self.source.app.consumer, {tp: self.expected[tp] for tp in tps})
+        # The stored state may be ahead of the group's committed offsets (the previous owner
+        # stored its last batches at revoke, too late to commit them to the group): tell the
+        # group, or a worker waiting for it (stop-at-end) would wait for nothing.
+        await self.source._commit(
+            {tp: o for tp, o in starts.items() if o > 0 and tp in self.expected}, ahead_only=True
+        )
 
     async def on_revoked(self, _sender: Any, revoked: set[Any], **_kw: Any) -> None:
         tps = sorted((tp.topic, tp.partition) for tp in revoked)
@@ -188,24 +195,28 @@ class _Bridge:
         for aio_tp, recs in records.items():
             tp = (aio_tp.topic, aio_tp.partition)
             want = self.expected.get(tp)
-            if want is None or not recs or self.epoch.get(tp, 0) != epochs.get(tp, 0):
-                continue  # not ours (any more), or fetched across a seek
-            if recs[-1].offset < want:
-                continue
+            if want is None or not recs or recs[-1].offset < want:
+                continue  # not ours (yet, any more), or before the resume point
             if recs[0].offset < want:
                 recs = [r for r in recs if r.offset >= want]
             first = recs[0].offset
             if first > want:
-                # Fetched from elsewhere (aiokafka's own committed-offset reset can land after
-                # a seek): seek again. The same answer twice means the log holds nothing in
-                # between (retention, compaction, transaction markers).
-                if self.gaps.get(tp) != (want, first):
-                    self.gaps[tp] = (want, first)
+                # Fetched from elsewhere (before a seek landed, or aiokafka's own
+                # committed-offset reset landed after one): seek again. The same answer twice,
+                # from fetches that no seek overlapped, means the log holds nothing in between
+                # (retention, compaction, transaction markers).
+                settled = self.epoch.get(tp, 0) == epochs.get(tp, 0)
+                if not settled or self.gaps.get(tp) != (want, first):
+                    if settled:
+                        self.gaps[tp] = (want, first)
                     log.info("%s[%d]: fetched from %d, want %d; seeking", *tp, first, want)
                     reseek[tp] = want
                     continue
                 log.warning("%s[%d]: no records at offsets %d..%d; going on from %d",
                             *tp, want, first - 1, first)
+            # Records that follow on from the resume point are the right ones whichever fetch
+            # brought them (offsets name records): never drop them, a dropped tail would not
+            # be fetched again.
             self.gaps.pop(tp, None)
             p = tp[1]
             out[tp] = [RawRecord(p, r.offset, r.timestamp, r.key, r.value) for r in recs]
@@ -367,7 +378,9 @@ class FaustSource:
         finally:
             await app.stop()
 
-    async def _commit(self, offsets: dict[TP, int]) -> None:
+    async def _commit(self, offsets: dict[TP, int], *, ahead_only: bool = False) -> None:
+        if not offsets:
+            return
         thread = self.app.consumer._thread
 
         async def commit() -> None:
@@ -375,6 +388,10 @@ class FaustSource:
             assigned = consumer.assignment()
             wanted = {AioTP(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
             wanted = {tp: o for tp, o in wanted.items() if tp in assigned}
+            if ahead_only:  # never move the group's committed offset backwards
+                for tp in list(wanted):
+                    if ((await consumer.committed(tp)) or -1) >= wanted[tp].offset:
+                        del wanted[tp]
             if wanted:
                 await consumer.commit(wanted)
 

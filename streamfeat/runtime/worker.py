@@ -66,7 +66,7 @@ class WorkerConfig:
     snapshot_every_s: float = 60.0
     snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
     kafka_config: dict[str, Any] = field(default_factory=dict)
-    runtime: str = "kafka"  # "kafka" (confluent-kafka) | "faust" (faust-streaming)
+    runtime: str = "faust"  # "faust" (faust-streaming) | "kafka" (confluent-kafka)
 
 
 def _backoff(attempt: int) -> float:
@@ -99,6 +99,7 @@ class Worker:
         self._uncommitted: dict[tuple[str, int, int], PartitionProcessor] = {}
         self._in_batch = False
         self._dlq_reader: Consumer | None = None
+        self._announce: dict[TP, int] = {}
         base = {"bootstrap.servers": config.kafka, **config.kafka_config}
         self.source = source if source is not None else self._new_source(base)
         self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
@@ -148,6 +149,9 @@ class Worker:
                 if (not positions and self._uncommitted
                         and time.time() - self._last_commit >= self.config.commit_every_s):
                     positions = self._commit_state()  # idle: store what the last batches did
+                if self._announce:
+                    positions = {**self._announce, **positions}
+                    self._announce.clear()
                 if positions:
                     # Kafka's committed offsets are only for lag dashboards and
                     # stop-at-end; the resume point is the offset stored in RocksDB.
@@ -213,6 +217,11 @@ class Worker:
                 # for the snapshot only (the operators skip what their state already holds).
                 start = min(start, writer.next_offset or 0)
             starts[(topic, partition)] = start
+            if start > 0:
+                # Tell the group where this owner stands, so that workers waiting on the
+                # group's offsets (--stop-at-end) see a partition whose state is already
+                # complete as such, before any new record arrives.
+                self._announce[(topic, partition)] = start
             log.info("assigned %s[%d] from offset %d", topic, partition, start)
         self._read_dlq_tails(list(partitions))
         return starts

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -96,12 +98,153 @@ def worker_env(kafka: str, redis_url: str) -> dict[str, str]:
     return {**os.environ, "STREAMFEAT_KAFKA": kafka, "STREAMFEAT_REDIS": redis_url}
 
 
+class Workers:
+    """Worker processes of one test, each logging to its own file; all stopped on exit.
+
+    ``with Workers(tmp_path, env) as workers: a = workers.start("a", cmd)``: whatever happens
+    in the block, every worker still running at its end gets SIGTERM, then SIGKILL, so a
+    failing test leaves no process behind. Logs go to files (not pipes, which a chatty worker
+    could fill and block on) and are shown by :meth:`log`.
+    """
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.dir = tmp_path / "logs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        with (self.dir / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def stop(self, name: str, timeout_s: float = 60) -> int:
+        """SIGTERM, then the exit status (SIGKILL and an AssertionError after ``timeout_s``)."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            raise AssertionError(f"worker {name} ignored SIGTERM for {timeout_s}s:\n"
+                                 + self.log(name)) from None
+
+    def log(self, name: str, tail: int = 4000) -> str:
+        path = self.dir / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+
+class GroupProgress:
+    """What a consumer group has committed of a topic (the workers' advisory commits)."""
+
+    def __init__(self, kafka: str, group: str, topic: str) -> None:
+        self.group, self.topic = group, topic
+        self.consumer = Consumer({"bootstrap.servers": kafka, "group.id": group})
+        parts = sorted(self.consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        self.ends = {p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                     for p in parts}
+
+    def __enter__(self) -> GroupProgress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.consumer.close()
+
+    def per_partition(self) -> dict[int, int]:
+        """Records committed per partition (0 where nothing is)."""
+        got = self.consumer.committed(
+            [TopicPartition(self.topic, p) for p in self.ends], timeout=30
+        )
+        return {tp.partition: max(tp.offset - self.ends[tp.partition][0], 0) for tp in got}
+
+    def done(self) -> tuple[int, int]:
+        """(records the group has committed, records in the topic)."""
+        return (sum(self.per_partition().values()),
+                sum(hi - lo for lo, hi in self.ends.values()))
+
+    def wait(self, above: int = 0, timeout_s: float = 120,
+             workers: Workers | None = None) -> tuple[int, int]:
+        """Wait until more than ``above`` records are committed; returns (committed, total).
+
+        A kill or an outage that follows comes after real progress, however long the runtime
+        takes to start and join the group.
+        """
+        deadline = time.time() + timeout_s
+        while True:
+            done, total = self.done()
+            if done > above:
+                return done, total
+            if time.time() > deadline:
+                logs = "" if workers is None else "\n".join(
+                    f"--- {name}:\n{workers.log(name)}" for name in workers.procs
+                )
+                raise AssertionError(
+                    f"group {self.group} committed {done} of {total} records of {self.topic} "
+                    f"(waited for more than {above}) in {timeout_s}s\n{logs}"
+                )
+            time.sleep(0.1)
+
+    def wait_end(self, timeout_s: float = 180, workers: Workers | None = None) -> None:
+        """Wait until every partition is committed up to its end offset."""
+        deadline = time.time() + timeout_s
+        while True:
+            per = self.per_partition()
+            if all(per[p] >= hi - lo for p, (lo, hi) in self.ends.items()):
+                return
+            if time.time() > deadline:
+                logs = "" if workers is None else "\n".join(
+                    f"--- {name}:\n{workers.log(name)}" for name in workers.procs
+                )
+                raise AssertionError(
+                    f"group {self.group} did not catch up with {self.topic} in {timeout_s}s: "
+                    f"{per} of {self.ends}\n{logs}"
+                )
+            time.sleep(0.5)
+
+
 def run_to_end(path: Path, state_dir: Path, kafka: str, redis_url: str, *extra: str) -> None:
-    done = subprocess.run(
-        worker_cmd(path, state_dir, "--stop-at-end", *extra), env=worker_env(kafka, redis_url),
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    """Run a worker with ``--stop-at-end``; it must exit 0 within 10 minutes."""
+    logs = state_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"run-to-end-{len(list(logs.glob('run-to-end-*.log')))}.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            worker_cmd(path, state_dir, "--stop-at-end", *extra), env=worker_env(kafka, redis_url),
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            status = proc.wait(600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            raise AssertionError(
+                f"--stop-at-end did not finish in 600 s:\n{log_path.read_text()[-4000:]}"
+            ) from None
+    assert status == 0, log_path.read_text(errors="replace")[-4000:]
 
 
 def assert_redis_matches_reference(

@@ -3,9 +3,6 @@ Redis database, give identical hashes for every entity, and verify reports 100%.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +14,8 @@ from streamfeat.replay.verify import verify
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 
 from harness import (
+    GroupProgress,
+    Workers,
     assert_redis_matches_reference,
     make_topology,
     produce,
@@ -51,18 +50,20 @@ def test_replay_to_redis_equals_the_stream_and_verify_is_100_percent(
 ) -> None:
     topic = new_topic("orders", partitions=3)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 20_000, seed=11, **STREAM)
+    produce(kafka_bootstrap, topic, 30_000, seed=11, **STREAM)
     snaps, state = tmp_path / "snapshots", tmp_path / "state"
-    # First run killed mid-stream (snapshots every 0.5 s), then a restart runs to the end.
-    first = subprocess.Popen(
-        worker_cmd(path, state, "--snapshot-dir", str(snaps), "--snapshot-every", "0.5",
-                   "--batch-size", "300"),
-        env=worker_env(kafka_bootstrap, redis_url),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    time.sleep(3)
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
+    # First run killed mid-stream (snapshots every 0.5 s; small batches so that the run lasts
+    # a few seconds), as soon as the group has committed progress; a restart runs to the end.
+    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        workers.start("first", worker_cmd(
+            path, state, "--snapshot-dir", str(snaps), "--snapshot-every", "0.5",
+            "--batch-size", "100",
+        ))
+        group.wait(workers=workers)
+        workers.kill("first")
+        done, total = group.done()
+        assert 0 < done < total, f"kill must come mid-stream: {done} of {total} committed"
     run_to_end(path, state, kafka_bootstrap, redis_url, "--snapshot-dir", str(snaps))
     assert_redis_matches_reference(kafka_bootstrap, redis_url, topology)
     assert snapshot_partitions(snaps, topic) == [0, 1, 2]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    GroupProgress,
+    Workers,
     assert_redis_matches_reference,
     count_topic,
     make_topology,
@@ -52,53 +53,25 @@ def test_worker_killed_at_random_points_equals_uninterrupted(
     produce(kafka_bootstrap, topic, 30_000, seed=2, **STREAM)
     rng = random.Random(3)
     state = tmp_path / "state"
-    env = worker_env(kafka_bootstrap, redis_url)
-    for _ in range(4):
-        proc = subprocess.Popen(worker_cmd(path, state, "--batch-size", "500"), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.5, 4.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+    mid_stream = 0
+    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        done, total = group.done()
+        for run in range(4):
+            name = f"run{run}"
+            workers.start(name, worker_cmd(path, state, "--batch-size", "500"))
+            if done < total:  # each run gets somewhere, then dies at a random instant
+                group.wait(above=done, workers=workers)
+            time.sleep(rng.uniform(0.0, 1.0))
+            workers.kill(name)
+            done, total = group.done()
+            mid_stream += done < total
+    assert mid_stream > 0, "no kill came mid-stream"
     run_to_end(path, state, kafka_bootstrap, redis_url)
     _entities, late, malformed = assert_redis_matches_reference(
         kafka_bootstrap, redis_url, topology
     )
     assert count_topic(kafka_bootstrap, f"{topic}.dlq") == late + malformed
-
-
-def _committed(kafka: str, group: str, topic: str) -> tuple[int, int]:
-    """(records the group has committed, records in the topic)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": group})
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in parts}
-        got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=30)
-        return sum(max(tp.offset, 0) for tp in got), sum(ends.values())
-    finally:
-        consumer.close()
-
-
-def _wait_committed(kafka: str, group: str, topic: str, timeout_s: float = 180) -> None:
-    """Wait until the group has committed every partition of the topic up to its end."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": group})
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in parts}
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=30)
-            if all(tp.offset >= ends[tp.partition] for tp in got):
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"group {group} did not catch up with {topic} in {timeout_s}s")
-    finally:
-        consumer.close()
 
 
 def test_two_workers_one_killed_mid_stream(
@@ -108,22 +81,16 @@ def test_two_workers_one_killed_mid_stream(
     topic = new_topic("orders", partitions=4)
     topology, path = make_topology(unique_id, topic, tmp_path)
     produce(kafka_bootstrap, topic, 30_000, seed=4, **STREAM)
-    env = worker_env(kafka_bootstrap, redis_url)
-    a = subprocess.Popen(worker_cmd(path, tmp_path / "a", "--batch-size", "300"), env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    b = subprocess.Popen(worker_cmd(path, tmp_path / "b", "--batch-size", "300"), env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(4)
-        done, total = _committed(kafka_bootstrap, f"streamfeat.{unique_id}", topic)
+    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        workers.start("a", worker_cmd(path, tmp_path / "a", "--batch-size", "300"))
+        workers.start("b", worker_cmd(path, tmp_path / "b", "--batch-size", "300"))
+        done, total = group.wait(workers=workers)
         assert 0 < done < total, f"kill must come mid-stream: {done} of {total} committed"
-        a.send_signal(signal.SIGKILL)  # its partitions move to b after the session timeout
-        a.wait(30)
-        _wait_committed(kafka_bootstrap, f"streamfeat.{unique_id}", topic)
-    finally:
-        b.send_signal(signal.SIGTERM)
-        _out, err = b.communicate(timeout=60)
-    assert b.returncode == 0, err[-3000:]
+        workers.kill("a")  # its partitions move to b after the session timeout
+        group.wait_end(workers=workers)
+        status = workers.stop("b")
+        assert status == 0, workers.log("b")
     _entities, late, malformed = assert_redis_matches_reference(
         kafka_bootstrap, redis_url, topology
     )
@@ -136,6 +103,8 @@ def test_redis_down_for_ten_seconds_mid_stream(
     import shutil
     import socket
 
+    import redis as redis_lib
+
     server = shutil.which("redis-server")
     assert server, "redis-server is needed for this test; deploy/local/up installs it"
     with socket.socket() as s:
@@ -147,8 +116,6 @@ def test_redis_down_for_ten_seconds_mid_stream(
         proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", str(tmp_path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis as redis_lib
-
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -156,39 +123,44 @@ def test_redis_down_for_ten_seconds_mid_stream(
                     return proc
             except redis_lib.ConnectionError:
                 time.sleep(0.1)
+        proc.kill()
+        proc.wait(30)
         raise AssertionError("private redis-server did not start")
 
     topic = new_topic("orders", partitions=2)
     topology, path = make_topology(unique_id, topic, tmp_path)
     produce(kafka_bootstrap, topic, 30_000, seed=5, **STREAM)
     redis_proc = start_redis()
-    # Keep Redis's data across the outage: it is the online store, its loss is not the test.
-    import redis as redis_lib
-
-    worker = subprocess.Popen(worker_cmd(path, tmp_path / "state", "--batch-size", "300"),
-                              env=worker_env(kafka_bootstrap, private),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(2)
-        done, total = _committed(kafka_bootstrap, f"streamfeat.{unique_id}", topic)
-        assert 0 < done < total, f"the outage must come mid-stream: {done} of {total} committed"
-        # SHUTDOWN SAVE: Redis writes dump.rdb (in --dir) and exits; the restart loads it.
-        with contextlib.suppress(redis_lib.ConnectionError):
-            redis_lib.Redis.from_url(private).shutdown(save=True)
-        redis_proc.wait(30)
-        time.sleep(10)
-        assert worker.poll() is None, "the worker must wait for Redis, not die"
-        redis_proc = start_redis()
-        _wait_committed(kafka_bootstrap, f"streamfeat.{unique_id}", topic)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        _out, err = worker.communicate(timeout=60)
-        try:
-            _entities, late, malformed = assert_redis_matches_reference(
-                kafka_bootstrap, private, topology
+        with (Workers(tmp_path, worker_env(kafka_bootstrap, private)) as workers,
+              GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+            worker = workers.start(
+                "worker", worker_cmd(path, tmp_path / "state", "--batch-size", "300")
             )
-        finally:
-            redis_proc.terminate()
+            done, total = group.wait(workers=workers)
+            assert 0 < done < total, (
+                f"the outage must come mid-stream: {done} of {total} committed"
+            )
+            # SHUTDOWN SAVE: Redis writes dump.rdb (in --dir) and exits; the restart loads it.
+            # Keep Redis's data across the outage: it is the online store, its loss is not
+            # the test.
+            with contextlib.suppress(redis_lib.ConnectionError):
+                redis_lib.Redis.from_url(private).shutdown(save=True)
             redis_proc.wait(30)
-    assert worker.returncode == 0, err.decode()[-3000:]
+            stalled, _total = group.done()
+            assert stalled < total, "the outage must come mid-stream: the group finished"
+            time.sleep(10)
+            assert worker.poll() is None, "the worker must wait for Redis, not die:\n" + (
+                workers.log("worker")
+            )
+            redis_proc = start_redis()
+            group.wait_end(workers=workers)
+            status = workers.stop("worker")
+            assert status == 0, workers.log("worker")
+        _entities, late, malformed = assert_redis_matches_reference(
+            kafka_bootstrap, private, topology
+        )
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(30)
     assert count_topic(kafka_bootstrap, f"{topic}.dlq") == late + malformed

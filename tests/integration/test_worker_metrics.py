@@ -57,7 +57,9 @@ def test_metrics_count_consumed_late_and_malformed(
                 metrics = _scrape(port)
             except OSError:
                 metrics = {}
-            if metrics.get("streamfeat_events_consumed_total") == 5000:
+            # counters move when a batch is processed, histograms once its effects are stored
+            if (metrics.get("streamfeat_events_consumed_total") == 5000
+                    and metrics.get("streamfeat_event_to_redis_seconds_count", 0) > 0):
                 break
             time.sleep(0.3)
         assert metrics.get("streamfeat_events_consumed_total") == 5000, metrics
