@@ -65,6 +65,8 @@ class Metrics:
         )
         self.entities = Gauge("streamfeat_state_entities", "Entities held in window state", tp,
                               registry=r)
+        self.state_bytes = Gauge("streamfeat_state_bytes",
+                                 "Approximate in-memory size of the window state", tp, registry=r)
         self.stream_time = Gauge("streamfeat_stream_time_ms", "Stream time of the partition", tp,
                                  registry=r)
         self.staleness = Gauge(

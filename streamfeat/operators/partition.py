@@ -428,6 +428,11 @@ class PartitionOperator:
         keys = self._index.keys_by_row
         return {keys[r] for r in rows.tolist()}
 
+    @property
+    def entity_count(self) -> int:
+        """Entities this operator has seen (each holds a row of state)."""
+        return len(self._index.keys_by_row) - 1
+
     def approx_state_bytes(self) -> int:
         """Rough in-memory size of the state (for the state-size metric).
 

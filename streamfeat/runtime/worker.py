@@ -513,6 +513,10 @@ class Worker:
             return
         self._last_lag = now
         for (topic, partition), procs in self.processors.items():
+            for proc in procs:
+                labels = (proc.topology.name, str(partition))
+                self.metrics.entities.labels(*labels).set(proc.operator.entity_count)
+                self.metrics.state_bytes.labels(*labels).set(proc.operator.approx_state_bytes())
             try:
                 _low, high = self.source.watermarks((topic, partition), cached=True)
             except Exception as exc:  # statistics not available yet

@@ -58,8 +58,10 @@ def test_metrics_count_consumed_late_and_malformed(
             except OSError:
                 metrics = {}
             # counters move when a batch is processed, histograms once its effects are stored
+            # (gauges of state size and lag are refreshed every 5 s)
             if (metrics.get("streamfeat_events_consumed_total") == 5000
-                    and metrics.get("streamfeat_event_to_redis_seconds_count", 0) > 0):
+                    and metrics.get("streamfeat_event_to_redis_seconds_count", 0) > 0
+                    and metrics.get("streamfeat_state_entities", 0) > 0):
                 break
             time.sleep(0.3)
         assert metrics.get("streamfeat_events_consumed_total") == 5000, metrics
@@ -68,6 +70,8 @@ def test_metrics_count_consumed_late_and_malformed(
         assert metrics["streamfeat_events_aggregated_total"] == 5000 - late - malformed
         assert metrics["streamfeat_event_to_redis_seconds_count"] > 0
         assert metrics["streamfeat_redis_write_seconds_count"] > 0
+        assert metrics["streamfeat_state_entities"] >= len(_values)
+        assert metrics["streamfeat_state_bytes"] > 0
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
         status = json.loads(health.read())
         assert health.status == 200 and status["healthy"] is True
