@@ -24,6 +24,7 @@ _META = b"\x00meta"
 _ENTITY = b"e:"
 _FORMAT = b"\x00format"
 _FORMAT_VERSION = b"1"
+_WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,10 @@ class PartitionStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Small memtables: RocksDB's default (64 MiB, two of them per store) made a worker's
+        # memory grow with the events processed until each partition's memtables were full.
+        options.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
         # During a rebalance between worker processes of one host, the previous owner may
         # still be closing the store: wait for its lock a little before giving up.
         deadline = time.monotonic() + lock_wait_s
