@@ -38,7 +38,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfeat.config import resolve_kafka, resolve_redis
-from streamfeat.generator import OrderEvents
+from streamfeat.generator import OrderEvents, produce_events
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -104,16 +104,9 @@ def produce(kafka: str, topic: str, events: int, entities: int, seed: int) -> fl
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20,
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.perf_counter()
-    for i, event in enumerate(OrderEvents(entities=entities, seed=seed).events(events)):
-        while True:
-            try:
-                producer.produce(topic, key=event.key, value=event.value, timestamp=event.ts)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    left = producer.flush(120)
+    left = produce_events(producer, topic,
+                          OrderEvents(entities=entities, seed=seed).events(events),
+                          flush_timeout_s=120)
     if left:
         raise SystemExit(f"{left} events were not delivered to {topic}")
     return time.perf_counter() - started

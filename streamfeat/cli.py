@@ -87,7 +87,7 @@ def _get(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    from streamfeat.generator import OrderEvents
+    from streamfeat.generator import OrderEvents, produce_events
 
     producer = Producer({
         "bootstrap.servers": resolve_kafka(args.kafka), "linger.ms": 20,
@@ -97,16 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
         entities=args.entities, seed=args.seed, malformed_fraction=args.malformed,
         late_fraction=args.late,
     )
-    for i, event in enumerate(events.events(args.events)):
-        while True:
-            try:
-                producer.produce(args.topic, key=event.key, value=event.value, timestamp=event.ts)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    left = producer.flush(60)
+    left = produce_events(producer, args.topic, events.events(args.events))
     if left:
         print(f"{left} events were not delivered", file=sys.stderr)
         return 1

@@ -9,12 +9,16 @@ from __future__ import annotations
 import bisect
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
-__all__ = ["GeneratedEvent", "OrderEvents"]
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
+
+__all__ = ["GeneratedEvent", "OrderEvents", "produce_events"]
 
 _STATUSES = ("completed", "completed", "completed", "pending", "cancelled")
 
@@ -96,3 +100,21 @@ class OrderEvents:
                 })
             yield GeneratedEvent(user.encode(), value, max(ts, 0))
             i += 1
+
+
+def produce_events(
+    producer: Producer, topic: str, events: Iterable[GeneratedEvent], *,
+    flush_timeout_s: float = 60.0,
+) -> int:
+    """Produce events keyed by entity with their event time as the Kafka timestamp, waiting
+    when the producer's queue is full; returns how many were still undelivered at the end."""
+    for i, event in enumerate(events):
+        while True:
+            try:
+                producer.produce(topic, key=event.key, value=event.value, timestamp=event.ts)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    return int(producer.flush(flush_timeout_s))

@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamfeat.client import Client
-from streamfeat.generator import OrderEvents
+from streamfeat.generator import OrderEvents, produce_events
 from streamfeat.topology import AggKind, TopologyDef, load_topology
 
 from reference import close, expected_final
@@ -38,14 +38,7 @@ def make_topology(name: str, topic: str, tmp_path: Path) -> tuple[TopologyDef, P
 
 def produce(kafka: str, topic: str, n: int, **generator: Any) -> None:
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 10, "enable.idempotence": True})
-    for event in OrderEvents(**generator).events(n):
-        while True:
-            try:
-                producer.produce(topic, key=event.key, value=event.value, timestamp=event.ts)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    assert produce_events(producer, topic, OrderEvents(**generator).events(n)) == 0
 
 
 def read_topic(kafka: str, topic: str) -> dict[int, list[bytes | None]]:
