@@ -36,6 +36,7 @@ import msgspec
 import redis
 from redis.exceptions import RedisError
 
+from streamfeat.config import DEFAULT_REDIS, resolve_redis
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.sinks.redis import LuaScript, connect
 from streamfeat.sinks.values import decode_value
@@ -43,7 +44,7 @@ from streamfeat.topology.definitions import TopologyDef
 
 __all__ = ["DEFAULT_REDIS_URL", "Client", "EntityFeatures", "resolve_fields"]
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_REDIS_URL = DEFAULT_REDIS
 _META = ("_v", "_asof", "_updated")
 _CHUNK = 1000  # entities per script call; all calls of one read share one round trip
 
@@ -107,7 +108,7 @@ class Client:
             self._redis = connection
             self._owns_client = False
         else:
-            url = redis_url or os.environ.get("STREAMFEAT_REDIS") or DEFAULT_REDIS_URL
+            url = resolve_redis(redis_url)
             self._redis = connect(url)
             self._owns_client = True
         self._loaded: dict[str, tuple[int, TopologyDef]] = {}

@@ -34,7 +34,6 @@ class BatchOutcome:
     aggregated: int = 0
     late: int = 0
     malformed: int = 0
-    next_offset: int = 0
 
 
 class PartitionProcessor:
@@ -88,7 +87,6 @@ class PartitionProcessor:
         if out.dead:
             out.dead.sort(key=lambda d: d.record.offset)
         last = records[-1].offset
-        out.next_offset = last + 1
         self.next_offset = last + 1
         if stream_time is not None:
             out.updates = self.updates(result.touched, stream_time, last)

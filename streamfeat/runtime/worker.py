@@ -314,10 +314,10 @@ class Worker:
                 positions[tp] = min((p.next_offset or 0) for p in procs)
         return positions
 
-    def _flush_due_snapshots(self, force: bool = False) -> None:
+    def _flush_due_snapshots(self) -> None:
         now = time.time()
         for (topic, _partition), writer in self.snapshots.items():
-            if force or writer.due(now):
+            if writer.due(now):
                 writer.flush()
             oldest = writer.oldest_unflushed_kafka_ts
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
