@@ -22,6 +22,11 @@ from reference import close, expected_final
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Slow event time (one event every ~2 s on average) so that a few thousand events span hours:
+# windows fill, slide, close and expire during a test. Out-of-order, late and malformed too.
+STREAM = {"entities": 200, "events_per_second": 0.5, "disorder_ms": 120_000,
+          "late_fraction": 0.01, "late_ms": 3_600_000, "malformed_fraction": 0.005}
+
 
 def make_topology(name: str, topic: str, tmp_path: Path) -> tuple[TopologyDef, Path]:
     """topologies/orders.yaml under a test-unique name and topic."""

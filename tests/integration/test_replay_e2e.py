@@ -14,6 +14,7 @@ from streamfeat.replay.verify import verify
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 
 from harness import (
+    STREAM,
     GroupProgress,
     Workers,
     assert_redis_matches_reference,
@@ -26,8 +27,7 @@ from harness import (
 
 pytestmark = pytest.mark.integration
 
-STREAM = {"entities": 150, "events_per_second": 0.5, "disorder_ms": 120_000,
-          "late_fraction": 0.01, "late_ms": 3_600_000, "malformed_fraction": 0.005}
+STREAM_150 = {**STREAM, "entities": 150}
 
 
 def _other_db(url: str) -> str:
@@ -50,7 +50,7 @@ def test_replay_to_redis_equals_the_stream_and_verify_is_100_percent(
 ) -> None:
     topic = new_topic("orders", partitions=3)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 30_000, seed=11, **STREAM)
+    produce(kafka_bootstrap, topic, 30_000, seed=11, **STREAM_150)
     snaps, state = tmp_path / "snapshots", tmp_path / "state"
     # First run killed mid-stream (snapshots every 0.5 s; small batches so that the run lasts
     # a few seconds), as soon as the group has committed progress; a restart runs to the end.

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    STREAM,
     GroupProgress,
     Workers,
     assert_redis_matches_reference,
@@ -25,10 +26,6 @@ from harness import (
 
 pytestmark = pytest.mark.integration
 
-# Slow event time (one event every ~2 s on average) so that a few thousand events span hours:
-# windows fill, slide, close and expire during the test.
-STREAM = {"entities": 200, "events_per_second": 0.5, "disorder_ms": 120_000,
-          "late_fraction": 0.01, "late_ms": 3_600_000, "malformed_fraction": 0.005}
 
 
 def test_worker_values_equal_reference(
