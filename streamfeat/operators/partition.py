@@ -259,8 +259,13 @@ class PartitionOperator:
         keys: Sequence[str],
         ts: Sequence[int] | npt.NDArray[np.int64],
         records: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, list[Any]] | None = None,
     ) -> ProcessResult:
-        """Aggregate one micro-batch (records in partition offset order)."""
+        """Aggregate one micro-batch (records in partition offset order).
+
+        ``records`` need only ``.get(name)``; ``fields`` may hold aggregated fields as
+        columns (one value per record), which saves reading them out of the records.
+        """
         n = len(keys)
         if len(ts) != n or len(records) != n:
             raise ValueError(
@@ -292,7 +297,7 @@ class PartitionOperator:
             else:
                 m[accepted] = [bool(pred(records[i])) for i in accepted.tolist()]
             masks[text] = m
-        raw: dict[str, list[Any]] = {}
+        raw: dict[str, list[Any]] = dict(fields) if fields else {}
         nums: dict[str | None, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]] = {}
 
         def values_of(fld: str) -> list[Any]:

@@ -245,7 +245,7 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
             stats.aggregated += outcome.aggregated
             stats.late += outcome.late
             stats.malformed += outcome.malformed
-            stats.last_offset = batch[-1].offset
+            stats.last_offset = batch.offsets[-1]
             for u in outcome.updates:
                 entities.add(u.entity_id)
             if sink is not None and outcome.updates:
@@ -255,7 +255,7 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
                 if now - last_report >= _PROGRESS_EVERY_S:
                     last_report = now
                     while (done_files < len(files)
-                           and files[done_files].last_offset <= batch[-1].offset):
+                           and files[done_files].last_offset <= batch.offsets[-1]):
                         done_files += 1
                     rate = stats.records / max(now - started, 1e-9)
                     pct = 100.0 * done_files / max(len(files), 1)

@@ -142,7 +142,7 @@ def _accepted(
     lateness = int(topology.lateness_ms)
     st: int | None = None
     for batch in iter_files(files, batch_rows=batch_rows):
-        dec = decoder.decode([r.value for r in batch], [r.kafka_ts for r in batch])
+        dec = decoder.decode(batch.values, batch.kafka_ts)
         if not dec.keys:
             continue
         late, st = late_mask(np.asarray(dec.ts, dtype=np.int64), st, lateness)
@@ -151,7 +151,7 @@ def _accepted(
         ok = np.flatnonzero(~late).tolist()
         yield (
             [dec.ts[i] for i in ok],
-            [batch[dec.positions[i]].offset for i in ok],
+            [batch.offsets[dec.positions[i]] for i in ok],
             [dec.keys[i] for i in ok],
             [dec.records[i] for i in ok],
             st,
@@ -283,8 +283,8 @@ def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
 
     for batch in iter_files(job.files, batch_rows=job.batch_rows):
         start = 0
-        for i, r in enumerate(batch):
-            a = r.kafka_ts if arrival is None or r.kafka_ts > arrival else arrival
+        for i, kts in enumerate(batch.kafka_ts):
+            a = kts if arrival is None or kts > arrival else arrival
             if j < n and a > times[order[j]]:
                 process(batch[start:i])
                 start = i

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -155,14 +156,12 @@ def _verify_partition(
         while k < len(offsets):
             target = offsets[k]
             # records up to and including the target offset
-            end = start
-            while end < len(batch) and batch[end].offset <= target:
-                end += 1
+            end = bisect_right(batch.offsets, target, lo=start)
             if end == len(batch):
                 break
             if end > start:
                 proc.process(batch[start:end])
-                last = batch[end - 1].offset
+                last = batch.offsets[end - 1]
             start = end
             if last == target:
                 check(target)

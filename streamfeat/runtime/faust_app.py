@@ -50,7 +50,7 @@ from confluent_kafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamfeat.runtime.source import TP, OnAssign, OnRevoke
-from streamfeat.source import RawRecord
+from streamfeat.source import RecordBatch
 
 if TYPE_CHECKING:
     from streamfeat.runtime.worker import WorkerConfig
@@ -71,7 +71,7 @@ class _Call:
 
 @dataclass
 class _Batch:
-    records: dict[TP, list[RawRecord]]
+    records: dict[TP, RecordBatch]
     done: asyncio.Future[None]
 
 
@@ -189,8 +189,8 @@ class _Bridge:
 
     async def _accept(
         self, consumer: Any, records: Mapping[Any, list[Any]], epochs: dict[TP, int]
-    ) -> dict[TP, list[RawRecord]]:
-        out: dict[TP, list[RawRecord]] = {}
+    ) -> dict[TP, RecordBatch]:
+        out: dict[TP, RecordBatch] = {}
         reseek: dict[TP, int] = {}
         for aio_tp, recs in records.items():
             tp = (aio_tp.topic, aio_tp.partition)
@@ -219,7 +219,8 @@ class _Bridge:
             # be fetched again.
             self.gaps.pop(tp, None)
             p = tp[1]
-            out[tp] = [RawRecord(p, r.offset, r.timestamp, r.key, r.value) for r in recs]
+            out[tp] = RecordBatch(p, [r.offset for r in recs], [r.timestamp for r in recs],
+                                  [r.key for r in recs], [r.value for r in recs])
             self.expected[tp] = recs[-1].offset + 1
         if reseek:
             await self._seek(consumer, reseek)
@@ -263,7 +264,7 @@ class FaustSource:
         if not self._ready.wait(120) or self._failure is not None:
             raise RuntimeError(f"the Faust app did not start: {self._failure!r}")
 
-    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
         self._release()  # the batch handed out last time is fully handled
         deadline = time.monotonic() + timeout_s
         while True:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from streamfeat.operators import PartitionOperator
 from streamfeat.sinks import Update, version
-from streamfeat.source import Decoder, RawRecord
+from streamfeat.source import Decoder, RawRecord, RecordBatch, as_batch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
@@ -65,16 +65,17 @@ class PartitionProcessor:
     def stream_time(self) -> int | None:
         return self.operator.stream_time
 
-    def process(self, records: Sequence[RawRecord]) -> BatchOutcome:
+    def process(self, records: RecordBatch | Sequence[RawRecord]) -> BatchOutcome:
         """Aggregate one batch (in offset order) and return what must be written."""
         out = BatchOutcome(consumed=len(records))
         if not records:
             return out
-        decoded = self.decoder.decode([r.value for r in records], [r.kafka_ts for r in records])
+        records = as_batch(records, self.partition)
+        decoded = self.decoder.decode(records.values, records.kafka_ts)
         for pos, reason in decoded.errors:
             out.dead.append(DeadLetter(records[pos], reason, "malformed", self.topology.name))
         out.malformed = len(decoded.errors)
-        result = self.operator.process(decoded.keys, decoded.ts, decoded.records)
+        result = self.operator.process(decoded.keys, decoded.ts, decoded.records, decoded.fields)
         stream_time = self.operator.stream_time
         late_index = result.late.nonzero()[0].tolist()
         lateness = self.topology.lateness_ms
@@ -86,7 +87,7 @@ class PartitionProcessor:
         out.aggregated = len(decoded.keys) - out.late
         if out.dead:
             out.dead.sort(key=lambda d: d.record.offset)
-        last = records[-1].offset
+        last = records.offsets[-1]
         self.next_offset = last + 1
         if stream_time is not None:
             out.updates = self.updates(result.touched, stream_time, last)

@@ -16,13 +16,12 @@ record of an assigned partition is returned before ``on_assign`` has answered it
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from streamfeat.source import RawRecord
+from streamfeat.source import RecordBatch
 
 __all__ = ["TP", "ConsumerSource", "KafkaSource", "OnAssign", "OnRevoke"]
 
@@ -42,8 +41,8 @@ class ConsumerSource(Protocol):
         """Join the group for ``topics``; assignment changes arrive through the callbacks."""
         ...
 
-    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
-        """Up to ``max_records`` records, per partition in offset order; {} after timeout."""
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
+        """Up to ``max_records`` records, a batch per partition, in offset order ({}: timeout)."""
         ...
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -91,8 +90,11 @@ class KafkaSource:
             "queued.max.messages.kbytes": 32 * 1024,
         })
         self._on_error = on_error
+        self._topics: list[str] = []
 
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self._topics = list(topics)
+
         def assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             starts = on_assign([(tp.topic, tp.partition) for tp in partitions])
             for tp in partitions:
@@ -109,21 +111,52 @@ class KafkaSource:
 
         self.consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke, on_lost=revoke)
 
-    def poll(self, max_records: int, timeout_s: float) -> dict[TP, list[RawRecord]]:
-        by_tp: dict[TP, list[RawRecord]] = defaultdict(list)
-        for m in self.consumer.consume(max_records, timeout_s):
+    def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
+        msgs = self.consumer.consume(max_records, timeout_s)
+        if not msgs:
+            return {}
+        if any([m.error() is not None for m in msgs]):
+            msgs = self._drop_errors(msgs)
+        # librdkafka hands over one fetched run of records per partition after another:
+        # find the runs, then build each partition's columns in one pass per field.
+        topic = self._topics[0] if len(self._topics) == 1 else None
+        keys: list[Any] = (
+            [m.partition() for m in msgs] if topic is not None
+            else [(m.topic(), m.partition()) for m in msgs]
+        )
+        groups: dict[TP, list[Message]] = {}
+        start, n = 0, len(keys)
+        while start < n:
+            first = keys[start]
+            end = start + 1
+            while end < n and keys[end] == first:
+                end += 1
+            tp: TP = (topic, first) if topic is not None else first
+            run = msgs[start:end] if start or end < n else msgs
+            got = groups.get(tp)
+            if got is None:
+                groups[tp] = run
+            else:
+                got.extend(run)
+            start = end
+        return {
+            tp: RecordBatch(tp[1], cast(list[int], [m.offset() for m in run]),
+                            [m.timestamp()[1] for m in run],
+                            [m.key() for m in run], [m.value() for m in run])
+            for tp, run in groups.items()
+        }
+
+    def _drop_errors(self, msgs: list[Message]) -> list[Message]:
+        out = []
+        for m in msgs:
             err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("Kafka: %s", err)
-                    if self._on_error is not None:
-                        self._on_error()
-                continue
-            p = cast(int, m.partition())
-            by_tp[(cast(str, m.topic()), p)].append(
-                RawRecord(p, cast(int, m.offset()), m.timestamp()[1], m.key(), m.value())
-            )
-        return by_tp
+            if err is None:
+                out.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka: %s", err)
+                if self._on_error is not None:
+                    self._on_error()
+        return out
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         self.consumer.commit(

@@ -32,7 +32,7 @@ from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
 from streamfeat.runtime.source import TP, ConsumerSource, KafkaSource
 from streamfeat.sinks import RedisSink, Update
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord
+from streamfeat.source import RawRecord, RecordBatch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
@@ -237,7 +237,7 @@ class Worker:
             log.info("revoked %s[%d]", topic, partition)
 
     # ------------------------------------------------------------------ the hot path
-    def _handle(self, by_tp: dict[TP, list[RawRecord]]) -> dict[TP, int]:
+    def _handle(self, by_tp: dict[TP, RecordBatch]) -> dict[TP, int]:
         """Process one batch: operators, Redis, dead letters, then RocksDB.
 
         Returns the next offsets of the partitions it advanced (for the group's commit).
@@ -252,10 +252,7 @@ class Worker:
             if writer is not None:
                 writer.append(records)
             for proc in self.processors.get((topic, partition), []):
-                start = proc.next_offset or 0
-                todo = records if records[0].offset >= start else [
-                    r for r in records if r.offset >= start
-                ]
+                todo = records.since(proc.next_offset or 0)
                 if not todo:
                     continue
                 outcome = proc.process(todo)
@@ -273,7 +270,7 @@ class Worker:
                 updates[name].extend(outcome.updates)
                 dead.extend((topic, d) for d in outcome.dead)
                 touched.append(proc)
-                first_ts = todo[0].kafka_ts
+                first_ts = todo.kafka_ts[0]
                 oldest_kafka_ts[name] = min(oldest_kafka_ts.get(name, first_ts), first_ts)
         for name, batch in updates.items():
             self._write_sink(name, batch)

@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date as Date
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, StateError
 from streamfeat.snapshot.writer import parse_file_name
-from streamfeat.source import RawRecord
+from streamfeat.source import RecordBatch
 
 __all__ = [
     "DateLike",
@@ -129,7 +128,7 @@ def _open(path: Path) -> Any:
 
 def iter_files(
     files: Sequence[SnapshotFile], *, batch_rows: int = 50_000
-) -> Iterator[list[RawRecord]]:
+) -> Iterator[RecordBatch]:
     """Records of ``files`` (one partition, in offset order) in batches of up to ``batch_rows``.
 
     A record at or below an offset already yielded is skipped (overlapping files).
@@ -137,7 +136,7 @@ def iter_files(
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     next_offset = -1
-    out: list[RawRecord] = []
+    out: RecordBatch | None = None
     for f in files:
         if f.last_offset < next_offset:
             continue  # wholly covered by files already read
@@ -145,20 +144,17 @@ def iter_files(
             pf = _open(f.path)
             batches = pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS)
             for batch in batches:
-                offsets: list[int] = batch.column(0).to_pylist()
-                kts: list[int] = batch.column(1).to_pylist()
-                keys: list[bytes | None] = batch.column(2).to_pylist()
-                values: list[bytes | None] = batch.column(3).to_pylist()
-                p = f.partition
-                if offsets and offsets[0] >= next_offset:  # the usual case: no overlap
-                    out.extend(map(RawRecord, repeat(p), offsets, kts, keys, values))
-                    next_offset = offsets[-1] + 1
-                    offsets = []
-                for o, t, k, v in zip(offsets, kts, keys, values, strict=False):
-                    if o < next_offset:
-                        continue
-                    out.append(RawRecord(p, o, t, k, v))
-                    next_offset = o + 1
+                got = RecordBatch(f.partition, batch.column(0).to_pylist(),
+                                  batch.column(1).to_pylist(), batch.column(2).to_pylist(),
+                                  batch.column(3).to_pylist())
+                got = got.since(next_offset)  # overlapping files
+                if not got:
+                    continue
+                next_offset = got.offsets[-1] + 1
+                if out is None:
+                    out = got
+                else:
+                    out.extend(got)
                 while len(out) >= batch_rows:
                     yield out[:batch_rows]
                     out = out[batch_rows:]
@@ -179,7 +175,7 @@ def iter_partition(
     date_from: DateLike | None = None,
     date_to: DateLike | None = None,
     batch_rows: int = 50_000,
-) -> Iterator[list[RawRecord]]:
+) -> Iterator[RecordBatch]:
     """Records of one partition in offset order, from the files of the dates asked for.
 
     Only the directories of those dates and of this partition are entered, and only

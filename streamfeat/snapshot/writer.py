@@ -26,15 +26,16 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
-from streamfeat.source import RawRecord
+from streamfeat.source import RawRecord, RecordBatch, as_batch
 
 __all__ = ["SCHEMA", "SnapshotWriter", "file_name", "parse_file_name", "partition_dir"]
 
@@ -49,6 +50,7 @@ SCHEMA = pa.schema([
 
 _FILE_RE = re.compile(r"\A(\d{20})-(\d{20})\.parquet\Z")
 _DEFAULT_MAX_ROWS = 500_000
+_DAY_MS = 86_400_000
 
 
 def file_name(first_offset: int, last_offset: int) -> str:
@@ -108,7 +110,7 @@ class SnapshotWriter:
         self.partition = partition
         self.every_s = every_s
         self.max_rows = max_rows
-        self._buffer: list[RawRecord] = []
+        self._buffer = RecordBatch.empty(partition)
         self._buffer_since: float | None = None
         self._oldest_ts: int | None = None
         self._max_ts: int | None = None  # running max of kafka_ts (dates never go backwards)
@@ -158,30 +160,29 @@ class SnapshotWriter:
         """Records waiting for the next :meth:`flush`."""
         return len(self._buffer)
 
-    def append(self, records: Iterable[RawRecord]) -> None:
+    def append(self, records: RecordBatch | Sequence[RawRecord]) -> None:
         """Buffer records of this partition in offset order.
 
         Records below :attr:`next_offset` (or already buffered) are dropped, so feeding
         the same offsets again never duplicates a record.
         """
-        start = self._accept_from
-        buf = self._buffer
-        oldest = self._oldest_ts
-        for r in records:
-            if r.offset < start:
-                continue
-            if r.partition != self.partition:
-                raise ValueError(
-                    f"record of partition {r.partition} given to the snapshot writer of "
-                    f"{self.topic}[{self.partition}]"
-                )
-            buf.append(r)
-            start = r.offset + 1
-            if oldest is None or r.kafka_ts < oldest:
-                oldest = r.kafka_ts
-        self._accept_from = start
-        self._oldest_ts = oldest
-        if buf and self._buffer_since is None:
+        if not records:
+            return
+        batch = as_batch(records, self.partition)
+        if batch.partition != self.partition:
+            raise ValueError(
+                f"record of partition {batch.partition} given to the snapshot writer of "
+                f"{self.topic}[{self.partition}]"
+            )
+        batch = batch.since(self._accept_from)
+        if not batch:
+            return
+        self._buffer.extend(batch)
+        self._accept_from = batch.offsets[-1] + 1
+        oldest = min(batch.kafka_ts)
+        if self._oldest_ts is None or oldest < self._oldest_ts:
+            self._oldest_ts = oldest
+        if self._buffer_since is None:
             self._buffer_since = time.time()
 
     def due(self, now_s: float) -> bool:
@@ -201,47 +202,41 @@ class SnapshotWriter:
         buf = self._buffer
         if not buf:
             return
-        max_ts = self._max_ts
-        # (date, end, running max at end) of consecutive runs of one date
-        runs: list[tuple[str, int, int]] = []
-        run_date: str | None = None
-        for i, r in enumerate(buf):
-            if max_ts is None or r.kafka_ts > max_ts:
-                date = _utc_date(r.kafka_ts)
-                if run_date is not None and date != run_date:
-                    runs.append((run_date, i, max_ts if max_ts is not None else r.kafka_ts))
-                run_date = date
-                max_ts = r.kafka_ts
-            elif run_date is None:
-                run_date = _utc_date(max_ts)
-        if run_date is None or max_ts is None:  # pragma: no cover - buf is not empty
-            raise StateError("internal error: no date for a non-empty snapshot buffer")
-        runs.append((run_date, len(buf), max_ts))
+        # The date of a record is that of the running maximum of kafka_ts: find the runs
+        # of one date (vectorized; a flush holds up to max_rows records).
+        ts = np.asarray(buf.kafka_ts, dtype=np.int64)
+        if self._max_ts is not None:
+            ts[0] = max(int(ts[0]), self._max_ts)
+        running = np.maximum.accumulate(ts)
+        days = running // _DAY_MS
+        ends = [*(np.flatnonzero(np.diff(days)) + 1).tolist(), len(buf)]
         start = 0
         try:
-            for date, end, run_max in runs:
-                self._write(date, buf[start:end])
-                self._durable = buf[end - 1].offset + 1
+            for end in ends:
+                run_max = int(running[end - 1])
+                self._write(_utc_date(run_max), buf[start:end])
+                self._durable = buf.offsets[end - 1] + 1
                 self._max_ts = run_max
                 start = end
         finally:
-            del buf[:start]
-            self._oldest_ts = min((r.kafka_ts for r in buf), default=None)
+            if start:
+                self._buffer = buf = buf[start:]
+            self._oldest_ts = min(buf.kafka_ts) if buf else None
             if not buf:
                 self._buffer_since = None
 
-    def _write(self, date: str, records: list[RawRecord]) -> None:
-        first, last = records[0].offset, records[-1].offset
+    def _write(self, date: str, records: RecordBatch) -> None:
+        first, last = records.offsets[0], records.offsets[-1]
         directory = partition_dir(self.snapshot_dir, self.topic, date, self.partition)
         final = directory / file_name(first, last)
         tmp = final.with_name(final.name + ".tmp")
         table = pa.table(
             [
-                pa.array([r.partition for r in records], pa.int32()),
-                pa.array([r.offset for r in records], pa.int64()),
-                pa.array([r.kafka_ts for r in records], pa.int64()),
-                pa.array([r.key for r in records], pa.binary()),
-                pa.array([r.value for r in records], pa.binary()),
+                pa.array(np.full(len(records), self.partition, dtype=np.int32)),
+                pa.array(records.offsets, pa.int64()),
+                pa.array(records.kafka_ts, pa.int64()),
+                pa.array(records.keys, pa.binary()),
+                pa.array(records.values, pa.binary()),
             ],
             schema=SCHEMA,
         )

@@ -373,9 +373,11 @@ def _field_getter(path: tuple[str, ...]) -> _Eval:
 
         return get
 
+    head, rest = path[0], path[1:]
+
     def get_path(r: Mapping[str, Any]) -> Any:
-        v: Any = r
-        for part in path:
+        v: Any = r.get(head)  # an event: a dict, or the decoder's struct with .get()
+        for part in rest:
             if not isinstance(v, Mapping):
                 return None
             v = v.get(part)

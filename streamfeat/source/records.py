@@ -1,0 +1,148 @@
+"""Raw Kafka records as the worker and the replay carry them: :class:`RecordBatch`.
+
+Millions of records a minute go from the consumer to the operators and the snapshot
+writer. Building one Python object per record cost more than everything the operators do
+(measured: 1.5 µs a record for a named tuple, 0.25 µs for the four columns below), so a
+batch is kept as columns, one list per field. :class:`RawRecord` is still what one record
+looks like where one record is needed (dead letters, tests): indexing a batch builds it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from typing import NamedTuple, overload
+
+__all__ = ["RawRecord", "RecordBatch", "as_batch"]
+
+
+class RawRecord(NamedTuple):
+    """One Kafka record as consumed (or as read back from a snapshot)."""
+
+    partition: int
+    offset: int
+    kafka_ts: int
+    key: bytes | None
+    value: bytes | None
+
+
+class RecordBatch(Sequence[RawRecord]):
+    """Records of one partition in offset order, stored as columns.
+
+    A read-only sequence of :class:`RawRecord` (indexing and iterating build them); the hot
+    path reads the columns. Slicing returns a batch. The columns are shared, never copied,
+    by whoever receives the batch: treat them as read-only.
+    """
+
+    __slots__ = ("kafka_ts", "keys", "offsets", "partition", "values")
+
+    def __init__(
+        self,
+        partition: int,
+        offsets: list[int],
+        kafka_ts: list[int],
+        keys: list[bytes | None],
+        values: list[bytes | None],
+    ) -> None:
+        n = len(offsets)
+        if len(kafka_ts) != n or len(keys) != n or len(values) != n:
+            raise ValueError(
+                f"RecordBatch columns differ in length: {n} offsets, {len(kafka_ts)} "
+                f"timestamps, {len(keys)} keys, {len(values)} values"
+            )
+        self.partition = partition
+        self.offsets = offsets
+        self.kafka_ts = kafka_ts
+        self.keys = keys
+        self.values = values
+
+    @classmethod
+    def empty(cls, partition: int) -> RecordBatch:
+        return cls(partition, [], [], [], [])
+
+    @classmethod
+    def of(cls, records: Iterable[RawRecord], partition: int | None = None) -> RecordBatch:
+        """A batch of records of one partition (``partition`` is needed when there are none)."""
+        rows = list(records)
+        if not rows:
+            if partition is None:
+                raise ValueError("RecordBatch.of() needs a partition when there are no records")
+            return cls.empty(partition)
+        p = rows[0].partition if partition is None else partition
+        for r in rows:
+            if r.partition != p:
+                raise ValueError(
+                    f"a RecordBatch holds one partition; got records of {p} and {r.partition}"
+                )
+        _parts, offsets, kafka_ts, keys, values = (list(c) for c in zip(*rows, strict=True))
+        return cls(p, offsets, kafka_ts, keys, values)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> RawRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RecordBatch: ...
+
+    def __getitem__(self, index: int | slice) -> RawRecord | RecordBatch:
+        if isinstance(index, slice):
+            return RecordBatch(self.partition, self.offsets[index], self.kafka_ts[index],
+                               self.keys[index], self.values[index])
+        return RawRecord(self.partition, self.offsets[index], self.kafka_ts[index],
+                         self.keys[index], self.values[index])
+
+    def __iter__(self) -> Iterator[RawRecord]:
+        return map(RawRecord, repeat(self.partition), self.offsets, self.kafka_ts,
+                   self.keys, self.values)
+
+    def __repr__(self) -> str:
+        if not self.offsets:
+            return f"RecordBatch(partition={self.partition}, empty)"
+        return (f"RecordBatch(partition={self.partition}, offsets {self.offsets[0]}.."
+                f"{self.offsets[-1]}, {len(self.offsets)} records)")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordBatch):
+            return (self.partition == other.partition and self.offsets == other.offsets
+                    and self.kafka_ts == other.kafka_ts and self.keys == other.keys
+                    and self.values == other.values)
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns: not hashable
+
+    def since(self, offset: int) -> RecordBatch:
+        """The records at ``offset`` or later (all of them, without a copy, in the usual case)."""
+        offsets = self.offsets
+        if not offsets or offsets[0] >= offset:
+            return self
+        return self[bisect_left(offsets, offset):]
+
+    def extend(self, other: RecordBatch) -> None:
+        """Append ``other``'s records (same partition, later offsets) to this batch."""
+        if other.partition != self.partition:
+            raise ValueError(
+                f"cannot extend a batch of partition {self.partition} with partition "
+                f"{other.partition}"
+            )
+        self.offsets.extend(other.offsets)
+        self.kafka_ts.extend(other.kafka_ts)
+        self.keys.extend(other.keys)
+        self.values.extend(other.values)
+
+    def take(self, positions: Sequence[int]) -> RecordBatch:
+        """The records at ``positions`` (in that order)."""
+        o, t, k, v = self.offsets, self.kafka_ts, self.keys, self.values
+        return RecordBatch(self.partition, [o[i] for i in positions], [t[i] for i in positions],
+                           [k[i] for i in positions], [v[i] for i in positions])
+
+
+def as_batch(records: Sequence[RawRecord], partition: int | None = None) -> RecordBatch:
+    """``records`` as a :class:`RecordBatch` (itself when it already is one)."""
+    if isinstance(records, RecordBatch):
+        return records
+    return RecordBatch.of(records, partition)
