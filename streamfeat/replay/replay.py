@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.runtime.processor import PartitionProcessor
-from streamfeat.sinks import RedisSink, Update, version
+from streamfeat.sinks import RedisSink, UpdateBatch, version
 from streamfeat.snapshot.reader import (
     DateLike,
     iter_files,
@@ -168,7 +168,9 @@ class _Job:
     batch_rows: int
 
 
-def _write_with_retry(sink: RedisSink, updates: list[Update], stats: PartitionStats) -> None:
+def _write_with_retry(
+    sink: RedisSink, updates: list[UpdateBatch], stats: PartitionStats
+) -> None:
     for attempt in range(_SINK_ATTEMPTS):
         try:
             result = sink.write(updates)
@@ -219,7 +221,7 @@ class _FinalOnlyProcessor(PartitionProcessor):
         super().__init__(topology, partition, generation=generation)
         self.seen: set[str] = set()
 
-    def updates(self, touched: set[str], stream_time: int, offset: int) -> list[Update]:
+    def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:
         self.seen |= touched
         return []
 
@@ -247,7 +249,7 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
             stats.malformed += outcome.malformed
             stats.last_offset = batch.offsets[-1]
             for u in outcome.updates:
-                entities.add(u.entity_id)
+                entities.update(u.entity_ids)
             if sink is not None and outcome.updates:
                 _write_with_retry(sink, outcome.updates, stats)
             if job.progress:

@@ -279,7 +279,8 @@ def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
     def process(records: Sequence[Any]) -> None:
         if records:
             outcome = proc.process(records)
-            seen.update(u.entity_id for u in outcome.updates)
+            for u in outcome.updates:
+                seen.update(u.entity_ids)
 
     for batch in iter_files(job.files, batch_rows=job.batch_rows):
         start = 0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamfeat.operators import PartitionOperator
-from streamfeat.sinks import Update, version
+from streamfeat.sinks import UpdateBatch, version
 from streamfeat.source import Decoder, RawRecord, RecordBatch, as_batch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
@@ -28,7 +28,7 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    updates: list[Update] = field(default_factory=list)
+    updates: list[UpdateBatch] = field(default_factory=list)  # none or one per batch
     dead: list[DeadLetter] = field(default_factory=list)
     consumed: int = 0
     aggregated: int = 0
@@ -93,15 +93,16 @@ class PartitionProcessor:
             out.updates = self.updates(result.touched, stream_time, last)
         return out
 
-    def updates(self, touched: set[str], stream_time: int, offset: int) -> list[Update]:
+    def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:
         """Values of touched entities and of entities whose windows expired, as of stream time."""
         entities = set(touched)
         entities |= self.operator.due(stream_time)
         if not entities:
             return []
-        values = self.operator.values(sorted(entities), as_of=stream_time)
+        ids = sorted(entities)
+        columns = self.operator.value_columns(ids, as_of=stream_time)
         v = version(self.generation, self.partition, offset)
-        return [Update(e, vals, stream_time, v) for e, vals in values.items()]
+        return [UpdateBatch(ids, self.operator.field_names, columns, stream_time, v)]
 
     def commit(self) -> None:
         """Store changed state with the resume offset, atomically (after the sink accepted)."""

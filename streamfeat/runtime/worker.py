@@ -30,7 +30,7 @@ from streamfeat.errors import SinkError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
 from streamfeat.runtime.source import TP, ConsumerSource, KafkaSource
-from streamfeat.sinks import RedisSink, Update
+from streamfeat.sinks import RedisSink, UpdateBatch
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.source import RawRecord, RecordBatch
 from streamfeat.state import PartitionStore
@@ -243,7 +243,7 @@ class Worker:
         Returns the next offsets of the partitions it advanced (for the group's commit).
         """
         self._in_batch = True  # until its effects are stored, its state must not be committed
-        updates: dict[str, list[Update]] = defaultdict(list)
+        updates: dict[str, list[UpdateBatch]] = defaultdict(list)
         dead: list[tuple[str, DeadLetter]] = []
         touched: list[PartitionProcessor] = []
         oldest_kafka_ts: dict[str, int] = {}
@@ -320,7 +320,7 @@ class Worker:
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
             self.metrics.snapshot_lag.labels(topic).set(lag)
 
-    def _write_sink(self, name: str, batch: list[Update]) -> None:
+    def _write_sink(self, name: str, batch: list[UpdateBatch]) -> None:
         sink = self.sinks[name]
         attempt = 0
         while True:

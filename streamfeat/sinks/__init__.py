@@ -7,6 +7,7 @@ from streamfeat.sinks.redis import (
     RESERVED_FIELDS,
     RedisSink,
     Update,
+    UpdateBatch,
     WriteResult,
 )
 from streamfeat.sinks.values import decode_value, encode_value, parse_version, version
@@ -16,6 +17,7 @@ __all__ = [
     "RESERVED_FIELDS",
     "RedisSink",
     "Update",
+    "UpdateBatch",
     "WriteResult",
     "decode_value",
     "encode_value",

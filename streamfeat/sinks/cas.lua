@@ -8,11 +8,14 @@
 -- ARGV[1]  TTL in ms; "0" means no expiry (an existing TTL is removed)
 -- ARGV[2]  msgpack: [names, items]
 --            names  the field names this call uses (referred to by 1-based index)
---            items  one per key, in KEYS order: [version, asof, sets, dels]
+--            items  one per key, in KEYS order, either
+--              [version, asof, sets, dels]   some fields:
+--                sets   [name_index, value_text, name_index, value_text, ...] to HSET
+--                dels   [name_index, ...] to HDEL (absent values)
+--              or [version, asof, row]       every field, the worker's form:
+--                row    one value_text per name, in names order; false: HDEL it
 --              version  _v text, fixed-width, so text order is version order
 --              asof     _asof text, event time in ms
---              sets     [name_index, value_text, name_index, value_text, ...] to HSET
---              dels     [name_index, ...] to HDEL (absent values)
 --
 -- Feature names and values travel in one msgpack string instead of thousands
 -- of arguments: packing arguments dominates the client's cost otherwise.
@@ -60,17 +63,28 @@ for k = 1, #KEYS do
   elseif cur and v < cur then
     results[k] = -1
   else
-    local dels = item[4]
-    if #dels > 0 then
-      local args = {}
-      for i = 1, #dels do args[i] = names[dels[i]] end
-      call_chunked('HDEL', key, args)
-    end
-    local sets = item[3]
     local args = {}
-    for i = 1, #sets, 2 do
-      args[i] = names[sets[i]]
-      args[i + 1] = sets[i + 1]
+    local dels = {}
+    local row = item[3]
+    if item[4] == nil then
+      for i = 1, #names do
+        local x = row[i]
+        if x then
+          args[#args + 1] = names[i]
+          args[#args + 1] = x
+        else
+          dels[#dels + 1] = names[i]
+        end
+      end
+    else
+      for i = 1, #item[4] do dels[i] = names[item[4][i]] end
+      for i = 1, #row, 2 do
+        args[i] = names[row[i]]
+        args[i + 1] = row[i + 1]
+      end
+    end
+    if #dels > 0 then
+      call_chunked('HDEL', key, dels)
     end
     local n = #args
     args[n + 1], args[n + 2] = '_v', v

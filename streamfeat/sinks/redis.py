@@ -35,7 +35,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
 
 from streamfeat.errors import ConfigError, SinkError
-from streamfeat.sinks.values import encode_value, is_version, version
+from streamfeat.sinks.values import encode_column, encode_value, is_version, version
 from streamfeat.topology.definitions import TopologyDef
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "LuaScript",
     "RedisSink",
     "Update",
+    "UpdateBatch",
     "WriteResult",
     "connect",
 ]
@@ -76,6 +77,33 @@ class Update:
     values: Mapping[str, Any]
     asof_ms: int
     version: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateBatch:
+    """The new values of many entities, as columns: what the worker writes per batch.
+
+    ``columns[j][i]`` is the value of field ``names[j]`` for ``entity_ids[i]``; every
+    field of the topology is named, and a value of ``None`` deletes its field. All
+    entities share ``asof_ms`` and ``version`` (one micro-batch of one partition).
+    Cheaper than one :class:`Update` per entity: no dict per entity, and the values are
+    encoded a column at a time.
+    """
+
+    entity_ids: Sequence[str]
+    names: Sequence[str]
+    columns: Sequence[Sequence[Any]]
+    asof_ms: int
+    version: str
+
+    def __len__(self) -> int:
+        return len(self.entity_ids)
+
+    def updates(self) -> list[Update]:
+        """The same writes as one :class:`Update` per entity."""
+        rows = zip(*self.columns, strict=True) if self.columns else ([] for _ in self.entity_ids)
+        return [Update(e, dict(zip(self.names, row, strict=True)), self.asof_ms, self.version)
+                for e, row in zip(self.entity_ids, rows, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,35 +155,52 @@ class RedisSink:
         self._ttl_arg = str(topology.ttl_ms) if topology.ttl_ms else "0"
         self._script = LuaScript(_script_text())
 
-    def write(self, updates: Sequence[Update]) -> WriteResult:
+    def write(self, updates: Sequence[Update | UpdateBatch]) -> WriteResult:
         """Apply ``updates`` in order, each only if its version is newer than the stored one.
 
-        Raises :class:`SinkError` when Redis cannot be reached or refuses; nothing
-        is reported then, and the same batch can be re-sent (it is idempotent).
-        Raises ``ValueError``/``TypeError`` for an update that can never be written
-        (unknown field, malformed version, unencodable value) before touching Redis.
+        Items are single-entity :class:`Update` s or columnar :class:`UpdateBatch` es
+        (counted per entity in the result). Raises :class:`SinkError` when Redis cannot be
+        reached or refuses; nothing is reported then, and the same updates can be re-sent
+        (it is idempotent). Raises ``ValueError``/``TypeError`` for an update that can
+        never be written (unknown field, malformed version, unencodable value) before
+        touching Redis.
         """
         if not updates:
             return WriteResult()
-        calls = [self._encode_chunk(updates[i : i + self.chunk_size])
-                 for i in range(0, len(updates), self.chunk_size)]
+        calls: list[tuple[list[str], list[str | bytes]]] = []
+        ids: list[str] = []
+        single: list[Update] = []
+        for item in updates:
+            if isinstance(item, UpdateBatch):
+                if single:
+                    calls += self._single_calls(single)
+                    single = []
+                calls += self._batch_calls(item)
+                ids.extend(item.entity_ids)
+            else:
+                single.append(item)
+                ids.append(item.entity_id)
+        if single:
+            calls += self._single_calls(single)
+        if not calls:
+            return WriteResult()
         try:
             replies = self._run(calls)
         except RedisError as e:
             raise SinkError(
-                f"writing {len(updates)} entities of topology {self.topology.name!r} to Redis "
+                f"writing {len(ids)} entities of topology {self.topology.name!r} to Redis "
                 f"failed: {e}. Check that Redis is reachable and writable; the batch is safe "
                 "to re-send as a whole."
             ) from e
         applied = duplicate = stale = 0
         rejected: list[str] = []
-        for reply, update in zip(
-            (int(r) for chunk in replies for r in chunk), updates, strict=True
+        for reply, entity_id in zip(
+            (int(r) for chunk in replies for r in chunk), ids, strict=True
         ):
             if reply == _APPLIED:
                 applied += 1
             else:
-                rejected.append(update.entity_id)
+                rejected.append(entity_id)
                 if reply == _DUPLICATE:
                     duplicate += 1
                 else:
@@ -181,6 +226,62 @@ class RedisSink:
         self.close()
 
     # -- internals ---------------------------------------------------------
+
+    def _single_calls(self, updates: Sequence[Update]) -> list[tuple[list[str], list[str | bytes]]]:
+        return [self._encode_chunk(updates[i : i + self.chunk_size])
+                for i in range(0, len(updates), self.chunk_size)]
+
+    def _batch_calls(self, batch: UpdateBatch) -> list[tuple[list[str], list[str | bytes]]]:
+        """Script calls for a columnar batch: rows of every field, ``False`` for absent."""
+        n = len(batch.entity_ids)
+        if n == 0:
+            return []
+        if not is_version(batch.version):
+            raise ValueError(
+                f"version {batch.version!r} is not in the form {version(1, 2, 3)!r}; build it "
+                "with streamfeat.sinks.version()"
+            )
+        if len(batch.columns) != len(batch.names):
+            raise ValueError(
+                f"an UpdateBatch needs one column per name: {len(batch.names)} names, "
+                f"{len(batch.columns)} columns"
+            )
+        by_name = dict(zip(batch.names, batch.columns, strict=True))
+        unknown = sorted(set(by_name) - set(self._names))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not a field of topology {self.topology.name!r} "
+                "(fields look like 'orders__1h')"
+            )
+        encoded: list[list[str | bool]] = []
+        for name in self._names:
+            col = by_name.get(name)
+            if col is None:
+                raise ValueError(
+                    f"an UpdateBatch must name every field of topology "
+                    f"{self.topology.name!r}; {name!r} is missing (use Update for some fields)"
+                )
+            if len(col) != n:
+                raise ValueError(f"column {name!r} has {len(col)} values for {n} entities")
+            try:
+                texts: list[Any] = encode_column(col)
+            except TypeError as e:
+                raise TypeError(f"field {name!r}: {e}") from None
+            if None in texts:
+                texts = [False if t is None else t for t in texts]
+            encoded.append(texts)
+        head = [batch.version, str(int(batch.asof_ms))]
+        rows = list(zip(*encoded, strict=True))
+        prefix = self.topology.redis_key("")
+        keys = [prefix + e for e in batch.entity_ids]
+        names = list(self._names)
+        calls: list[tuple[list[str], list[str | bytes]]] = []
+        size = self.chunk_size
+        for i in range(0, n, size):
+            items = [[*head, row] for row in rows[i : i + size]]
+            payload = msgspec.msgpack.encode([names, items])
+            calls.append((keys[i : i + size], [self._ttl_arg, payload]))
+        return calls
 
     def _encode_chunk(self, updates: Sequence[Update]) -> tuple[list[str], list[str | bytes]]:
         """``KEYS`` and ``ARGV`` of one script call (see ``cas.lua`` for the layout)."""

