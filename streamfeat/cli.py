@@ -53,6 +53,7 @@ def _worker(args: argparse.Namespace) -> int:
         group_id=args.group,
         batch_size=args.batch_size,
         snapshot_every_s=args.snapshot_every,
+        commit_every_s=args.commit_every,
         generation=args.generation,
         runtime=args.runtime,
     )
@@ -63,6 +64,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The worker's own arguments, for one child process (no --processes/--metrics-port)."""
     argv = [*args.topologies, "--state-dir", args.state_dir, "--batch-size", str(args.batch_size),
             "--snapshot-every", str(args.snapshot_every), "--generation", str(args.generation),
+            "--commit-every", str(args.commit_every),
             "--runtime", args.runtime]
     for flag, value in (("--kafka", args.kafka), ("--redis", args.redis),
                         ("--snapshot-dir", args.snapshot_dir), ("--group", args.group)):
@@ -147,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes of one group on this host (one core each)")
     p.add_argument("--snapshot-every", type=float, default=60.0,
                    help="seconds between Parquet snapshots (default 60)")
+    p.add_argument("--commit-every", type=float, default=5.0,
+                   help="seconds between commits of window state and offsets to RocksDB "
+                        "(default 5): a restart redoes at most this much, with the same result")
     p.add_argument("--generation", type=int, default=0,
                    help="write generation; raise it after a backfill into the serving Redis")
     p.add_argument("--runtime", choices=["faust", "kafka"], default="faust",

@@ -6,8 +6,8 @@ Order of effects for every batch, which is what makes a crash at any instant saf
    accepts, consumption pauses meanwhile);
 3. dead letters are produced and flushed to ``<topic>.dlq`` (retried likewise);
 4. the changed state and the next offset are committed to RocksDB in one write batch
-   (every ``commit_every_s``, at revoke and at shutdown: committing less often than every
-   batch only means a crash redoes a little more, with the same result).
+   (every ``commit_every_s``, default 5 s, at revoke and at shutdown: committing less
+   often than every batch only means a crash redoes a little more, with the same result).
 A crash before 4 replays the batch on restart: the same values with the same versions are
 written again (idempotent), dead letters already sent are recognised and not sent twice.
 """
@@ -61,7 +61,7 @@ class WorkerConfig:
     group_id: str | None = None
     batch_size: int = 20_000
     poll_timeout_s: float = 0.02
-    commit_every_s: float = 1.0
+    commit_every_s: float = 5.0
     generation: int = 0
     snapshot_every_s: float = 60.0
     snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
@@ -146,9 +146,12 @@ class Worker:
             while not self._stopping:
                 batch = self.source.poll(self.config.batch_size, self.config.poll_timeout_s)
                 positions = self._handle(batch) if batch else {}
-                if (not positions and self._uncommitted
-                        and time.time() - self._last_commit >= self.config.commit_every_s):
-                    positions = self._commit_state()  # idle: store what the last batches did
+                if not batch and self._uncommitted and (
+                        time.time() - self._last_commit >= self.config.commit_every_s
+                        or (self.config.stop_at_end and self._own_caught_up())):
+                    # idle: store what the last batches did (at once when done with ours
+                    # at --stop-at-end: other workers of the group wait on our offsets)
+                    positions = self._commit_state()
                 if self._announce:
                     positions = {**self._announce, **positions}
                     self._announce.clear()
@@ -429,13 +432,8 @@ class Worker:
                 # A partition whose records were all deleted (retention) has nothing to read.
                 self.end_offsets[(topic, p)] = high if high > low else 0
 
-    def _caught_up(self) -> bool:
-        """Every partition processed up to the end offsets found at start, by us or the group.
-
-        Our own partitions are judged by the offsets stored with their state; the others by
-        the group's committed offsets (workers commit them after each stored batch), so a
-        worker does not stop while a dead member's partitions still wait for reassignment.
-        """
+    def _own_caught_up(self) -> bool:
+        """Every partition assigned here processed up to the end offsets found at start."""
         if not self._assigned_once:
             return False
         for key, procs in self.processors.items():
@@ -445,6 +443,17 @@ class Worker:
             writer = self.snapshots.get(key)
             if writer is not None and (writer.next_offset or 0) + writer.buffered < end:
                 return False
+        return True
+
+    def _caught_up(self) -> bool:
+        """Every partition processed up to the end offsets found at start, by us or the group.
+
+        Our own partitions are judged by the offsets stored with their state; the others by
+        the group's committed offsets (workers commit them after each stored batch), so a
+        worker does not stop while a dead member's partitions still wait for reassignment.
+        """
+        if not self._own_caught_up():
+            return False
         others = [tp for tp, end in self.end_offsets.items()
                   if end > 0 and tp not in self.processors]
         if not others:
