@@ -318,7 +318,9 @@ class Worker:
         now = time.time()
         for (topic, _partition), writer in self.snapshots.items():
             if writer.due(now):
-                writer.flush()
+                writer.flush(wait=False)  # written in the background; close() waits
+            else:
+                writer.poll()
             oldest = writer.oldest_unflushed_kafka_ts
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
             self.metrics.snapshot_lag.labels(topic).set(lag)

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +79,28 @@ def _utc_date(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
+class _Written(NamedTuple):
+    """What a write of buffered records did."""
+
+    records: int  # how many (from the first) became durable
+    durable: int | None  # the writer's next_offset after it
+    max_ts: int | None  # the running maximum of kafka_ts after it
+    error: StateError | None  # what stopped it before the end
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _background() -> ThreadPoolExecutor:
+    """One thread writing the snapshot files of every partition, in submission order."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(1, thread_name_prefix="streamfeat-snapshot")
+        return _executor
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -111,6 +136,10 @@ class SnapshotWriter:
         self.every_s = every_s
         self.max_rows = max_rows
         self._buffer = RecordBatch.empty(partition)
+        # A write handed to the background thread: its records, and what it returns (how
+        # many of them became durable, and the error that stopped it, if any).
+        self._inflight: RecordBatch | None = None
+        self._future: Future[_Written] | None = None
         self._buffer_since: float | None = None
         self._oldest_ts: int | None = None
         self._max_ts: int | None = None  # running max of kafka_ts (dates never go backwards)
@@ -152,13 +181,17 @@ class SnapshotWriter:
 
     @property
     def oldest_unflushed_kafka_ts(self) -> int | None:
-        """Smallest Kafka timestamp (ms) among buffered records, for the snapshot-lag metric."""
-        return self._oldest_ts
+        """Smallest Kafka timestamp (ms) among records not yet durable (snapshot-lag metric)."""
+        inflight = self._inflight
+        if inflight is None or not inflight:
+            return self._oldest_ts
+        oldest = min(inflight.kafka_ts)
+        return oldest if self._oldest_ts is None else min(oldest, self._oldest_ts)
 
     @property
     def buffered(self) -> int:
-        """Records waiting for the next :meth:`flush`."""
-        return len(self._buffer)
+        """Records accepted but not yet durable (buffered, or being written)."""
+        return len(self._buffer) + (len(self._inflight) if self._inflight is not None else 0)
 
     def append(self, records: RecordBatch | Sequence[RawRecord]) -> None:
         """Buffer records of this partition in offset order.
@@ -193,37 +226,85 @@ class SnapshotWriter:
             return True
         return self._buffer_since is not None and now_s - self._buffer_since >= self.every_s
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         """Write every buffered record durably (one file per UTC date), then forget them.
 
+        ``wait=False`` hands the records to a background thread and returns at once (the
+        worker's hot path: compression and fsync overlap the next batch). One write per
+        partition is in flight at a time; while it is, the buffer keeps filling, up to
+        twice ``max_rows`` before this waits. Every call, and :meth:`poll`, takes in what a
+        background write finished.
+
         On failure no partial file is visible and the records not yet written stay
-        buffered (a later flush retries them); raises :class:`StateError`.
+        buffered (a later flush retries them); raises :class:`StateError` (for a
+        background write: from the call that takes in its result).
         """
-        buf = self._buffer
-        if not buf:
+        self._collect(block=wait or len(self._buffer) >= 2 * self.max_rows)
+        if wait:
+            batch = self._cut()
+            self._take_back(batch, self._write_runs(batch, self._max_ts))
+        elif self._future is None and self._buffer:
+            batch = self._inflight = self._cut()
+            self._future = _background().submit(self._write_runs, batch, self._max_ts)
+
+    def poll(self) -> None:
+        """Take in the result of a finished background write (raises its error)."""
+        self._collect(block=False)
+
+    def _cut(self) -> RecordBatch:
+        batch = self._buffer
+        self._buffer = RecordBatch.empty(self.partition)
+        self._oldest_ts = None
+        self._buffer_since = None
+        return batch
+
+    def _collect(self, *, block: bool) -> None:
+        future, batch = self._future, self._inflight
+        if future is None or batch is None or (not block and not future.done()):
             return
+        self._future = self._inflight = None
+        self._take_back(batch, future.result())
+
+    def _take_back(self, batch: RecordBatch, done: _Written) -> None:
+        """Take in a finished write: what became durable, and what goes back in front."""
+        self._durable, self._max_ts = done.durable, done.max_ts
+        if done.records < len(batch):
+            rest = batch[done.records:]
+            rest.extend(self._buffer)
+            self._buffer = rest
+            self._oldest_ts = min(rest.kafka_ts)
+            if self._buffer_since is None:
+                self._buffer_since = time.time()
+        if done.error is not None:
+            raise done.error
+
+    def _write_runs(self, buf: RecordBatch, max_ts: int | None) -> _Written:
+        """Write ``buf`` as files of one date each (on any thread: changes nothing here)."""
+        if not buf:
+            return _Written(0, self._durable, max_ts, None)
         # The date of a record is that of the running maximum of kafka_ts: find the runs
         # of one date (vectorized; a flush holds up to max_rows records).
         ts = np.asarray(buf.kafka_ts, dtype=np.int64)
-        if self._max_ts is not None:
-            ts[0] = max(int(ts[0]), self._max_ts)
+        if max_ts is not None:
+            ts[0] = max(int(ts[0]), max_ts)
         running = np.maximum.accumulate(ts)
         days = running // _DAY_MS
         ends = [*(np.flatnonzero(np.diff(days)) + 1).tolist(), len(buf)]
-        start = 0
+        start, durable = 0, self._durable
         try:
             for end in ends:
                 run_max = int(running[end - 1])
                 self._write(_utc_date(run_max), buf[start:end])
-                self._durable = buf.offsets[end - 1] + 1
-                self._max_ts = run_max
-                start = end
-        finally:
-            if start:
-                self._buffer = buf = buf[start:]
-            self._oldest_ts = min(buf.kafka_ts) if buf else None
-            if not buf:
-                self._buffer_since = None
+                durable, max_ts, start = buf.offsets[end - 1] + 1, run_max, end
+        except StateError as exc:
+            return _Written(start, durable, max_ts, exc)
+        except Exception as exc:  # a background write must never lose records
+            error = StateError(
+                f"cannot write a snapshot of {self.topic}[{self.partition}]: {exc!r}; "
+                "the records stay buffered"
+            )
+            return _Written(start, durable, max_ts, error)
+        return _Written(start, durable, max_ts, None)
 
     def _write(self, date: str, records: RecordBatch) -> None:
         first, last = records.offsets[0], records.offsets[-1]
@@ -256,5 +337,5 @@ class SnapshotWriter:
             ) from exc
 
     def close(self) -> None:
-        """Flush what is buffered."""
+        """Wait for a background write, then flush what is buffered."""
         self.flush()

@@ -187,3 +187,45 @@ def test_due(tmp_path: Path) -> None:
     assert not w.due(now) and w.due(now + 11)
     w.append(records(0, 2, 3, JAN1))
     assert w.due(now)
+
+
+# ------------------------------------------------------------------ background writes
+
+def test_background_flush_writes_the_same_files(tmp_path: Path) -> None:
+    data = records(0, 0, 300, JAN1 - 100_000)  # spans midnight
+    sync, bg = SnapshotWriter(tmp_path / "sync", "t", 0), SnapshotWriter(tmp_path / "bg", "t", 0)
+    for lo in range(0, 300, 50):
+        sync.append(data[lo:lo + 50])
+        sync.flush()
+        bg.append(data[lo:lo + 50])
+        bg.flush(wait=False)  # a write may still be in flight: the buffer keeps filling
+        assert (bg.next_offset or 0) + bg.buffered == lo + 50
+    bg.close()
+    sync.close()
+    assert bg.next_offset == 300 and bg.buffered == 0 and bg.oldest_unflushed_kafka_ts is None
+    assert read_all(tmp_path / "bg", "t", 0) == read_all(tmp_path / "sync", "t", 0) == data
+
+
+def test_failed_background_write_keeps_the_records(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    data = records(0, 0, 40, JAN1)
+    w = SnapshotWriter(tmp_path, "t", 0)
+
+    def crash(*_: object) -> None:
+        raise OSError("disk pulled out")
+
+    monkeypatch.setattr(writer.os, "replace", crash)
+    w.append(data[:20])
+    w.flush(wait=False)
+    w.append(data[20:30])  # arrives while the write fails in the background
+    assert w.buffered == 30 and w.oldest_unflushed_kafka_ts == JAN1
+    with pytest.raises(StateError, match="snapshot-dir"):
+        for _ in range(500):
+            w.poll()
+            time.sleep(0.01)
+    monkeypatch.undo()
+    assert w.next_offset is None and w.buffered == 30  # nothing lost, in order
+    assert w.oldest_unflushed_kafka_ts == JAN1
+    w.append(data[30:])
+    w.close()
+    assert read_all(tmp_path, "t", 0) == data
