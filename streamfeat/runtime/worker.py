@@ -3,7 +3,9 @@
 Order of effects for every batch, which is what makes a crash at any instant safe:
 1. the operators aggregate the batch in memory;
 2. the Redis sink writes the new values (compare-and-set on ``_v``; retried until Redis
-   accepts, consumption pauses meanwhile);
+   accepts, consumption pauses meanwhile). The writes run on a background thread
+   (:mod:`streamfeat.runtime.background`) while the next batch is aggregated, at most two
+   batches behind, and are drained before step 4;
 3. dead letters are produced and flushed to ``<topic>.dlq`` (retried likewise);
 4. the changed state and the next offset are committed to RocksDB in one write batch
    (every ``commit_every_s``, default 5 s, at revoke and at shutdown: committing less
@@ -20,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamfeat.errors import SinkError
 from streamfeat.metrics import Metrics, MetricsServer
+from streamfeat.runtime.background import BackgroundWriter
 from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
 from streamfeat.runtime.source import TP, ConsumerSource, KafkaSource
 from streamfeat.sinks import RedisSink, UpdateBatch
@@ -85,6 +89,7 @@ class Worker:
         names = "+".join(sorted(t.name for t in config.topologies))
         self.group_id = config.group_id or f"streamfeat.{names}"
         self.sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
+        self._sink_writer = BackgroundWriter("streamfeat-sink")
         self.processors: dict[tuple[str, int], list[PartitionProcessor]] = {}
         self.snapshots: dict[tuple[str, int], SnapshotWriter] = {}
         self.dlq_sent: dict[tuple[str, str, int], int] = {}  # (topology, topic, p) -> max offset
@@ -171,11 +176,15 @@ class Worker:
         try:
             # After a failure inside a batch, the in-memory state holds effects that never
             # reached Redis: commit nothing, the restart redoes everything uncommitted.
-            positions = {} if self._in_batch else self._commit_state()
+            failed = self._in_batch or self._sink_writer.failed
+            positions = {} if failed else self._commit_state()
             if positions:
                 self.source.commit(positions)
         except Exception:  # a dependency is down: the uncommitted batches are redone on restart
             log.exception("final commit failed; the next start redoes the uncommitted batches")
+        except SystemExit:  # stopped while the sink retried: nothing more is committed
+            log.warning("stopped while Redis was unavailable; the next start redoes the "
+                        "uncommitted batches")
         try:
             self.source.close()  # may revoke: closes the partition stores, flushes snapshots
         finally:
@@ -189,6 +198,8 @@ class Worker:
             self.producer.flush(10)
             if self._dlq_reader is not None:
                 self._dlq_reader.close()
+            self._stopping = True  # a write still retrying gives up: nothing more commits
+            self._sink_writer.close()
             for sink in self.sinks.values():
                 sink.close()
             if self.server is not None:
@@ -276,16 +287,17 @@ class Worker:
                 first_ts = todo.kafka_ts[0]
                 oldest_kafka_ts[name] = min(oldest_kafka_ts.get(name, first_ts), first_ts)
         for name, batch in updates.items():
-            self._write_sink(name, batch)
+            # Written by the background thread while the next batch is processed; the
+            # state commit drains it first, so no offset is stored before its writes.
+            self._sink_writer.submit(
+                partial(self._write_sink, name, batch, oldest_kafka_ts.get(name))
+            )
         if dead:
             self._send_dead_letters(dead)
         self._flush_due_snapshots()
         for proc in touched:
             self._uncommitted[(proc.topology.name, proc.partition, id(proc))] = proc
         now = time.time()
-        now_ms = now * 1000
-        for name, ts in oldest_kafka_ts.items():
-            self.metrics.event_to_redis.labels(name).observe(max(0.0, (now_ms - ts) / 1000))
         self._last_batch = now
         self._in_batch = False
         if now - self._last_commit >= self.config.commit_every_s:
@@ -297,6 +309,7 @@ class Worker:
 
         Returns the partitions' next offsets, for the group's (advisory) commit.
         """
+        self._sink_writer.drain()  # every write of the batches committed here is in Redis
         done: set[TP] = set()
         for key, proc in list(self._uncommitted.items()):
             tp = (proc.topology.source.topic, proc.partition)
@@ -325,7 +338,9 @@ class Worker:
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
             self.metrics.snapshot_lag.labels(topic).set(lag)
 
-    def _write_sink(self, name: str, batch: list[UpdateBatch]) -> None:
+    def _write_sink(self, name: str, batch: list[UpdateBatch], oldest_kafka_ts: int | None,
+                    ) -> None:
+        """Write one batch's updates, retrying until Redis accepts (on the sink thread)."""
         sink = self.sinks[name]
         attempt = 0
         while True:
@@ -340,6 +355,9 @@ class Worker:
             self.metrics.redis_write.labels(name).observe(time.perf_counter() - started)
             if result.rejected:
                 self.metrics.redis_rejected.labels(name).inc(result.rejected)
+            if oldest_kafka_ts is not None:
+                age = time.time() - oldest_kafka_ts / 1000
+                self.metrics.event_to_redis.labels(name).observe(max(0.0, age))
             return
 
     def _retry_wait(self, dependency: str, attempt: int, exc: Exception) -> None:
