@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -237,6 +238,29 @@ def _last_progress(log: Path) -> tuple[int, float] | None:
     return last
 
 
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO streamfeat\.worker: "
+                       r"(assigned|caught up)")
+
+
+def _steady_seconds(log: Path) -> float | None:
+    """Seconds from the first partition assigned to the last worker caught up (its log).
+
+    The run's wall time also holds start-up (imports, group join) and the final flush;
+    this is the part where records flow.
+    """
+    first = last = None
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LOG_TIME.match(line)
+        if m is None:
+            continue
+        t = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if m[2] == "assigned" and first is None:
+            first = t
+        elif m[2] == "caught up":
+            last = t
+    return last - first if first is not None and last is not None and last > first else None
+
+
 def count_keys(client: redis.Redis, name: str) -> int:
     return sum(1 for _ in client.scan_iter(match=f"sf:{name}:*", count=5000))
 
@@ -266,6 +290,10 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path) 
         cmd += ["--snapshot-dir", str(work / "sf-snapshots")]
     profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
     result = run_measured("streamfeat", cmd, args.events, work / "streamfeat.log", profile)
+    steady = _steady_seconds(work / "streamfeat.log")
+    if steady is not None and result.exit_code == 0:
+        note += (f"; {args.events / steady:,.0f} events/s from the first partition "
+                 f"assigned to caught up ({steady:.1f} s)")
     snapshots = list((work / "sf-snapshots").rglob("*.parquet"))
     if not args.no_snapshots:
         note += "; " + (f"{len(snapshots)} snapshot files" if snapshots

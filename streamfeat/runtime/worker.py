@@ -16,6 +16,7 @@ written again (idempotent), dead letters already sent are recognised and not sen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -173,6 +174,9 @@ class Worker:
         return 0
 
     def _shutdown(self) -> None:
+        for writer in self.snapshots.values():
+            with contextlib.suppress(Exception):  # raised again, and logged, by close()
+                writer.flush(wait=False)  # overlaps the last state commit
         try:
             # After a failure inside a batch, the in-memory state holds effects that never
             # reached Redis: commit nothing, the restart redoes everything uncommitted.

@@ -93,11 +93,13 @@ _executor_lock = threading.Lock()
 
 
 def _background() -> ThreadPoolExecutor:
-    """One thread writing the snapshot files of every partition, in submission order."""
+    """Two threads writing the snapshot files of every partition (one write per partition
+    at a time, so a partition's files are written in offset order). Two: compression and
+    fsync release the GIL, so two partitions' files are written at once on two cores."""
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(1, thread_name_prefix="streamfeat-snapshot")
+            _executor = ThreadPoolExecutor(2, thread_name_prefix="streamfeat-snapshot")
         return _executor
 
 
