@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--wait", type=float, default=30.0,
                         help="seconds to wait for the last samples to show up")
+    parser.add_argument("--runtime", choices=("faust", "kafka"), default=None,
+                        help="the worker's runtime (default: the worker's default, faust)")
     parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
     args = parser.parse_args()
@@ -172,7 +174,8 @@ def main() -> None:
     log = (work / "worker.log").open("wb")
     worker = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology), "--kafka", kafka,
-         "--redis", redis_url, "--state-dir", str(work / "state"), "--group", f"sf-{name}"],
+         "--redis", redis_url, "--state-dir", str(work / "state"), "--group", f"sf-{name}",
+         *(["--runtime", args.runtime] if args.runtime else [])],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 1, "enable.idempotence": True})
