@@ -195,11 +195,13 @@ class _Bridge:
         for aio_tp, recs in records.items():
             tp = (aio_tp.topic, aio_tp.partition)
             want = self.expected.get(tp)
-            if want is None or not recs or recs[-1].offset < want:
-                continue  # not ours (yet, any more), or before the resume point
-            if recs[0].offset < want:
-                recs = [r for r in recs if r.offset >= want]
-            first = recs[0].offset
+            if want is None or not recs:
+                continue  # not ours (yet, any more)
+            batch = _as_batch(tp[1], recs)
+            if batch.offsets[-1] < want:
+                continue  # before the resume point
+            batch = batch.since(want)
+            first = batch.offsets[0]
             if first > want:
                 # Fetched from elsewhere (before a seek landed, or aiokafka's own
                 # committed-offset reset landed after one): seek again. The same answer twice,
@@ -218,13 +220,17 @@ class _Bridge:
             # brought them (offsets name records): never drop them, a dropped tail would not
             # be fetched again.
             self.gaps.pop(tp, None)
-            p = tp[1]
-            out[tp] = RecordBatch(p, [r.offset for r in recs], [r.timestamp for r in recs],
-                                  [r.key for r in recs], [r.value for r in recs])
-            self.expected[tp] = recs[-1].offset + 1
+            out[tp] = batch
+            self.expected[tp] = batch.offsets[-1] + 1
         if reseek:
             await self._seek(consumer, reseek)
         return out
+
+
+def _as_batch(partition: int, records: list[Any]) -> RecordBatch:
+    """aiokafka's fetched records (``ConsumerRecord``) of one partition as a batch."""
+    return RecordBatch(partition, [r.offset for r in records], [r.timestamp for r in records],
+                       [r.key for r in records], [r.value for r in records])
 
 
 class FaustSource:
