@@ -24,7 +24,8 @@ Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
 Faust internals relied on (faust-streaming 0.15.3): ``transport.consumer.Consumer.
 _drain_messages`` (started by ``Fetcher._fetcher``), ``_wait_next_records``, ``perform_seek``,
 ``seek_wait``, and ``transport.drivers.aiokafka.Consumer._thread`` (``call_thread``,
-``_ensure_consumer``) for commits that never crash the app.
+``_ensure_consumer``) for commits that never crash the app; ``tables.TableManager.
+on_start`` (:class:`TablelessManager`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from aiokafka.structs import (  # type: ignore[import-untyped]  # no py.typed
 from aiokafka.structs import TopicPartition as AioTP
 from confluent_kafka import Consumer as QueryConsumer
 from confluent_kafka import TopicPartition
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamfeat.runtime.source import TP, OnAssign, OnRevoke
@@ -92,6 +94,19 @@ class BatchTransport(faust_aiokafka.Transport):
     bridge: _Bridge
 
 
+class TablelessManager(TableManager):
+    """Faust's table manager for an app that declares no tables: ready at once.
+
+    Faust's own waits a second before starting (time for agents to declare their tables),
+    which was a second of every worker's start-up and of every ``--stop-at-end`` run.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 def build_app(config: WorkerConfig, group_id: str, topics: Sequence[str]) -> Any:
     """The Faust app of a worker: group membership and fetching only; no agents, no tables."""
     datadir = Path(config.state_dir) / "faust"
@@ -113,6 +128,7 @@ def build_app(config: WorkerConfig, group_id: str, topics: Sequence[str]) -> Any
         broker_commit_every=None,
         stream_wait_empty=False,
         producer_threaded=False,
+        TableManager=TablelessManager,
     )
     app.transport = BatchTransport(app.conf.broker_consumer, app)
     app.topics.add(app.topic(*topics))
