@@ -100,13 +100,15 @@ def delete_topics(admin: AdminClient, run_id: str) -> None:
                 print(f"  could not delete a topic: {exc}", file=sys.stderr)
 
 
-def produce(kafka: str, topic: str, events: int, entities: int, seed: int) -> float:
+def produce(kafka: str, topic: str, events: int, entities: int, seed: int,
+            event_rate: float = 200.0) -> float:
     """Produce the events; returns the seconds it took (generation included)."""
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20,
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.perf_counter()
     left = produce_events(producer, topic,
-                          OrderEvents(entities=entities, seed=seed).events(events),
+                          OrderEvents(entities=entities, seed=seed,
+                                      events_per_second=event_rate).events(events),
                           flush_timeout_s=120)
     if left:
         raise SystemExit(f"{left} events were not delivered to {topic}")
@@ -423,6 +425,9 @@ def main() -> None:
     parser.add_argument("--max-rss-gib", type=int, default=8,
                         help="stop a peer whose processes hold more memory than this")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--event-rate", type=float, default=200.0,
+                        help="events per second of event time (200: 1M events span 1.4 h; "
+                        "10: 1M span 28 h, so the 1d windows are full, for memory runs)")
     parser.add_argument("--sf-runtime", choices=("faust", "kafka"), default="faust",
                         help="streamfeat worker runtime (default: the worker's default, faust)")
     parser.add_argument("--sf-processes", type=int, default=1,
@@ -454,7 +459,8 @@ def main() -> None:
     try:
         create_topic(admin, topic, args.partitions)
         print(f"producing {args.events:,} events to {topic} ...", flush=True)
-        produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed)
+        produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed,
+                            args.event_rate)
         print(f"  {args.events / produce_s:,.0f} events/s", flush=True)
         for engine in engines:
             name = f"{run_id}_{engine.replace('-', '_')}"
