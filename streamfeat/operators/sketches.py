@@ -17,6 +17,7 @@ IEEE-754 machine.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -423,6 +424,41 @@ def _cubic(s: float) -> float:
     return ((_A * s + _B) * s + _C) * s
 
 
+def _inverse(t: float) -> tuple[float, int]:
+    """(mantissa, exponent) with L(mantissa * 2**exponent) = t, mantissa in [1, 2]."""
+    exponent = math.floor(t)
+    frac = t - exponent
+    lo, hi = 0.0, 1.0
+    for _ in range(64):  # bisection: P is increasing on [0, 1]
+        mid = 0.5 * (lo + hi)
+        if _cubic(mid) < frac:
+            lo = mid
+        else:
+            hi = mid
+    return 1.0 + hi, exponent
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bucket_value(multiplier: float, key: int) -> float:
+    """The value a quantile in bucket ``key`` answers: a pure function of the mapping and
+    the key, computed by bisection (64 steps of + * /, the same on every machine), so it
+    is cached: quantiles of one feature keep landing in the same few hundred buckets."""
+    if key == 0:
+        return 0.0
+    k = abs(key) - _KEY_OFFSET
+    lo_m, lo_e = _inverse((k - 1) / multiplier)
+    hi_m, hi_e = _inverse(k / multiplier)
+    hi_rel = math.ldexp(hi_m, hi_e - lo_e)
+    # The point of (lo, hi] whose relative error to both ends is equal.
+    mid = 2.0 * lo_m * hi_rel / (lo_m + hi_rel)
+    try:
+        magnitude = math.ldexp(mid, lo_e)
+    except OverflowError:
+        magnitude = sys.float_info.max
+    magnitude = min(magnitude, sys.float_info.max)
+    return magnitude if key > 0 else -magnitude
+
+
 class _DDSketchState(msgspec.Struct, array_like=True, frozen=True):
     version: int
     relative_accuracy: float
@@ -512,34 +548,8 @@ class DDSketch:
         keys: npt.NDArray[np.int64] = np.ceil(log2 * self._multiplier).astype(np.int64)
         return keys
 
-    def _inverse(self, t: float) -> tuple[float, int]:
-        """(mantissa, exponent) with L(mantissa * 2**exponent) = t, mantissa in [1, 2]."""
-        exponent = math.floor(t)
-        frac = t - exponent
-        lo, hi = 0.0, 1.0
-        for _ in range(64):  # bisection: P is increasing on [0, 1]
-            mid = 0.5 * (lo + hi)
-            if _cubic(mid) < frac:
-                lo = mid
-            else:
-                hi = mid
-        return 1.0 + hi, exponent
-
     def _bucket_value(self, key: int) -> float:
-        if key == 0:
-            return 0.0
-        k = abs(key) - _KEY_OFFSET
-        lo_m, lo_e = self._inverse((k - 1) / self._multiplier)
-        hi_m, hi_e = self._inverse(k / self._multiplier)
-        hi_rel = math.ldexp(hi_m, hi_e - lo_e)
-        # The point of (lo, hi] whose relative error to both ends is equal.
-        mid = 2.0 * lo_m * hi_rel / (lo_m + hi_rel)
-        try:
-            magnitude = math.ldexp(mid, lo_e)
-        except OverflowError:
-            magnitude = sys.float_info.max
-        magnitude = min(magnitude, sys.float_info.max)
-        return magnitude if key > 0 else -magnitude
+        return _bucket_value(self._multiplier, key)
 
     # -- updates --------------------------------------------------------------
 

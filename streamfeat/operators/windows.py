@@ -463,10 +463,15 @@ class BucketSlot:
         self.family = family
         self.feature = feature
         self.entities: dict[int, dict[int, Any]] = {}
+        self._keep: tuple[int, int] = (-1, 0)  # (stream time, keep_from of it): one per batch
 
     def add(self, row: int, ts: int, seq: int, value: Any, st: int) -> None:
         b = self.span.bucket(ts)
-        if b < self.span.keep_from(st):
+        kst, keep = self._keep
+        if kst != st:
+            keep = self.span.keep_from(st)
+            self._keep = (st, keep)
+        if b < keep:
             return
         buckets = self.entities.get(row)
         if buckets is None:
