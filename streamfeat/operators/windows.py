@@ -498,13 +498,14 @@ class BucketSlot:
             return None, NEVER
         lo, hi = self.span.window(t)
         keep = self.span.keep_from(t)
-        merged = None
         nxt = int(NEVER)
+        if self.span.hop:
+            # next_change_one grows with the bucket: the oldest kept bucket changes first
+            oldest = min((b for b in buckets if b >= keep), default=None)
+            if oldest is not None:
+                nxt = self.span.next_change_one(oldest, t)
+        merged = None
         for b in sorted(buckets):
-            if b < keep:
-                continue
-            if self.span.hop:
-                nxt = min(nxt, self.span.next_change_one(b, t))
             if lo <= b <= hi:
                 if merged is None:
                     merged = new_state(self.family, self.feature)
