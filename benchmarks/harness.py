@@ -279,20 +279,22 @@ def delete_keys(client: redis.Redis, name: str) -> None:
 
 
 # --------------------------------------------------------------------------- engines
-def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path) -> RunResult:
+def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
+                   engine: str = "streamfeat") -> RunResult:
     topology = work / f"{name}.yaml"
     topology.write_text(TOPOLOGY.read_text().replace("BENCH_NAME", name)
                         .replace("BENCH_TOPIC", topic))
     cmd = [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology),
            "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
            "--state-dir", str(work / "sf-state"), "--group", f"sf-{name}"]
-    note = f"runtime {args.sf_runtime}, {args.sf_processes} process(es)"
+    note = f"{args.sf_processes} process(es)"
     cmd += ["--runtime", args.sf_runtime, "--processes", str(args.sf_processes)]
     if not args.no_snapshots:
         cmd += ["--snapshot-dir", str(work / "sf-snapshots")]
     profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
-    result = run_measured("streamfeat", cmd, args.events, work / "streamfeat.log", profile)
-    steady = _steady_seconds(work / "streamfeat.log")
+    log = work / f"{engine}.log"
+    result = run_measured(engine, cmd, args.events, log, profile)
+    steady = _steady_seconds(log)
     if steady is not None and result.exit_code == 0:
         note += (f"; {args.events / steady:,.0f} events/s from the first partition "
                  f"assigned to caught up ({steady:.1f} s)")
@@ -395,11 +397,13 @@ def report(args: argparse.Namespace, info: dict[str, str], produce_s: float,
             f"| {r.engine} | {r.rate:,.0f} | {r.seconds:.1f} | {r.peak_rss / mib:,.0f} "
             f"| {r.rss_half / mib:,.0f} | {r.keys:,} | {r.exit_code} | {r.note} |"
         )
-    sf = next((r for r in results if r.engine == "streamfeat" and r.exit_code == 0), None)
-    if sf is not None:
+    for sf in results:
+        if not sf.engine.startswith("streamfeat") or sf.exit_code != 0:
+            continue
         for r in results:
-            if r is not sf and (r.exit_code == 0 or r.killed) and r.rate:
-                lines.append(f"\nstreamfeat / {r.engine}: {sf.rate / r.rate:.1f}x")
+            if (not r.engine.startswith("streamfeat") and (r.exit_code == 0 or r.killed)
+                    and r.rate):
+                lines.append(f"\n{sf.engine} / {r.engine}: {sf.rate / r.rate:.1f}x")
     return "\n".join(lines) + "\n"
 
 
@@ -428,8 +432,9 @@ def main() -> None:
     parser.add_argument("--event-rate", type=float, default=200.0,
                         help="events per second of event time (200: 1M events span 1.4 h; "
                         "10: 1M span 28 h, so the 1d windows are full, for memory runs)")
-    parser.add_argument("--sf-runtime", choices=("faust", "kafka"), default="faust",
-                        help="streamfeat worker runtime (default: the worker's default, faust)")
+    parser.add_argument("--sf-runtime", default="faust,kafka",
+                        help="streamfeat worker runtime(s), each run in turn: faust (the "
+                        "worker's default), kafka, or faust,kafka (default: both)")
     parser.add_argument("--sf-processes", type=int, default=1,
                         help="streamfeat worker processes (one group; one core each)")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
@@ -445,6 +450,10 @@ def main() -> None:
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+    runtimes = [r.strip() for r in args.sf_runtime.split(",") if r.strip()]
+    if not runtimes or set(runtimes) - {"faust", "kafka"}:
+        parser.error(f"--sf-runtime takes faust, kafka or both (faust,kafka), not "
+                     f"{args.sf_runtime!r}")
     if args.profile or any(e != "streamfeat" for e in engines):
         peers_python()
 
@@ -462,10 +471,17 @@ def main() -> None:
         produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed,
                             args.event_rate)
         print(f"  {args.events / produce_s:,.0f} events/s", flush=True)
-        for engine in engines:
+        runs = [(f"streamfeat-{rt}", rt) if e == "streamfeat" else (e, "") for e in engines
+                for rt in (runtimes if e == "streamfeat" else ("",))]
+        for engine, runtime in runs:
             name = f"{run_id}_{engine.replace('-', '_')}"
             print(f"running {engine} ...", flush=True)
-            result = RUNNERS[engine](args, topic, name, work)
+            if runtime:
+                result = run_streamfeat(argparse.Namespace(**{**vars(args),
+                                                               "sf_runtime": runtime}),
+                                        topic, name, work, engine)
+            else:
+                result = RUNNERS[engine](args, topic, name, work)
             result.keys = count_keys(client, name)
             if result.exit_code != 0 and not result.killed:
                 kept = BENCH / "results" / f"{name}.log"
