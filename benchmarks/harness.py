@@ -286,11 +286,13 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
                         .replace("BENCH_TOPIC", topic))
     cmd = [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology),
            "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
-           "--state-dir", str(work / "sf-state"), "--group", f"sf-{name}"]
+           "--state-dir", str(work / f"{engine}-state"), "--group", f"sf-{name}"]
     note = f"{args.sf_processes} process(es)"
     cmd += ["--runtime", args.sf_runtime, "--processes", str(args.sf_processes)]
     if not args.no_snapshots:
-        cmd += ["--snapshot-dir", str(work / "sf-snapshots")]
+        # its own directory: a second run on the same topic would find every offset
+        # already snapshotted and skip that work
+        cmd += ["--snapshot-dir", str(work / f"{engine}-snapshots")]
     profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
     log = work / f"{engine}.log"
     result = run_measured(engine, cmd, args.events, log, profile)
@@ -298,7 +300,7 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
     if steady is not None and result.exit_code == 0:
         note += (f"; {args.events / steady:,.0f} events/s from the first partition "
                  f"assigned to caught up ({steady:.1f} s)")
-    snapshots = list((work / "sf-snapshots").rglob("*.parquet"))
+    snapshots = list((work / f"{engine}-snapshots").rglob("*.parquet"))
     if not args.no_snapshots:
         note += "; " + (f"{len(snapshots)} snapshot files" if snapshots
                         else "no snapshot files written")
