@@ -141,6 +141,7 @@ class SnapshotWriter:
         # A write handed to the background thread: its records, and what it returns (how
         # many of them became durable, and the error that stopped it, if any).
         self._inflight: RecordBatch | None = None
+        self._inflight_oldest: int | None = None  # smallest kafka_ts in _inflight
         self._future: Future[_Written] | None = None
         self._buffer_since: float | None = None
         self._oldest_ts: int | None = None
@@ -184,11 +185,10 @@ class SnapshotWriter:
     @property
     def oldest_unflushed_kafka_ts(self) -> int | None:
         """Smallest Kafka timestamp (ms) among records not yet durable (snapshot-lag metric)."""
-        inflight = self._inflight
-        if inflight is None or not inflight:
+        oldest = self._inflight_oldest
+        if oldest is None or (self._oldest_ts is not None and self._oldest_ts < oldest):
             return self._oldest_ts
-        oldest = min(inflight.kafka_ts)
-        return oldest if self._oldest_ts is None else min(oldest, self._oldest_ts)
+        return oldest
 
     @property
     def buffered(self) -> int:
@@ -246,6 +246,7 @@ class SnapshotWriter:
             batch = self._cut()
             self._take_back(batch, self._write_runs(batch, self._max_ts))
         elif self._future is None and self._buffer:
+            self._inflight_oldest = self._oldest_ts  # of the records the cut hands over
             batch = self._inflight = self._cut()
             self._future = _background().submit(self._write_runs, batch, self._max_ts)
 
@@ -264,7 +265,7 @@ class SnapshotWriter:
         future, batch = self._future, self._inflight
         if future is None or batch is None or (not block and not future.done()):
             return
-        self._future = self._inflight = None
+        self._future = self._inflight = self._inflight_oldest = None
         self._take_back(batch, future.result())
 
     def _take_back(self, batch: RecordBatch, done: _Written) -> None:

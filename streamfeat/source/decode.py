@@ -51,13 +51,13 @@ class DecodedBatch:
     fields: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def _event_type(names: Sequence[str]) -> type[Any]:
-    """A msgspec struct holding ``names`` (any JSON/msgpack value, ``None`` when absent).
+def _event_type(attrs: Mapping[str, str]) -> type[Any]:
+    """A msgspec struct holding the fields named in ``attrs`` (any JSON/msgpack value,
+    ``None`` when absent), each under its attribute name ``attrs[name]``.
 
     Attributes are ``f0, f1, ...`` renamed to the field names, so any field name works
     (``user-id``, ``get``, ``__class__``); ``get(name)`` reads a field like ``dict.get``.
     """
-    attrs = {name: f"f{i}" for i, name in enumerate(names)}
     attr_of = attrs.get
 
     def get(self: Any, name: str, default: Any = None) -> Any:
@@ -99,13 +99,13 @@ class Decoder:
         reads |= aggregated
         self._numeric = tuple(sorted(numeric))
         self._aggregated = tuple(sorted(aggregated))
-        self.event_type = _event_type(sorted(reads))
+        attrs = {name: f"f{i}" for i, name in enumerate(sorted(reads))}
+        self.event_type = _event_type(attrs)
         binary = msgspec.msgpack if source.format == "msgpack" else msgspec.json
         self._decode_event = binary.Decoder(self.event_type).decode
         self._decode_any = binary.Decoder().decode
-        attr = {name: f"f{i}" for i, name in enumerate(sorted(reads))}
         self._getters: dict[str, Callable[[Any], Any]] = {
-            name: attrgetter(a) for name, a in attr.items()
+            name: attrgetter(a) for name, a in attrs.items()
         }
 
     # ------------------------------------------------------------------ the hot path
