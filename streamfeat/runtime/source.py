@@ -132,7 +132,7 @@ class KafkaSource:
             while end < n and keys[end] == first:
                 end += 1
             tp: TP = (topic, first) if topic is not None else first
-            run = msgs[start:end] if start or end < n else msgs
+            run = msgs[start:end]
             got = groups.get(tp)
             if got is None:
                 groups[tp] = run

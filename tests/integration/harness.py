@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 STREAM = {"entities": 200, "events_per_second": 0.5, "disorder_ms": 120_000,
           "late_fraction": 0.01, "late_ms": 3_600_000, "malformed_fraction": 0.005}
 
+#: Worker options for tests that kill or cut off a worker mid-stream: commit state often
+#: (default every 5 s) so that the kill lands between commits, after real progress.
+COMMIT_OFTEN = ("--commit-every", "0.2")
+
 
 def make_topology(name: str, topic: str, tmp_path: Path) -> tuple[TopologyDef, Path]:
     """topologies/orders.yaml under a test-unique name and topic."""
@@ -156,6 +160,13 @@ class Workers:
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
 
+def _logs(workers: Workers | None) -> str:
+    """The tail of every worker's log, for an assertion message."""
+    if workers is None:
+        return ""
+    return "\n".join(f"--- {name}:\n{workers.log(name)}" for name in workers.procs)
+
+
 class GroupProgress:
     """What a consumer group has committed of a topic (the workers' advisory commits)."""
 
@@ -197,12 +208,9 @@ class GroupProgress:
             if done > above:
                 return done, total
             if time.time() > deadline:
-                logs = "" if workers is None else "\n".join(
-                    f"--- {name}:\n{workers.log(name)}" for name in workers.procs
-                )
                 raise AssertionError(
                     f"group {self.group} committed {done} of {total} records of {self.topic} "
-                    f"(waited for more than {above}) in {timeout_s}s\n{logs}"
+                    f"(waited for more than {above}) in {timeout_s}s\n{_logs(workers)}"
                 )
             time.sleep(0.1)
 
@@ -214,12 +222,9 @@ class GroupProgress:
             if all(per[p] >= hi - lo for p, (lo, hi) in self.ends.items()):
                 return
             if time.time() > deadline:
-                logs = "" if workers is None else "\n".join(
-                    f"--- {name}:\n{workers.log(name)}" for name in workers.procs
-                )
                 raise AssertionError(
                     f"group {self.group} did not catch up with {self.topic} in {timeout_s}s: "
-                    f"{per} of {self.ends}\n{logs}"
+                    f"{per} of {self.ends}\n{_logs(workers)}"
                 )
             time.sleep(0.5)
 

@@ -14,6 +14,7 @@ from streamfeat.replay.verify import verify
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 
 from harness import (
+    COMMIT_OFTEN,
     STREAM,
     GroupProgress,
     Workers,
@@ -58,7 +59,7 @@ def test_replay_to_redis_equals_the_stream_and_verify_is_100_percent(
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
         workers.start("first", worker_cmd(
             path, state, "--snapshot-dir", str(snaps), "--snapshot-every", "0.5",
-            "--batch-size", "100", "--commit-every", "0.2",
+            "--batch-size", "100", *COMMIT_OFTEN,
         ))
         group.wait(workers=workers)
         workers.kill("first")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    COMMIT_OFTEN,
     STREAM,
     GroupProgress,
     Workers,
@@ -25,9 +26,6 @@ from harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-# Commit state often (default 5 s) so that the kills and outages below land between commits.
-OFTEN = ("--commit-every", "0.2")
 
 
 
@@ -59,7 +57,7 @@ def test_worker_killed_at_random_points_equals_uninterrupted(
         done, total = group.done()
         for run in range(4):
             name = f"run{run}"
-            workers.start(name, worker_cmd(path, state, "--batch-size", "500", *OFTEN))
+            workers.start(name, worker_cmd(path, state, "--batch-size", "500", *COMMIT_OFTEN))
             if done < total:  # each run gets somewhere, then dies at a random instant
                 group.wait(above=done, workers=workers)
             time.sleep(rng.uniform(0.0, 1.0))
@@ -83,8 +81,8 @@ def test_two_workers_one_killed_mid_stream(
     produce(kafka_bootstrap, topic, 30_000, seed=4, **STREAM)
     with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-        workers.start("a", worker_cmd(path, tmp_path / "a", "--batch-size", "300", *OFTEN))
-        workers.start("b", worker_cmd(path, tmp_path / "b", "--batch-size", "300", *OFTEN))
+        workers.start("a", worker_cmd(path, tmp_path / "a", "--batch-size", "300", *COMMIT_OFTEN))
+        workers.start("b", worker_cmd(path, tmp_path / "b", "--batch-size", "300", *COMMIT_OFTEN))
         done, total = group.wait(workers=workers)
         assert 0 < done < total, f"kill must come mid-stream: {done} of {total} committed"
         workers.kill("a")  # its partitions move to b after the session timeout
@@ -135,7 +133,7 @@ def test_redis_down_for_ten_seconds_mid_stream(
         with (Workers(tmp_path, worker_env(kafka_bootstrap, private)) as workers,
               GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
             worker = workers.start(
-                "worker", worker_cmd(path, tmp_path / "state", "--batch-size", "300", *OFTEN)
+                "worker", worker_cmd(path, tmp_path / "state", "--batch-size", "300", *COMMIT_OFTEN)
             )
             done, total = group.wait(workers=workers)
             assert 0 < done < total, (
