@@ -6,6 +6,8 @@ consumer replaces Faust's message drain (``Consumer._drain_messages``, which wra
 record in a ``ConsumerMessage`` and feeds streams one by one) with a loop that takes each
 fetched ``{TP: [records]}`` map whole and hands it to the worker core, which runs on the
 thread that called :meth:`FaustSource.poll` (the main thread, as with the ``kafka`` runtime).
+Its consumer thread reads fetched record batches straight into columns
+(:mod:`streamfeat.runtime.faust_fetch`), never building aiokafka's per-record objects.
 
 Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
 
@@ -25,7 +27,9 @@ Faust internals relied on (faust-streaming 0.15.3): ``transport.consumer.Consume
 _drain_messages`` (started by ``Fetcher._fetcher``), ``_wait_next_records``, ``perform_seek``,
 ``seek_wait``, and ``transport.drivers.aiokafka.Consumer._thread`` (``call_thread``,
 ``_ensure_consumer``) for commits that never crash the app; ``tables.TableManager.
-on_start`` (:class:`TablelessManager`).
+on_start`` (:class:`TablelessManager`); ``Consumer._new_consumer_thread`` and
+``AIOKafkaConsumerThread._fetch_records`` (with aiokafka 0.14's fetcher internals: see
+:mod:`streamfeat.runtime.faust_fetch`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from confluent_kafka import TopicPartition
 from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streamfeat.runtime.faust_fetch import ColumnarConsumerThread
 from streamfeat.runtime.source import TP, OnAssign, OnRevoke
 from streamfeat.source import RecordBatch
 
@@ -79,6 +84,9 @@ class _Batch:
 
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, draining whole batches into the worker instead of streams."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ColumnarConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         await cast(BatchTransport, self.transport).bridge.drain(self, fetcher)
@@ -204,16 +212,15 @@ class _Bridge:
                 await done
 
     async def _accept(
-        self, consumer: Any, records: Mapping[Any, list[Any]], epochs: dict[TP, int]
+        self, consumer: Any, records: Mapping[Any, RecordBatch], epochs: dict[TP, int]
     ) -> dict[TP, RecordBatch]:
         out: dict[TP, RecordBatch] = {}
         reseek: dict[TP, int] = {}
-        for aio_tp, recs in records.items():
+        for aio_tp, batch in records.items():
             tp = (aio_tp.topic, aio_tp.partition)
             want = self.expected.get(tp)
-            if want is None or not recs:
+            if want is None or not batch:
                 continue  # not ours (yet, any more)
-            batch = _as_batch(tp[1], recs)
             if batch.offsets[-1] < want:
                 continue  # before the resume point
             batch = batch.since(want)
@@ -241,12 +248,6 @@ class _Bridge:
         if reseek:
             await self._seek(consumer, reseek)
         return out
-
-
-def _as_batch(partition: int, records: list[Any]) -> RecordBatch:
-    """aiokafka's fetched records (``ConsumerRecord``) of one partition as a batch."""
-    return RecordBatch(partition, [r.offset for r in records], [r.timestamp for r in records],
-                       [r.key for r in records], [r.value for r in records])
 
 
 class FaustSource:
