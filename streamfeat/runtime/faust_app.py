@@ -152,6 +152,11 @@ class _Bridge:
         self.expected: dict[TP, int] = {}  # next offset to hand over, per assigned partition
         self.epoch: dict[TP, int] = {}  # bumped around every seek
         self.gaps: dict[TP, tuple[int, int]] = {}  # (wanted, fetched first) already sought again
+        # Clear while an assignment is being answered: what is fetched meanwhile is of
+        # partitions not yet ours, would be dropped and fetched again after the seek.
+        self.steady = asyncio.Event()
+        self.steady.set()
+        self.tasks: set[asyncio.Task[None]] = set()  # advisory commits under way
 
     async def call(self, kind: str, partitions: list[TP]) -> dict[TP, int]:
         if not partitions or self.source.closed.is_set():
@@ -162,17 +167,24 @@ class _Bridge:
 
     async def on_assigned(self, _sender: Any, assigned: set[Any], **_kw: Any) -> None:
         tps = sorted((tp.topic, tp.partition) for tp in assigned)
-        starts = await self.call("assign", tps)
-        for tp in tps:
-            self.expected[tp] = starts.get(tp, 0)
-            self.gaps.pop(tp, None)
-        await self._seek(self.source.app.consumer, {tp: self.expected[tp] for tp in tps})
+        self.steady.clear()
+        try:
+            starts = await self.call("assign", tps)
+            for tp in tps:
+                self.expected[tp] = starts.get(tp, 0)
+                self.gaps.pop(tp, None)
+            await self._seek(self.source.app.consumer, {tp: self.expected[tp] for tp in tps})
+        finally:
+            self.steady.set()
         # The stored state may be ahead of the group's committed offsets (the previous owner
         # stored its last batches at revoke, too late to commit them to the group): tell the
-        # group, or a worker waiting for it (stop-at-end) would wait for nothing.
-        await self.source._commit(
-            {tp: o for tp, o in starts.items() if o > 0 and tp in self.expected}, ahead_only=True
-        )
+        # group, or a worker waiting for it (stop-at-end) would wait for nothing. Not awaited
+        # here: a commit can wait for the rebalance this callback is part of to end.
+        ahead = {tp: o for tp, o in starts.items() if o > 0 and tp in self.expected}
+        if ahead:
+            task = self.loop.create_task(self.source._commit(ahead, ahead_only=True))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def on_revoked(self, _sender: Any, revoked: set[Any], **_kw: Any) -> None:
         tps = sorted((tp.topic, tp.partition) for tp in revoked)
@@ -201,6 +213,7 @@ class _Bridge:
     async def drain(self, consumer: Any, fetcher: Any) -> None:
         """Fetch whole batches and hand each to the worker; the next waits for the last."""
         while not (consumer.should_stop or fetcher.should_stop or self.source.closed.is_set()):
+            await self.steady.wait()
             epochs = dict(self.epoch)
             records, _active = await consumer._wait_next_records(1.0)
             if not records:
@@ -388,7 +401,7 @@ class FaustSource:
         app.on_partitions_revoked.connect(bridge.on_revoked)
         self.app = app
         if not log.isEnabledFor(logging.DEBUG):  # Faust's per-service chatter
-            for name in ("faust", "mode", "aiokafka"):
+            for name in ("faust", "mode", "aiokafka", __name__, ColumnarConsumerThread.__module__):
                 logging.getLogger(name).setLevel(logging.WARNING)
         self._ready.set()  # start() returns after the first rebalance, which needs poll()
         await app.start()
@@ -400,6 +413,8 @@ class FaustSource:
                     self._failure = app.crash_reason or RuntimeError("crashed")
                     break
         finally:
+            for task in bridge.tasks:
+                task.cancel()
             await app.stop()
 
     async def _commit(self, offsets: dict[TP, int], *, ahead_only: bool = False) -> None:
