@@ -59,6 +59,13 @@ class Metrics:
             "Writes the compare-and-set refused because Redis already held a newer version",
             ["topology"], registry=r,
         )
+        self.fenced_generation = Gauge(
+            "streamfeat_fenced_generation",
+            "Generation of values Redis holds above this worker's own (a backfill wrote them; "
+            "the worker's writes to those entities are refused until it runs with "
+            "--generation at least this); 0 when not fenced",
+            ["topology"], registry=r,
+        )
         self.retries = Counter(
             "streamfeat_retries", "Retries after an unavailable dependency", ["dependency"],
             registry=r,

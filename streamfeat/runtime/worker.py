@@ -100,6 +100,8 @@ class Worker:
         self._retrying_since: float | None = None
         self._last_batch = time.time()
         self._last_lag = 0.0
+        self._last_fence_check: dict[str, float] = {}
+        self.fenced: dict[str, int] = {}  # topology -> higher generation found in Redis
         self._last_group_check = 0.0
         self._last_commit = time.time()
         self._uncommitted: dict[tuple[str, int, int], PartitionProcessor] = {}
@@ -131,8 +133,9 @@ class Worker:
     def health(self) -> dict[str, Any]:
         retrying = self._retrying_since is not None and time.time() - self._retrying_since > 30
         return {
-            "healthy": not retrying,
+            "healthy": not retrying and not self.fenced,
             "retrying_since": self._retrying_since,
+            "fenced_by_generation": dict(self.fenced),
             "assigned": sorted(f"{t}[{p}]" for t, p in self.processors),
             "last_batch_age_s": round(time.time() - self._last_batch, 3),
         }
@@ -359,10 +362,36 @@ class Worker:
             self.metrics.redis_write.labels(name).observe(time.perf_counter() - started)
             if result.rejected:
                 self.metrics.redis_rejected.labels(name).inc(result.rejected)
+            if result.stale_ids:
+                self._check_fence(name, sink, result.stale_ids[0])
             if oldest_kafka_ts is not None:
                 age = time.time() - oldest_kafka_ts / 1000
                 self.metrics.event_to_redis.labels(name).observe(max(0.0, age))
             return
+
+    def _check_fence(self, name: str, sink: RedisSink, entity_id: str) -> None:
+        """Tell the operator when refused writes come from a backfill's higher generation.
+
+        A refused write is usually harmless (a restarted worker re-sending what it wrote
+        before); one refused because Redis holds a higher generation means that every write
+        of this worker to those entities is lost until it is restarted with that generation.
+        """
+        now = time.time()
+        if now - self._last_fence_check.get(name, 0.0) < 30:
+            return
+        self._last_fence_check[name] = now
+        try:
+            stored = sink.stored_version(entity_id)
+        except SinkError:
+            return  # Redis trouble shows in the next write; checked again then
+        if stored is None or stored[0] <= self.config.generation:
+            return
+        self.fenced[name] = stored[0]
+        self.metrics.fenced_generation.labels(name).set(stored[0])
+        log.error("Redis holds values of topology %r at generation %d (written by a backfill), "
+                  "above this worker's generation %d: its writes to those entities are refused. "
+                  "Restart the workers with --generation %d.",
+                  name, stored[0], self.config.generation, stored[0])
 
     def _retry_wait(self, dependency: str, attempt: int, exc: Exception) -> None:
         if self._retrying_since is None:

@@ -35,7 +35,13 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
 
 from streamfeat.errors import ConfigError, SinkError
-from streamfeat.sinks.values import encode_column, encode_value, is_version, version
+from streamfeat.sinks.values import (
+    encode_column,
+    encode_value,
+    is_version,
+    parse_version,
+    version,
+)
 from streamfeat.topology.definitions import TopologyDef
 
 __all__ = [
@@ -119,6 +125,7 @@ class WriteResult:
     duplicate: int = 0
     stale: int = 0
     rejected_ids: tuple[str, ...] = ()
+    stale_ids: tuple[str, ...] = ()
 
     @property
     def rejected(self) -> int:
@@ -192,8 +199,9 @@ class RedisSink:
                 f"failed: {e}. Check that Redis is reachable and writable; the batch is safe "
                 "to re-send as a whole."
             ) from e
-        applied = duplicate = stale = 0
+        applied = duplicate = 0
         rejected: list[str] = []
+        stale: list[str] = []
         for reply, entity_id in zip(
             (int(r) for chunk in replies for r in chunk), ids, strict=True
         ):
@@ -204,8 +212,21 @@ class RedisSink:
                 if reply == _DUPLICATE:
                     duplicate += 1
                 else:
-                    stale += 1
-        return WriteResult(applied, duplicate, stale, tuple(rejected))
+                    stale.append(entity_id)
+        return WriteResult(applied, duplicate, len(stale), tuple(rejected), tuple(stale))
+
+    def stored_version(self, entity_id: str) -> tuple[int, int, int] | None:
+        """The ``(generation, partition, offset)`` Redis holds for an entity, if any."""
+        try:
+            raw = self._redis.hget(self.topology.redis_key(entity_id), "_v")
+        except RedisError as e:
+            raise SinkError(f"reading the version of {entity_id!r} failed: {e}") from e
+        if raw is None:
+            return None
+        try:
+            return parse_version(cast(bytes, raw))
+        except ValueError:
+            return None
 
     def ping(self) -> bool:
         """Whether Redis answers now (for health checks); never raises."""

@@ -229,8 +229,8 @@ class GroupProgress:
             time.sleep(0.5)
 
 
-def run_to_end(path: Path, state_dir: Path, kafka: str, redis_url: str, *extra: str) -> None:
-    """Run a worker with ``--stop-at-end``; it must exit 0 within 10 minutes."""
+def run_to_end(path: Path, state_dir: Path, kafka: str, redis_url: str, *extra: str) -> Path:
+    """Run a worker with ``--stop-at-end``; it must exit 0 within 10 minutes. Returns its log."""
     logs = state_dir.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"run-to-end-{len(list(logs.glob('run-to-end-*.log')))}.log"
@@ -248,6 +248,7 @@ def run_to_end(path: Path, state_dir: Path, kafka: str, redis_url: str, *extra: 
                 f"--stop-at-end did not finish in 600 s:\n{log_path.read_text()[-4000:]}"
             ) from None
     assert status == 0, log_path.read_text(errors="replace")[-4000:]
+    return log_path
 
 
 def assert_redis_matches_reference(

@@ -126,6 +126,7 @@ def test_newer_version_applies_older_and_equal_are_rejected(
     ])
     assert (result.applied, result.duplicate, result.stale, result.rejected) == (0, 1, 2, 3)
     assert result.rejected_ids == ("u1", "u1", "u1")
+    assert result.stale_ids == ("u1", "u1")  # the duplicate is not stale
     assert stored(r, topology, "u1")["orders__1h"] == "5"
 
     result = sink.write([up("u1", 11, {"orders__1h": 6}), up("u1", 0, {"orders__1h": 7}, gen=2)])
@@ -351,6 +352,9 @@ def test_a_batch_deletes_absent_fields_and_respects_versions(
         batch(["u2"], 6, [{"orders__1h": 1, "orders__1d": 1}]),  # newer: mean and list absent
     ])
     assert (result.applied, result.stale, result.rejected_ids) == (1, 1, ("u1",))
+    assert result.stale_ids == ("u1",)
+    assert sink.stored_version("u1") == (1, 0, 5)  # what refused it
+    assert sink.stored_version("u2") == (1, 0, 6) and sink.stored_version("nobody") is None
     assert stored(r, topology, "u1")["orders__1h"] == "2"
     h = stored(r, topology, "u2")
     assert "amount_mean__1h" not in h and "last_items__1h" not in h

@@ -1,0 +1,50 @@
+"""A worker fenced off by a backfill's higher generation says so, and how to fix it.
+
+Redis refuses a worker's writes to entities a backfill wrote at a higher generation (that is
+the fence). A refused write is usually harmless (a restart re-sending what it wrote), so the
+worker must tell this case apart: error log, ``streamfeat_fenced_generation``, health.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from streamfeat.sinks import RedisSink
+from streamfeat.sinks.redis import Update
+from streamfeat.sinks.values import parse_version, version
+
+from harness import make_topology, produce, run_to_end
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_below_the_backfills_generation_says_to_raise_it(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic("orders", partitions=1)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 2000, seed=5, entities=20, events_per_second=0.5)
+    # What a backfill at generation 3 leaves: every entity at version (3, 0, 0).
+    with RedisSink(redis_url, topology) as sink:
+        ids = [f"u{i}" for i in range(20)]
+        sink.write([Update(e, {"orders__1h": -1}, 0, version(3, 0, 0)) for e in ids])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    log = run_to_end(path, tmp_path / "gen0", kafka_bootstrap, redis_url).read_text()
+    assert "Restart the workers with --generation 3" in log, log[-3000:]
+    assert client.hget(topology.redis_key("u0"), "orders__1h") == "-1"  # refused, as fenced
+
+    log = run_to_end(path, tmp_path / "gen3", kafka_bootstrap, redis_url,
+                     "--generation", "3").read_text()
+    assert "--generation" not in log, log[-3000:]
+    stored = client.hgetall(topology.redis_key("u0"))
+    generation, _partition, offset = parse_version(stored["_v"])
+    assert generation == 3 and offset > 0 and stored["orders__1h"] != "-1"
+    keys = list(client.scan_iter(match=f"sf:{unique_id}:*", count=1000))
+    if keys:
+        client.delete(*keys)
