@@ -7,6 +7,13 @@ worker must tell this case apart: error log, ``streamfeat_fenced_generation``, h
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +24,15 @@ from streamfeat.sinks import RedisSink
 from streamfeat.sinks.redis import Update
 from streamfeat.sinks.values import parse_version, version
 
-from harness import make_topology, produce, run_to_end
+from harness import (
+    free_port,
+    make_topology,
+    produce,
+    run_to_end,
+    scrape_metrics,
+    worker_cmd,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +50,33 @@ def test_a_worker_below_the_backfills_generation_says_to_raise_it(
         sink.write([Update(e, {"orders__1h": -1}, 0, version(3, 0, 0)) for e in ids])
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 
-    log = run_to_end(path, tmp_path / "gen0", kafka_bootstrap, redis_url).read_text()
+    port = free_port()
+    proc = subprocess.Popen(
+        worker_cmd(path, tmp_path / "gen0", "--metrics-port", str(port)),
+        env=worker_env(kafka_bootstrap, redis_url),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 120
+        metrics: dict[str, float] = {}
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                metrics = scrape_metrics(port)
+            if metrics.get("streamfeat_fenced_generation", 0) > 0:
+                break
+            time.sleep(0.3)
+        assert metrics.get("streamfeat_fenced_generation") == 3, metrics
+        with pytest.raises(urllib.error.HTTPError) as answer:  # unhealthy: 503, with the reason
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+        assert answer.value.code == 503
+        health = json.loads(answer.value.read())
+        assert health["healthy"] is False
+        assert health["fenced_by_generation"] == {topology.name: 3}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    log = err.decode(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
     assert "Restart the workers with --generation 3" in log, log[-3000:]
     assert client.hget(topology.redis_key("u0"), "orders__1h") == "-1"  # refused, as fenced
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,27 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from harness import make_topology, produce, read_topic, worker_cmd, worker_env
+from harness import (
+    free_port,
+    make_topology,
+    produce,
+    read_topic,
+    scrape_metrics,
+    worker_cmd,
+    worker_env,
+)
 from reference import expected_final
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
 
 
 def test_metrics_count_consumed_late_and_malformed(
@@ -45,7 +35,7 @@ def test_metrics_count_consumed_late_and_malformed(
     produce(kafka_bootstrap, topic, 5000, seed=21, entities=100, events_per_second=0.5,
             late_fraction=0.02, malformed_fraction=0.01)
     _values, late, malformed = expected_final(topology, read_topic(kafka_bootstrap, topic))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(worker_cmd(path, tmp_path / "state", "--metrics-port", str(port)),
                             env=worker_env(kafka_bootstrap, redis_url),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -54,7 +44,7 @@ def test_metrics_count_consumed_late_and_malformed(
         metrics: dict[str, float] = {}
         while time.time() < deadline:
             try:
-                metrics = _scrape(port)
+                metrics = scrape_metrics(port)
             except OSError:
                 metrics = {}
             # counters move when a batch is processed, histograms once its effects are stored
