@@ -19,10 +19,16 @@ from streamfeat.operators.aggregations import (
     new_state,
 )
 from streamfeat.operators.eventtime import late_mask
-from streamfeat.operators.partition import STATE_FORMAT_VERSION, PartitionOperator, ProcessResult
+from streamfeat.operators.partition import (
+    EMPTY_STATE,
+    STATE_FORMAT_VERSION,
+    PartitionOperator,
+    ProcessResult,
+)
 from streamfeat.operators.windows import Span
 
 __all__ = [
+    "EMPTY_STATE",
     "STATE_FORMAT_VERSION",
     "TOP_K_MAX_VALUES",
     "AggState",

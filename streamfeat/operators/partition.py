@@ -35,7 +35,7 @@ from streamfeat.operators.windows import (
 )
 from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
 
-__all__ = ["STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
+__all__ = ["EMPTY_STATE", "STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
 
 STATE_FORMAT_VERSION = 3
 """Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``.
@@ -43,6 +43,10 @@ STATE_FORMAT_VERSION = 3
 2: moments cells carry their own shift ``[b, c, n, K, s1, s2(, min, max)]``
 (1 kept one shift per entity, which lost variance precision when data drifted).
 """
+
+EMPTY_STATE = msgspec.msgpack.encode([STATE_FORMAT_VERSION, {}])
+"""The bytes :meth:`PartitionOperator.take_dirty` gives an entity left with no state: the
+store deletes it."""
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 WhereCompiler = Callable[[str], Predicate]
@@ -89,17 +93,29 @@ def _empty_value(agg: AggKind) -> Any:
 
 
 class _Index(dict[str, int]):
-    """Entity id -> row; a new id gets the next row (row 0 stays empty)."""
+    """Entity id -> row (row 0 stays empty). A new id takes a released row if there is one,
+    so rows, and the per-row arrays sized by them, follow the entities that hold state, not
+    every entity ever seen."""
 
     def __init__(self) -> None:
         super().__init__()
         self.keys_by_row: list[str] = [""]
+        self.free: list[int] = []
 
     def __missing__(self, key: str) -> int:
-        row = len(self.keys_by_row)
+        if self.free:
+            row = self.free.pop()
+            self.keys_by_row[row] = key
+        else:
+            row = len(self.keys_by_row)
+            self.keys_by_row.append(key)
         self[key] = row
-        self.keys_by_row.append(key)
         return row
+
+    def release(self, row: int) -> None:
+        del self[self.keys_by_row[row]]
+        self.keys_by_row[row] = ""
+        self.free.append(row)
 
 
 def _floats(values: list[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
@@ -444,12 +460,16 @@ class PartitionOperator:
             return set()
         armed[rows] = NEVER
         keys = self._index.keys_by_row
-        return {keys[r] for r in rows.tolist()}
+        due = rows.tolist()
+        # Their state changes by time too (buckets fall out): stored again at the next
+        # commit, which also releases the rows of those left with nothing.
+        self._dirty.update(due)
+        return {keys[r] for r in due}
 
     @property
     def entity_count(self) -> int:
-        """Entities this operator has seen (each holds a row of state)."""
-        return len(self._index.keys_by_row) - 1
+        """Entities holding a row of state (released once their state is empty and stored)."""
+        return len(self._index)
 
     def approx_state_bytes(self) -> int:
         """Rough in-memory size of the state (for the state-size metric).
@@ -488,20 +508,28 @@ class PartitionOperator:
         """Serialized state of each entity changed since the last call, by entity id.
 
         An entity whose state has become empty is included too (its bytes hold
-        no slot), so the store can overwrite or delete it.
+        no slot), so the store can overwrite or delete it; its row is then released
+        if no change by time alone is pending for it (its served values are already
+        the empty ones), and the entity starts afresh if it comes back.
         """
         keys = self._index.keys_by_row
         rows = sorted(self._dirty)
         self._dirty.clear()
-        return list(zip([keys[r] for r in rows], self._dump(rows), strict=True))
+        data = self._dump(rows)
+        out = list(zip([keys[r] for r in rows], data, strict=True))
+        for row, blob in zip(rows, data, strict=True):
+            if blob == EMPTY_STATE and self._armed[row] == NEVER:
+                for slot in self._slots:
+                    slot.impl.clear(row)
+                self._index.release(row)
+        return out
 
     def dump_all(self) -> list[tuple[str, bytes]]:
         """Serialized state of every entity that has state (tests, full snapshots)."""
         keys = self._index.keys_by_row
-        rows = list(range(1, len(keys)))
-        empty = msgspec.msgpack.encode([STATE_FORMAT_VERSION, {}])
+        rows = sorted(self._index.values())
         return [(keys[r], data) for r, data in zip(rows, self._dump(rows), strict=True)
-                if data != empty]
+                if data != EMPTY_STATE]
 
     def meta(self) -> bytes:
         """Partition-level state: format version, stream time, event sequence."""
@@ -552,6 +580,8 @@ class PartitionOperator:
                     f"state of entity {entity!r} has format {version}, this streamfeat reads "
                     f"{STATE_FORMAT_VERSION}; delete the state directory and replay"
                 )
+            if not payload:
+                continue  # nothing to restore (stored by an earlier version): no row
             row = index[entity]
             self._ensure_capacity(len(index.keys_by_row))
             for slot in self._slots:

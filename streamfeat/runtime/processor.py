@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streamfeat.operators import PartitionOperator
+from streamfeat.operators import EMPTY_STATE, PartitionOperator
 from streamfeat.sinks import UpdateBatch, version
 from streamfeat.source import Decoder, RawRecord, RecordBatch, as_batch
 from streamfeat.state import PartitionStore
@@ -108,7 +108,13 @@ class PartitionProcessor:
         """Store changed state with the resume offset, atomically (after the sink accepted)."""
         if self.store is None or self.next_offset is None:
             return
-        self.store.commit(self.next_offset, self.operator.meta(), self.operator.take_dirty())
+        changed, gone = [], []
+        for entity, data in self.operator.take_dirty():
+            if data == EMPTY_STATE:
+                gone.append(entity)
+            else:
+                changed.append((entity, data))
+        self.store.commit(self.next_offset, self.operator.meta(), changed, gone)
 
     def close(self) -> None:
         if self.store is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +89,15 @@ class PartitionStore:
             yield key[len(_ENTITY):].decode(), it.value()
             it.next()
 
-    def commit(self, next_offset: int, meta: bytes, entities: list[tuple[str, bytes]]) -> None:
-        """Atomically store changed entity states, the operator meta and the resume offset."""
+    def commit(self, next_offset: int, meta: bytes, entities: list[tuple[str, bytes]],
+               deleted: Sequence[str] = ()) -> None:
+        """Atomically store changed entity states, delete those of ``deleted`` (left with no
+        state), and store the operator meta and the resume offset."""
         batch = WriteBatch(raw_mode=True)
         for entity, data in entities:
             batch.put(_ENTITY + entity.encode(), data)
+        for entity in deleted:
+            batch.delete(_ENTITY + entity.encode())
         batch.put(_META, meta)
         batch.put(_OFFSET, struct.pack(">q", next_offset))
         try:

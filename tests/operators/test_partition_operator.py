@@ -452,3 +452,67 @@ def test_float_sums_do_not_depend_on_batch_boundaries() -> None:
             run(split, batch)
         assert split.values(["a"]) == whole.values(["a"])
         assert split.dump_all() == whole.dump_all()
+
+
+# ----------------------------------------------------------------------------
+# Rows of entities whose state has expired are released
+# ----------------------------------------------------------------------------
+
+
+def step(op: PartitionOperator, batch: list[Any]) -> tuple[set[str], dict[str, Any]]:
+    """One batch the way the worker runs it: process, then the values of touched and due.
+
+    Returns the entities the worker would write, and every key's values."""
+    result = run(op, batch)
+    t = op.stream_time or 0
+    written = result.touched | op.due(t)
+    op.values(sorted(written), t)  # arms the timers, like a write would
+    return written, op.values(KEYS, t)
+
+
+@SETTINGS
+@given(features_st(), st.sampled_from([0, 2000]), stream_st(floats=True), st.data())
+def test_released_rows_change_no_value_and_no_stored_state(
+    features: tuple[FeatureDef, ...], lateness: int, events: list[Any], data: st.DataObject
+) -> None:
+    topo = topology(features, lateness)
+    keeping = new_op(topo)  # never commits: keeps every row
+    committing = new_op(topo)  # commits after every batch: releases the rows of empty state
+    stored: dict[str, bytes] = {}
+    # much later, every window but lifetime has expired; then the same keys come back
+    far = max(e[1] for e in events) + 10**9
+    again = [(k, far + t, r) for k, t, r in events]
+    stream = [*batches(events, data.draw(splits_st(len(events)))),
+              [("c", far - 10**6, {})], *batches(again, data.draw(splits_st(len(again))))]
+    for batch in stream:
+        assert step(keeping, batch) == step(committing, batch)
+        for key, blob in committing.take_dirty():
+            stored[key] = blob
+        assert committing.entity_count <= len(KEYS)
+    restored = new_op(topo)
+    restored.load_meta(committing.meta())
+    restored.load_entities(stored.items())
+    t = keeping.stream_time or 0
+    assert restored.values(KEYS, t) == keeping.values(KEYS, t)
+    assert dict(restored.dump_all()) == dict(keeping.dump_all())
+
+
+def test_expired_entities_free_their_rows_and_memory_stays_flat() -> None:
+    w = WindowDef(WindowKind.SLIDING, 300_000, 5_000, "5m")
+    topo = topology((FeatureDef("orders", AggKind.COUNT, (w,)),
+                     FeatureDef("amount", AggKind.SUM, (w,), field="v")), 0)
+    op = new_op(topo)
+    sizes = []
+    for cohort in range(4):  # 2,000 new entities every hour; the last cohort's have expired
+        t = cohort * 3_600_000
+        ids = [f"c{cohort}-{i}" for i in range(2000)]
+        step(op, [(k, t, {"v": 1}) for k in ids])
+        stored = dict(op.take_dirty())
+        if cohort:
+            gone = [k for k in stored if k.startswith(f"c{cohort - 1}-")]
+            assert len(gone) == 2000  # stored again, as empty: the store deletes them
+        assert op.entity_count == 2000
+        sizes.append(op.approx_state_bytes())
+        assert op.values([ids[0]]) == {ids[0]: {"orders__5m": 1, "amount__5m": 1}}
+    # one turnover of a cohort holds both (the new arrive before the old are released)
+    assert len(set(sizes[1:])) == 1, sizes
