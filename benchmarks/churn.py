@@ -42,8 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     topology = load_topology(args.topology)
     key, ts = topology.source.key, topology.source.timestamp or "ts"
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"# churn: {args.cohorts} cohorts of {args.entities:,} entities, topology "
-          f"{args.topology.name}; {platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{args.topology.name}; {platform.node()}, {now}")
     with tempfile.TemporaryDirectory() as tmp:
         store = PartitionStore(tmp, topology.name, topology.source.topic, 0)
         proc = PartitionProcessor(topology, 0, store=store)
