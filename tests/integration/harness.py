@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -291,3 +293,18 @@ def scrape_metrics(port: int) -> dict[str, float]:
         name = line.split("{", 1)[0].split(" ", 1)[0]
         totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return totals
+
+
+def wait_for_metrics(port: int, done: Callable[[dict[str, float]], bool],
+                     timeout_s: float = 120) -> dict[str, float]:
+    """Scrape a worker's metrics until ``done`` says so or ``timeout_s`` passes; returns the
+    last scrape (the caller asserts on it). A worker not yet listening is waited for."""
+    deadline = time.time() + timeout_s
+    metrics: dict[str, float] = {}
+    while time.time() < deadline:
+        with contextlib.suppress(OSError):
+            metrics = scrape_metrics(port)
+        if done(metrics):
+            break
+        time.sleep(0.3)
+    return metrics

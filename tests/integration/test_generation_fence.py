@@ -7,11 +7,9 @@ worker must tell this case apart: error log, ``streamfeat_fenced_generation``, h
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from harness import (
     make_topology,
     produce,
     run_to_end,
-    scrape_metrics,
+    wait_for_metrics,
     worker_cmd,
     worker_env,
 )
@@ -57,14 +55,7 @@ def test_a_worker_below_the_backfills_generation_says_to_raise_it(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.time() + 120
-        metrics: dict[str, float] = {}
-        while time.time() < deadline:
-            with contextlib.suppress(OSError):
-                metrics = scrape_metrics(port)
-            if metrics.get("streamfeat_fenced_generation", 0) > 0:
-                break
-            time.sleep(0.3)
+        metrics = wait_for_metrics(port, lambda m: m.get("streamfeat_fenced_generation", 0) > 0)
         assert metrics.get("streamfeat_fenced_generation") == 3, metrics
         with pytest.raises(urllib.error.HTTPError) as answer:  # unhealthy: 503, with the reason
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from harness import (
     make_topology,
     produce,
     read_topic,
-    scrape_metrics,
+    wait_for_metrics,
     worker_cmd,
     worker_env,
 )
@@ -40,21 +39,13 @@ def test_metrics_count_consumed_late_and_malformed(
                             env=worker_env(kafka_bootstrap, redis_url),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 120
-        metrics: dict[str, float] = {}
-        while time.time() < deadline:
-            try:
-                metrics = scrape_metrics(port)
-            except OSError:
-                metrics = {}
-            # counters move when a batch is processed, histograms once its effects are stored
-            # (gauges of state size and lag are refreshed every 5 s, so a refresh taken
-            # while one partition was still being read shows part of the entities)
-            if (metrics.get("streamfeat_events_consumed_total") == 5000
-                    and metrics.get("streamfeat_event_to_redis_seconds_count", 0) > 0
-                    and metrics.get("streamfeat_state_entities", 0) >= len(_values)):
-                break
-            time.sleep(0.3)
+        # counters move when a batch is processed, histograms once its effects are stored
+        # (gauges of state size and lag are refreshed every 5 s, so a refresh taken
+        # while one partition was still being read shows part of the entities)
+        metrics = wait_for_metrics(port, lambda m: (
+            m.get("streamfeat_events_consumed_total") == 5000
+            and m.get("streamfeat_event_to_redis_seconds_count", 0) > 0
+            and m.get("streamfeat_state_entities", 0) >= len(_values)))
         assert metrics.get("streamfeat_events_consumed_total") == 5000, metrics
         assert metrics["streamfeat_events_late_total"] == late > 0
         assert metrics["streamfeat_events_malformed_total"] == malformed > 0
