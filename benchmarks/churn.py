@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/churn.py [--cohorts 4] [--entities 100000] [--topology FILE]
 
-Drives one partition's :class:`~streamfeat.runtime.processor.PartitionProcessor` the way
+Drives one partition's :class:`~streamfeat.pipeline.PartitionPipeline` the way
 the worker does (batches of 10,000 records, the values of touched and due entities, a state
 commit to RocksDB after every batch). Every cohort is ``--entities`` new entities, each with
 one event, two days after the previous cohort: by then every window but ``lifetime`` has
@@ -23,8 +23,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from streamfeat.runtime.processor import PartitionProcessor
-from streamfeat.source import RecordBatch
+from streamfeat.pipeline import PartitionPipeline
+from streamfeat.records import RecordBatch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import load_topology
 
@@ -47,7 +47,7 @@ def main() -> None:
           f"{args.topology.name}; {platform.node()}, {now}")
     with tempfile.TemporaryDirectory() as tmp:
         store = PartitionStore(tmp, topology.name, topology.source.topic, 0)
-        proc = PartitionProcessor(topology, 0, store=store)
+        proc = PartitionPipeline(topology, 0, store=store)
         tracemalloc.start()
         offset = 0
         print("| cohort | entities with state | state MiB | Python heap MiB | in RocksDB |")

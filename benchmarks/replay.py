@@ -16,9 +16,9 @@ import zlib
 from pathlib import Path
 
 from streamfeat.generator import OrderEvents
+from streamfeat.records import RawRecord
 from streamfeat.replay import replay
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord
 from streamfeat.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[1]

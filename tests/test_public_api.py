@@ -12,7 +12,7 @@ PACKAGES = [
     "streamfeat",
     "streamfeat.topology",
     "streamfeat.operators",
-    "streamfeat.source",
+    "streamfeat.records",
     "streamfeat.state",
     "streamfeat.sinks",
     "streamfeat.snapshot",

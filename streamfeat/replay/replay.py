@@ -1,7 +1,7 @@
 """``streamfeat replay``: recompute features from snapshots through the worker's code path.
 
 Each partition is read in offset order and fed, batch by batch, to the very
-:class:`~streamfeat.runtime.processor.PartitionProcessor` the worker uses: the same
+:class:`~streamfeat.pipeline.PartitionPipeline` the worker uses: the same
 decoding, the same late decisions, the same operators, and the same updates (the values
 of the touched and the due entities as of stream time, versioned
 ``(generation, partition, last offset of the batch)``). So the values a replay produces
@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, SinkError
-from streamfeat.runtime.processor import PartitionProcessor
+from streamfeat.pipeline import PartitionPipeline
 from streamfeat.sinks import RedisSink, UpdateBatch, version
 from streamfeat.snapshot.reader import (
     DateLike,
@@ -185,7 +185,7 @@ def _write_with_retry(
 
 
 def _final_rows(
-    processor: PartitionProcessor, entities: Iterable[str], generation: int, stats: PartitionStats
+    processor: PartitionPipeline, entities: Iterable[str], generation: int, stats: PartitionStats
 ) -> dict[str, list[Any]]:
     topology = processor.topology
     key = topology.source.key
@@ -209,7 +209,7 @@ def _final_rows(
     return cols
 
 
-class _FinalOnlyProcessor(PartitionProcessor):
+class _FinalOnlyProcessor(PartitionPipeline):
     """The worker's processor, minus the per-batch values nobody reads (Parquet only).
 
     ``process`` (decoding, late decisions, operators) is inherited unchanged; only the
@@ -234,7 +234,7 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
     stats.files = len(files)
     sink = RedisSink(job.to_redis, topology) if job.to_redis else None
     processor = (
-        PartitionProcessor(topology, job.partition, generation=job.generation) if sink
+        PartitionPipeline(topology, job.partition, generation=job.generation) if sink
         else _FinalOnlyProcessor(topology, job.partition, generation=job.generation)
     )
     entities: set[str] = set()

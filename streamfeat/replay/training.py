@@ -3,7 +3,7 @@
 Event time (the default): for a spine row ``(e, t)`` every feature is the value as of
 ``t`` (contract section 2) over the events the stream *accepted* with ``ts <= t``.
 Acceptance is decided exactly as the worker decides it: records in offset order, the
-same :class:`~streamfeat.source.Decoder` and the same running-maximum late rule
+same :class:`~streamfeat.records.Decoder` and the same running-maximum late rule
 (:func:`~streamfeat.operators.late_mask`). Nothing after ``t`` leaks in.
 
 Method, per partition (partitions run in parallel processes):
@@ -20,7 +20,7 @@ Method, per partition (partitions run in parallel processes):
 
 ``as_served=True``: the values the model was served at ``t``, i.e. what Redis held: the
 state after every record that had *arrived* by ``t``, in offset order, through the
-worker's :class:`~streamfeat.runtime.processor.PartitionProcessor` (late decisions
+worker's :class:`~streamfeat.pipeline.PartitionPipeline` (late decisions
 included), as of the partition's stream time at that moment. A record has arrived by
 ``t`` when the running maximum of ``kafka_ts`` up to it is ``<= t`` (a consumer reads a
 partition in order, so arrival never goes backwards; with broker timestamps this is
@@ -51,6 +51,8 @@ import pyarrow.parquet as pq
 from streamfeat.client import resolve_fields
 from streamfeat.errors import ConfigError
 from streamfeat.operators import PartitionOperator, late_mask
+from streamfeat.pipeline import PartitionPipeline
+from streamfeat.records import Decoder
 from streamfeat.replay.replay import (
     TopologyLike,
     arrow_columns,
@@ -58,7 +60,6 @@ from streamfeat.replay.replay import (
     run_jobs,
     write_parquet_atomically,
 )
-from streamfeat.runtime.processor import PartitionProcessor
 from streamfeat.snapshot.reader import (
     DateLike,
     SnapshotFile,
@@ -69,7 +70,6 @@ from streamfeat.snapshot.reader import (
 from streamfeat.snapshot.reader import (
     partitions as snapshot_partitions,
 )
-from streamfeat.source import Decoder
 from streamfeat.topology import TopologyDef
 
 __all__ = ["read_spine", "training_set"]
@@ -257,7 +257,7 @@ def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
     order = sorted(range(n), key=lambda i: (times[i], i))
     defaults = [topology.defaults.get(f) for f in fields]
     cols: list[list[Any]] = [[d] * n for d in defaults]
-    proc = PartitionProcessor(topology, job.partition)
+    proc = PartitionPipeline(topology, job.partition)
     seen: set[str] = set()
     arrival: int | None = None
     j = 0

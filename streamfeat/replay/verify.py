@@ -2,7 +2,7 @@
 
 For each (sampled) entity in Redis, ``_v`` says which partition and offset its values
 reflect. The partition is replayed from the snapshots through the worker's
-:class:`~streamfeat.runtime.processor.PartitionProcessor`, cut exactly after each such
+:class:`~streamfeat.pipeline.PartitionPipeline`, cut exactly after each such
 offset, and the entity's values as of the stream time at that offset are compared with
 Redis (floats with a relative tolerance of 1e-9, everything else exactly, after the
 same text encoding the sink applies). ``_asof`` must equal that stream time too.
@@ -24,8 +24,8 @@ from redis.exceptions import RedisError
 
 from streamfeat.client import Client
 from streamfeat.errors import ConfigError, SinkError
+from streamfeat.pipeline import PartitionPipeline
 from streamfeat.replay.replay import TopologyLike, resolve_topology
-from streamfeat.runtime.processor import PartitionProcessor
 from streamfeat.sinks import decode_value, encode_value, parse_version
 from streamfeat.sinks.redis import connect
 from streamfeat.snapshot.reader import iter_partition
@@ -130,7 +130,7 @@ def _verify_partition(
     failed: set[str],
 ) -> None:
     offsets = sorted(by_offset)
-    proc = PartitionProcessor(topology, partition)
+    proc = PartitionPipeline(topology, partition)
     k = 0  # next target offset
     last: int | None = None
 

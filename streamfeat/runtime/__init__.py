@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from streamfeat.runtime.processor import BatchOutcome, DeadLetter, PartitionProcessor
 from streamfeat.runtime.worker import Worker, WorkerConfig
 
-__all__ = ["BatchOutcome", "DeadLetter", "PartitionProcessor", "Worker", "WorkerConfig"]
+__all__ = ["Worker", "WorkerConfig"]

@@ -55,9 +55,9 @@ from confluent_kafka import TopicPartition
 from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streamfeat.records import RecordBatch
 from streamfeat.runtime.faust_fetch import ColumnarConsumerThread
 from streamfeat.runtime.source import TP, OnAssign, OnRevoke
-from streamfeat.source import RecordBatch
 
 if TYPE_CHECKING:
     from streamfeat.runtime.worker import WorkerConfig

@@ -5,7 +5,7 @@ dataclass built in Python, about a microsecond each) that the worker would only 
 again into columns. That per-record work ran on Faust's consumer thread, holding the GIL the
 worker needs, and was a quarter of a profiled worker's samples. Here the consumer thread's
 ``_fetch_records`` drains the fetcher's results itself, reading each record batch straight
-into a :class:`~streamfeat.source.RecordBatch` (offsets, timestamps, keys, values).
+into a :class:`~streamfeat.records.RecordBatch` (offsets, timestamps, keys, values).
 
 It keeps the rules of aiokafka's ``Fetcher.fetched_records`` and
 ``PartitionRecords._unpack_records`` (aiokafka 0.14), which it replaces for this consumer:
@@ -39,7 +39,7 @@ from aiokafka.consumer.fetcher import (  # type: ignore[import-untyped]
 )
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streamfeat.source import RecordBatch
+from streamfeat.records import RecordBatch
 
 __all__ = ["ColumnarConsumerThread", "fetched_batches"]
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from streamfeat.source import RecordBatch
+from streamfeat.records import RecordBatch
 
 __all__ = ["TP", "ConsumerSource", "KafkaSource", "OnAssign", "OnRevoke"]
 

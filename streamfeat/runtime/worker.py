@@ -32,12 +32,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from streamfeat.errors import SinkError
 from streamfeat.metrics import Metrics, MetricsServer
+from streamfeat.pipeline import DeadLetter, PartitionPipeline
+from streamfeat.records import RawRecord, RecordBatch
 from streamfeat.runtime.background import BackgroundWriter
-from streamfeat.runtime.processor import DeadLetter, PartitionProcessor
 from streamfeat.runtime.source import TP, ConsumerSource, KafkaSource
 from streamfeat.sinks import RedisSink, UpdateBatch
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord, RecordBatch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
@@ -91,7 +91,7 @@ class Worker:
         self.group_id = config.group_id or f"streamfeat.{names}"
         self.sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
         self._sink_writer = BackgroundWriter("streamfeat-sink")
-        self.processors: dict[tuple[str, int], list[PartitionProcessor]] = {}
+        self.processors: dict[tuple[str, int], list[PartitionPipeline]] = {}
         self.snapshots: dict[tuple[str, int], SnapshotWriter] = {}
         self.dlq_sent: dict[tuple[str, str, int], int] = {}  # (topology, topic, p) -> max offset
         self.end_offsets: dict[tuple[str, int], int] = {}
@@ -104,7 +104,7 @@ class Worker:
         self.fenced: dict[str, int] = {}  # topology -> higher generation found in Redis
         self._last_group_check = 0.0
         self._last_commit = time.time()
-        self._uncommitted: dict[tuple[str, int, int], PartitionProcessor] = {}
+        self._uncommitted: dict[tuple[str, int, int], PartitionPipeline] = {}
         self._in_batch = False
         self._dlq_reader: Consumer | None = None
         self._announce: dict[TP, int] = {}
@@ -223,7 +223,7 @@ class Worker:
             procs = []
             for topology in self.by_topic[topic]:
                 store = PartitionStore(self.config.state_dir, topology.name, topic, partition)
-                proc = PartitionProcessor(
+                proc = PartitionPipeline(
                     topology, partition, generation=self.config.generation, store=store
                 )
                 procs.append(proc)
@@ -266,7 +266,7 @@ class Worker:
         self._in_batch = True  # until its effects are stored, its state must not be committed
         updates: dict[str, list[UpdateBatch]] = defaultdict(list)
         dead: list[tuple[str, DeadLetter]] = []
-        touched: list[PartitionProcessor] = []
+        touched: list[PartitionPipeline] = []
         oldest_kafka_ts: dict[str, int] = {}
         for (topic, partition), records in by_tp.items():
             writer = self.snapshots.get((topic, partition))

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, StateError
+from streamfeat.records import RecordBatch
 from streamfeat.snapshot.writer import parse_file_name
-from streamfeat.source import RecordBatch
 
 __all__ = [
     "DateLike",

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
-from streamfeat.source import RawRecord, RecordBatch, as_batch
+from streamfeat.records import RawRecord, RecordBatch, as_batch
 
 __all__ = ["SCHEMA", "SnapshotWriter", "file_name", "parse_file_name", "partition_dir"]
 

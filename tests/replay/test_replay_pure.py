@@ -12,10 +12,10 @@ import pytest
 
 from streamfeat.errors import ConfigError
 from streamfeat.generator import OrderEvents
+from streamfeat.records import RawRecord
 from streamfeat.replay import replay
 from streamfeat.sinks import parse_version
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord
 from streamfeat.topology import AggKind, TopologyDef, load_topology
 
 from reference import close, expected_final

@@ -13,10 +13,10 @@ from streamfeat.cli import build_parser
 from streamfeat.cli_replay import add_replay_commands
 from streamfeat.client import Client
 from streamfeat.generator import OrderEvents
+from streamfeat.records import RawRecord
 from streamfeat.replay import replay
 from streamfeat.replay.verify import verify
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord
 from streamfeat.topology import load_topology
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ import pytest
 
 from streamfeat.errors import ConfigError
 from streamfeat.generator import OrderEvents
+from streamfeat.records import RawRecord
 from streamfeat.replay.training import training_set
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.source import RawRecord
 from streamfeat.topology import AggKind, TopologyDef, load_topology
 
 from reference import Event, close, run_partition, values_as_of

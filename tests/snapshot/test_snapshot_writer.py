@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from streamfeat.errors import StateError
+from streamfeat.records import RawRecord
 from streamfeat.snapshot import SnapshotWriter, iter_partition, partitions, reader, writer
-from streamfeat.source import RawRecord
 
 DAY = 86_400_000
 JAN1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -127,7 +127,7 @@ def test_crash_mid_write_is_invisible_and_cleaned(tmp_path: Path) -> None:
     script = f"""
 import os, signal
 from streamfeat.snapshot import SnapshotWriter, writer
-from streamfeat.source import RawRecord
+from streamfeat.records import RawRecord
 w = SnapshotWriter({str(tmp_path)!r}, "t", 0)
 w.append([RawRecord(0, i, {JAN1} + i, b"k", b"v") for i in range(10)])
 w.flush()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfeat.source import RawRecord, RecordBatch, as_batch
+from streamfeat.records import RawRecord, RecordBatch, as_batch
 
 
 def rows(partition: int, offsets: list[int]) -> list[RawRecord]:

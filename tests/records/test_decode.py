@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamfeat.source import DecodedBatch, Decoder
+from streamfeat.records import DecodedBatch, Decoder
 from streamfeat.topology import TopologyDef
 from streamfeat.topology.expressions import compile_where
 from streamfeat.topology.loader import load_topology_text

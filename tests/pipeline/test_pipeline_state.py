@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamfeat.runtime.processor import PartitionProcessor
-from streamfeat.source import RecordBatch
+from streamfeat.pipeline import PartitionPipeline
+from streamfeat.records import RecordBatch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import load_topology
 
@@ -44,8 +44,8 @@ def test_expired_entities_are_deleted_from_the_store_and_not_reloaded(tmp_path: 
     topology = load_topology(tmp_path / "churn.yaml")
     state = tmp_path / "state"
 
-    def processor() -> PartitionProcessor:
-        return PartitionProcessor(topology, 0, store=PartitionStore(state, "churn", "churn", 0))
+    def processor() -> PartitionPipeline:
+        return PartitionPipeline(topology, 0, store=PartitionStore(state, "churn", "churn", 0))
 
     proc = processor()
     proc.process(batch(0, [("a", 0), ("b", 1000), ("a", 2000)]))

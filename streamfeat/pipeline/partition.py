@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
+from streamfeat.records import Decoder, RawRecord, RecordBatch, as_batch
 from streamfeat.sinks import UpdateBatch, version
-from streamfeat.source import Decoder, RawRecord, RecordBatch, as_batch
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
-__all__ = ["BatchOutcome", "DeadLetter", "PartitionProcessor"]
+__all__ = ["BatchOutcome", "DeadLetter", "PartitionPipeline"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class BatchOutcome:
     malformed: int = 0
 
 
-class PartitionProcessor:
+class PartitionPipeline:
     """Drives a :class:`PartitionOperator` over batches of one partition's raw records."""
 
     def __init__(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamfeat.source.decode import DecodedBatch, Decoder
-from streamfeat.source.records import RawRecord, RecordBatch, as_batch
+from streamfeat.records.decode import DecodedBatch, Decoder
+from streamfeat.records.records import RawRecord, RecordBatch, as_batch
 
 __all__ = ["DecodedBatch", "Decoder", "RawRecord", "RecordBatch", "as_batch"]
