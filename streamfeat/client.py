@@ -40,12 +40,17 @@ from streamfeat.config import DEFAULT_REDIS, resolve_redis
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.sinks.redis import LuaScript, connect
 from streamfeat.sinks.values import decode_value
-from streamfeat.topology.definitions import TopologyDef
+from streamfeat.topology.definitions import (
+    ASOF_FIELD,
+    UPDATED_FIELD,
+    VERSION_FIELD,
+    TopologyDef,
+)
 
 __all__ = ["DEFAULT_REDIS_URL", "Client", "EntityFeatures", "resolve_fields"]
 
 DEFAULT_REDIS_URL = DEFAULT_REDIS
-_META = ("_v", "_asof", "_updated")
+_META = (VERSION_FIELD, ASOF_FIELD, UPDATED_FIELD)
 _CHUNK = 1000  # entities per script call; all calls of one read share one round trip
 
 #: KEYS: entity hashes; ARGV: the fields to read. Returns msgpack: one HMGET reply

@@ -42,7 +42,7 @@ from streamfeat.sinks.values import (
     parse_version,
     version,
 )
-from streamfeat.topology.definitions import TopologyDef
+from streamfeat.topology.definitions import RESERVED_FIELDS, TopologyDef
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -60,7 +60,6 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 500
 
 #: Hash fields the sink owns; feature values may not use these names.
-RESERVED_FIELDS = frozenset({"_asof", "_updated", "_v"})
 
 _APPLIED, _DUPLICATE, _STALE = 1, 0, -1
 

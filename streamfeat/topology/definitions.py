@@ -14,6 +14,10 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "ASOF_FIELD",
+    "RESERVED_FIELDS",
+    "UPDATED_FIELD",
+    "VERSION_FIELD",
     "AggKind",
     "FeatureDef",
     "SourceDef",
@@ -23,6 +27,15 @@ __all__ = [
     "default_hop_ms",
     "format_duration",
 ]
+
+ASOF_FIELD = "_asof"
+"""Redis field of every entity hash: the stream time (ms) its values are as of."""
+UPDATED_FIELD = "_updated"
+"""Redis field: wall-clock time (ms) of the write."""
+VERSION_FIELD = "_v"
+"""Redis field: the write's version (generation, partition, offset); only newer ones apply."""
+RESERVED_FIELDS = (ASOF_FIELD, UPDATED_FIELD, VERSION_FIELD)
+"""Field names no feature may take (contract section 4): the one list every layer uses."""
 
 MS = 1
 SECOND = 1000

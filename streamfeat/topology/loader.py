@@ -38,6 +38,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streamfeat.errors import TopologyError
 from streamfeat.topology.definitions import (
+    RESERVED_FIELDS,
     SECOND,
     AggKind,
     FeatureDef,
@@ -62,7 +63,6 @@ _WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
 _FORMATS: Final = ("json", "msgpack")
 _TIMESTAMP_UNITS: Final = ("ms", "s", "iso8601")
 _EMITS: Final = ("current", "final")
-_RESERVED_FIELDS: Final = ("_asof", "_updated", "_v")
 
 _DURATION_RE: Final = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -449,7 +449,7 @@ class _Loader:
             self.error(
                 node,
                 f"feature name {name!r} starts with '_', which is reserved for "
-                f"{', '.join(_RESERVED_FIELDS)}; rename it",
+                f"{', '.join(RESERVED_FIELDS)}; rename it",
             )
             return None
         if not _NAME_RE.match(name):
