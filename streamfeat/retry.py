@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 def backoff_s(attempt: int, *, first_s: float = 0.05, cap_s: float = 5.0) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): doubling from ``first_s`` to ``cap_s``."""
+    """Seconds before retry ``attempt`` (0-based): doubling from ``first_s`` up to ``cap_s``."""
     return min(cap_s, first_s * float(1 << min(max(attempt, 0), 16)))
 
 
