@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamfeat.config import resolve_kafka, resolve_redis
+from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
 from streamfeat.errors import StreamfeatError
 
 __all__ = ["main"]
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 5): a restart redoes at most this much, with the same result")
     p.add_argument("--generation", type=int, default=0,
                    help="write generation; raise it after a backfill into the serving Redis")
-    p.add_argument("--runtime", choices=["faust", "kafka"], default="faust",
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="consumer runtime: faust (faust-streaming) or kafka (confluent-kafka)")
     p.set_defaults(run=_worker)
 

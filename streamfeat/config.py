@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "resolve_kafka", "resolve_redis"]
+__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "RUNTIMES", "resolve_kafka", "resolve_redis"]
 
 DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
+RUNTIMES = ("faust", "kafka")
+"""The runtimes ``streamfeat worker --runtime`` accepts; the first is the default."""
 
 
 def resolve_kafka(flag: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from streamfeat.runtime.worker import Worker, WorkerConfig
+from streamfeat.runtime.config import WorkerConfig
+from streamfeat.runtime.worker import Worker
 
 __all__ = ["Worker", "WorkerConfig"]

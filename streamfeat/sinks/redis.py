@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -35,6 +34,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
 
 from streamfeat.errors import ConfigError, SinkError
+from streamfeat.sinks.updates import Update, UpdateBatch, WriteResult
 from streamfeat.sinks.values import (
     encode_column,
     encode_value,
@@ -42,94 +42,19 @@ from streamfeat.sinks.values import (
     parse_version,
     version,
 )
-from streamfeat.topology.definitions import RESERVED_FIELDS, TopologyDef
+from streamfeat.topology.definitions import TopologyDef
 
-__all__ = [
-    "DEFAULT_CHUNK_SIZE",
-    "RESERVED_FIELDS",
-    "LuaScript",
-    "RedisSink",
-    "Update",
-    "UpdateBatch",
-    "WriteResult",
-    "connect",
-]
+__all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect"]
 
 #: Entities per ``EVALSHA``. Large enough to amortise the call, small enough that
 #: one script run blocks Redis for at most a few milliseconds.
 DEFAULT_CHUNK_SIZE = 500
-
-#: Hash fields the sink owns; feature values may not use these names.
 
 _APPLIED, _DUPLICATE, _STALE = 1, 0, -1
 
 
 def _script_text() -> str:
     return importlib.resources.files("streamfeat.sinks").joinpath("cas.lua").read_text("utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """The new values of one entity.
-
-    ``values`` is keyed by Redis field name (``orders__1h``); a value of ``None``
-    deletes the field, a field not named is left as stored. ``asof_ms`` becomes
-    ``_asof``; ``version`` (from :func:`streamfeat.sinks.values.version`) becomes
-    ``_v`` and decides whether the write is applied.
-    """
-
-    entity_id: str
-    values: Mapping[str, Any]
-    asof_ms: int
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateBatch:
-    """The new values of many entities, as columns: what the worker writes per batch.
-
-    ``columns[j][i]`` is the value of field ``names[j]`` for ``entity_ids[i]``; every
-    field of the topology is named, and a value of ``None`` deletes its field. All
-    entities share ``asof_ms`` and ``version`` (one micro-batch of one partition).
-    Cheaper than one :class:`Update` per entity: no dict per entity, and the values are
-    encoded a column at a time.
-    """
-
-    entity_ids: Sequence[str]
-    names: Sequence[str]
-    columns: Sequence[Sequence[Any]]
-    asof_ms: int
-    version: str
-
-    def __len__(self) -> int:
-        return len(self.entity_ids)
-
-    def updates(self) -> list[Update]:
-        """The same writes as one :class:`Update` per entity."""
-        rows = zip(*self.columns, strict=True) if self.columns else ([] for _ in self.entity_ids)
-        return [Update(e, dict(zip(self.names, row, strict=True)), self.asof_ms, self.version)
-                for e, row in zip(self.entity_ids, rows, strict=True)]
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a :meth:`RedisSink.write` did.
-
-    ``duplicate``: rejected because the stored version equals the new one (the
-    same write was already applied, e.g. a batch re-sent after a lost reply).
-    ``stale``: rejected because the stored version is newer (a fenced or late writer).
-    """
-
-    applied: int = 0
-    duplicate: int = 0
-    stale: int = 0
-    rejected_ids: tuple[str, ...] = ()
-    stale_ids: tuple[str, ...] = ()
-
-    @property
-    def rejected(self) -> int:
-        """Writes not applied: ``duplicate + stale``."""
-        return self.duplicate + self.stale
 
 
 class RedisSink:

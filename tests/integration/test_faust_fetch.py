@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
 from confluent_kafka import Producer
 
-from streamfeat.runtime.faust_fetch import fetched_batches
+from streamfeat.runtime.consumers.faust_fetch import fetched_batches
 
 Row = tuple[int, int, int, bytes | None, bytes | None]  # partition, offset, ts, key, value
 

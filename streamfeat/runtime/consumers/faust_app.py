@@ -5,11 +5,11 @@ driver, in Faust's consumer thread). It does not own the per-event path: the tra
 consumer replaces Faust's message drain (``Consumer._drain_messages``, which wraps every
 record in a ``ConsumerMessage`` and feeds streams one by one) with a loop that takes each
 fetched ``{TP: [records]}`` map whole and hands it to the worker core, which runs on the
-thread that called :meth:`FaustSource.poll` (the main thread, as with the ``kafka`` runtime).
+thread that called :meth:`FaustConsumer.poll` (the main thread, as with the ``kafka`` runtime).
 Its consumer thread reads fetched record batches straight into columns
-(:mod:`streamfeat.runtime.faust_fetch`), never building aiokafka's per-record objects.
+(:mod:`streamfeat.runtime.consumers.faust_fetch`), never building aiokafka's per-record objects.
 
-Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
+Guarantees, as with :class:`~streamfeat.runtime.consumers.kafka.KafkaConsumer`:
 
 * The resume point is the offset stored in RocksDB with the state: ``on_assign`` answers it,
   each assigned partition is sought there, and Faust's own "seek to committed" after a
@@ -23,13 +23,9 @@ Guarantees, as with :class:`~streamfeat.runtime.source.KafkaSource`:
   the batch in hand is fully handled (operators, Redis, dead letters, RocksDB) and the
   worker has closed the partitions: assignment changes queue behind the batch.
 
-Faust internals relied on (faust-streaming 0.15.3): ``transport.consumer.Consumer.
-_drain_messages`` (started by ``Fetcher._fetcher``), ``_wait_next_records``, ``perform_seek``,
-``seek_wait``, and ``transport.drivers.aiokafka.Consumer._thread`` (``call_thread``,
-``_ensure_consumer``) for commits that never crash the app; ``tables.TableManager.
-on_start`` (:class:`TablelessManager`); ``Consumer._new_consumer_thread`` and
-``AIOKafkaConsumerThread._fetch_records`` (with aiokafka 0.14's fetcher internals: see
-:mod:`streamfeat.runtime.faust_fetch`).
+Faust's and aiokafka's internals relied on are listed, each with the test that guards it, in
+:data:`FAUST_INTERNALS`; ``tests/runtime/test_faust_internals.py`` checks that each still
+exists in the installed versions, and the guards check that each still behaves as used.
 """
 
 from __future__ import annotations
@@ -43,7 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import faust
 from aiokafka.structs import (  # type: ignore[import-untyped]  # no py.typed
@@ -56,15 +52,54 @@ from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamfeat.records import RecordBatch
-from streamfeat.runtime.faust_fetch import ColumnarConsumerThread
-from streamfeat.runtime.source import TP, OnAssign, OnRevoke
+from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
+from streamfeat.runtime.consumers.faust_fetch import ColumnarConsumerThread
 
-if TYPE_CHECKING:
-    from streamfeat.runtime.worker import WorkerConfig
-
-__all__ = ["FaustSource", "build_app"]
+__all__ = ["FAUST_INTERNALS", "FaustConsumer", "build_app"]
 
 log = logging.getLogger("streamfeat.worker")
+
+_E2E = "tests/integration/test_faust_runtime.py and tests/integration/test_worker_e2e.py"
+FAUST_INTERNALS: tuple[tuple[str, str, str], ...] = (
+    # (dotted name, what streamfeat uses it for, the test that guards that use)
+    ("faust.transport.consumer.Consumer._drain_messages",
+     "replaced: whole fetched batches go to the worker instead of per-event streams", _E2E),
+    ("faust.transport.consumer.Consumer._wait_next_records",
+     "called by the replacement drain to get the next fetch", _E2E),
+    ("faust.transport.consumer.Consumer.perform_seek",
+     "replaced: seek to the offset stored with the state, not the group's", _E2E),
+    ("faust.transport.consumer.Consumer.seek_wait", "seek and wait for it to land", _E2E),
+    ("faust.transport.drivers.aiokafka.Consumer._new_consumer_thread",
+     "replaced: the columnar consumer thread", _E2E),
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._fetch_records",
+     "replaced: fetched record batches read straight into columns",
+     "tests/integration/test_faust_fetch.py"),
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread.call_thread",
+     "advisory commits run on Faust's consumer thread", _E2E),
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._ensure_consumer",
+     "the aiokafka consumer the advisory commits go through", _E2E),
+    ("faust.tables.TableManager.on_start",
+     "replaced by TablelessManager: no one-second wait for tables that never come", _E2E),
+    ("aiokafka.consumer.fetcher.Fetcher.fetched_records",
+     "the rules the columnar fetch keeps (positions, control and aborted batches)",
+     "tests/integration/test_faust_fetch.py"),
+    ("aiokafka.consumer.fetcher.PartitionRecords._unpack_records",
+     "the rules the columnar fetch keeps (offsets before the fetch offset, next offset)",
+     "tests/integration/test_faust_fetch.py"),
+    ("aiokafka.consumer.fetcher.FetchResult.check_assignment",
+     "position check before records are handed over", "tests/integration/test_faust_fetch.py"),
+    *(("aiokafka.consumer.fetcher." + name, "read or called by the columnar fetch",
+       "tests/integration/test_faust_fetch.py") for name in (
+        "Fetcher._records", "Fetcher._subscriptions", "Fetcher._notify",
+        "Fetcher._wait_consume_future", "Fetcher._create_fetch_waiter",
+        "FetchResult._update_position", "FetchResult._partition_records",
+        "FetchResult._topic_partition", "PartitionRecords._records", "PartitionRecords._tp",
+        "PartitionRecords._check_crcs", "PartitionRecords._isolation_level",
+        "PartitionRecords._aborted_producers", "PartitionRecords._consume_aborted_up_to",
+        "PartitionRecords._contains_abort_marker", "PartitionRecords._key_deserializer",
+    )),
+)
+"""Every internal of Faust and aiokafka this runtime depends on, with its guard."""
 
 
 @dataclass
@@ -115,20 +150,20 @@ class TablelessManager(TableManager):
             await self.recovery.start()
 
 
-def build_app(config: WorkerConfig, group_id: str, topics: Sequence[str]) -> Any:
+def build_app(settings: ConsumerSettings, topics: Sequence[str]) -> Any:
     """The Faust app of a worker: group membership and fetching only; no agents, no tables."""
-    datadir = Path(config.state_dir) / "faust"
+    datadir = Path(settings.work_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        group_id,
-        broker=[f"kafka://{server.strip()}" for server in config.kafka.split(",")],
+        settings.group_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
         datadir=str(datadir),
         web_enabled=False,
         topic_allow_declare=False,
         topic_disable_leader=True,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=config.batch_size,
+        broker_max_poll_records=settings.batch_size,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
@@ -146,7 +181,7 @@ def build_app(config: WorkerConfig, group_id: str, topics: Sequence[str]) -> Any
 class _Bridge:
     """Faust's side of the hand-over; every method runs on Faust's event loop."""
 
-    def __init__(self, source: FaustSource, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, source: FaustConsumer, loop: asyncio.AbstractEventLoop) -> None:
         self.source = source
         self.loop = loop
         self.expected: dict[TP, int] = {}  # next offset to hand over, per assigned partition
@@ -263,16 +298,15 @@ class _Bridge:
         return out
 
 
-class FaustSource:
-    """The ``faust`` runtime's :class:`~streamfeat.runtime.source.ConsumerSource`.
+class FaustConsumer:
+    """The ``faust`` runtime's :class:`~streamfeat.runtime.consumers.GroupConsumer`.
 
     The Faust app runs on its own event loop in a background thread; the worker core calls
     :meth:`poll` from its own thread, which also runs the assignment callbacks.
     """
 
-    def __init__(self, config: WorkerConfig, group_id: str) -> None:
-        self.config = config
-        self.group_id = group_id
+    def __init__(self, settings: ConsumerSettings) -> None:
+        self.settings = settings
         self.inbox: queue.Queue[_Call | _Batch] = queue.Queue()
         self.closed = threading.Event()
         self.app: Any = None
@@ -286,8 +320,7 @@ class FaustSource:
         self._on_revoke: OnRevoke | None = None
         # Metadata and the group's committed offsets (read-only; never joins the group).
         self._query = QueryConsumer({
-            "bootstrap.servers": config.kafka, "group.id": group_id,
-            "enable.auto.commit": False, **config.kafka_config,
+            **settings.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": False,
         })
 
     # ------------------------------------------------------------------ the worker's side
@@ -394,7 +427,7 @@ class FaustSource:
 
     async def _main(self, topics: list[str]) -> None:
         self._stop = asyncio.Event()
-        app = build_app(self.config, self.group_id, topics)
+        app = build_app(self.settings, topics)
         bridge = _Bridge(self, asyncio.get_running_loop())
         app.transport.bridge = bridge
         app.on_partitions_assigned.connect(bridge.on_assigned)

@@ -1,80 +1,28 @@
-"""Where the worker's records come from: a consumer group member that hands over whole batches.
-
-The worker core (:mod:`streamfeat.runtime.worker`) needs only this from Kafka: join the group
-for some topics, be told which partitions it gains (answering with the offset each must be
-read from: the one stored in RocksDB with the state) and loses, receive batches of raw
-records grouped by partition in offset order, and a few offsets for lag and stop-at-end.
-Two implementations: :class:`KafkaSource` (confluent-kafka, runtime ``kafka``) and
-``streamfeat.runtime.faust_app.FaustSource`` (faust-streaming, runtime ``faust``).
-
-Contract of every source: ``on_assign`` and ``on_revoke`` run on the thread that calls
-:meth:`ConsumerSource.poll`, never while a batch returned by the previous ``poll`` is being
-handled, so a revocation is acknowledged only after the batch's effects are stored; and no
-record of an assigned partition is returned before ``on_assign`` has answered its offset.
-"""
+"""Runtime ``kafka``: a confluent-kafka (librdkafka) batch consumer, :class:`KafkaConsumer`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from streamfeat.records import RecordBatch
+from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 
-__all__ = ["TP", "ConsumerSource", "KafkaSource", "OnAssign", "OnRevoke"]
+__all__ = ["KafkaConsumer"]
 
 log = logging.getLogger("streamfeat.worker")
 
-TP = tuple[str, int]
-#: Called with newly assigned partitions; returns the offset to read each from (0: beginning).
-OnAssign = Callable[[list[TP]], dict[TP, int]]
-#: Called with partitions taken away (rebalance, lost membership, close).
-OnRevoke = Callable[[list[TP]], None]
 
-
-class ConsumerSource(Protocol):
-    """A consumer group member handing over whole batches of raw records."""
-
-    def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
-        """Join the group for ``topics``; assignment changes arrive through the callbacks."""
-        ...
-
-    def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
-        """Up to ``max_records`` records, a batch per partition, in offset order ({}: timeout)."""
-        ...
-
-    def commit(self, offsets: Mapping[TP, int]) -> None:
-        """Commit next offsets to the group, asynchronously (advisory: lag, stop-at-end)."""
-        ...
-
-    def committed(self, partitions: Sequence[TP]) -> dict[TP, int]:
-        """The group's committed next offsets (-1 or below: none); raises if unavailable."""
-        ...
-
-    def watermarks(self, tp: TP, *, cached: bool = False) -> tuple[int, int]:
-        """(low, high) offsets of a partition."""
-        ...
-
-    def partitions(self, topic: str) -> list[int]:
-        """Partition numbers of a topic."""
-        ...
-
-    def close(self) -> None:
-        """Leave the group (revoking what is assigned) and release the connections."""
-        ...
-
-
-class KafkaSource:
+class KafkaConsumer:
     """confluent-kafka batch consumer (librdkafka): the ``kafka`` runtime."""
 
-    def __init__(
-        self, config: dict[str, Any], group_id: str, *, on_error: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, settings: ConsumerSettings) -> None:
         self.consumer = Consumer({
-            **config,
-            "group.id": group_id,
+            **settings.librdkafka(),
+            "group.id": settings.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -89,7 +37,7 @@ class KafkaSource:
             "queued.min.messages": 200_000,
             "queued.max.messages.kbytes": 32 * 1024,
         })
-        self._on_error = on_error
+        self._on_error = settings.on_error
         self._topics: list[str] = []
 
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:

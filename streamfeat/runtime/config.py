@@ -1,0 +1,38 @@
+"""``WorkerConfig``: what one ``streamfeat worker`` process is told to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamfeat.topology import TopologyDef
+
+__all__ = ["WorkerConfig"]
+
+
+@dataclass
+class WorkerConfig:
+    topologies: Sequence[TopologyDef]
+    kafka: str
+    redis: str
+    state_dir: Path
+    snapshot_dir: Path | None = None
+    metrics_port: int | None = None
+    stop_at_end: bool = False
+    group_id: str | None = None
+    batch_size: int = 20_000
+    poll_timeout_s: float = 0.005  # the longest a small batch waits for more records
+    commit_every_s: float = 5.0
+    generation: int = 0
+    snapshot_every_s: float = 60.0
+    snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "faust"  # one of streamfeat.runtime.consumers.RUNTIMES
+
+    @property
+    def group(self) -> str:
+        """The consumer group: ``--group``, else one named after the topologies."""
+        names = "+".join(sorted(t.name for t in self.topologies))
+        return self.group_id or f"streamfeat.{names}"
