@@ -3,7 +3,9 @@
 Each state takes events one by one (``add(value, ts, seq)``), merges with
 another state of the same kind (``merge``, in place, associative), answers
 every aggregation of its family (``result``) and round-trips exactly through
-plain msgpack-able values (``to_obj`` / ``from_obj``).
+plain msgpack-able values (``to_obj`` / ``from_obj``): the :class:`AggState`
+protocol. :data:`STATE_CLASSES` maps each family to its class, so the window
+kinds build and restore states without knowing the families.
 
 Families (aggregations that can share one state):
 
@@ -24,6 +26,9 @@ Families (aggregations that can share one state):
 Every aggregation except ``count`` skips an event whose field is missing or
 null; the numeric ones also skip non-numbers (``bool`` counts as a number,
 as in Python; ``NaN`` is treated as missing).
+
+Feature values and the values events carry are typed ``Any`` on purpose: they
+are whatever JSON-able value a record holds (numbers, strings, lists...).
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from __future__ import annotations
 import heapq
 import math
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from streamfeat.errors import StateError
+from streamfeat.operators.sketches import DDSketch, HyperLogLog, hash64_many
 from streamfeat.topology.definitions import AggKind, FeatureDef
 
 __all__ = [
+    "STATE_CLASSES",
     "TOP_K_MAX_VALUES",
     "AggState",
     "Distinct",
@@ -46,7 +53,9 @@ __all__ = [
     "Moments",
     "Quantiles",
     "Recent",
+    "empty_value",
     "family_of",
+    "moments_result",
     "new_state",
     "numeric",
     "state_from_obj",
@@ -60,6 +69,8 @@ HLL_PRECISION = 14
 
 
 class Family(StrEnum):
+    """Aggregations that can share one state (their values are part of the state key)."""
+
     MOMENTS = "moments"
     DISTINCT = "distinct"
     QUANTILES = "quantiles"
@@ -89,6 +100,11 @@ def family_of(agg: AggKind) -> Family:
     return _FAMILY[agg]
 
 
+def empty_value(agg: AggKind) -> Any:
+    """The value of ``agg`` over a window with no events: ``0`` for counts and sums."""
+    return 0 if agg in (AggKind.COUNT, AggKind.SUM) else None
+
+
 def numeric(value: Any) -> float | None:
     """``value`` as a float when it is a number (not NaN), else ``None``."""
     if isinstance(value, int | float):
@@ -101,9 +117,29 @@ def _sort_key(value: Any) -> tuple[str, Any]:
     return (type(value).__name__, value)
 
 
+def _k(feature: FeatureDef) -> int:
+    return 1 if feature.k is None else feature.k
+
+
 class AggState(Protocol):
+    """What every family's state offers (see the module doc).
+
+    ``new`` and ``from_obj`` take the feature that configures the state
+    (``exact_up_to``, ``k``); a family that needs no configuration ignores it.
+    """
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Self:
+        """A fresh, empty state."""
+        ...
+
+    @classmethod
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Self:
+        """Inverse of :meth:`to_obj` (may raise ``TypeError``, ``ValueError``...)."""
+        ...
+
     def add(self, value: Any, ts: int, seq: int) -> None: ...
-    def merge(self, other: Any) -> None: ...
+    def merge(self, other: Self) -> None: ...
     def result(self, feature: FeatureDef) -> Any: ...
     def empty(self) -> bool: ...
     def to_obj(self) -> list[Any]: ...
@@ -122,6 +158,10 @@ class Moments:
         self.s2 = 0.0
         self.mn = math.inf
         self.mx = -math.inf
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Moments:
+        return cls()
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         self.c += 1
@@ -161,7 +201,7 @@ class Moments:
         return [self.c, self.n, self.k, self.s1, self.s2, self.mn, self.mx]
 
     @classmethod
-    def from_obj(cls, obj: list[Any]) -> Moments:
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Moments:
         st = cls()
         st.c, st.n, st.k, st.s1, st.s2, st.mn, st.mx = obj
         return st
@@ -196,14 +236,19 @@ class Distinct:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.values: set[Any] | None = set()
-        self.hll: Any = None
+        """The exact set; ``None`` once the state has become a HyperLogLog."""
+        self.hll: HyperLogLog | None = None
+        """The sketch once more than ``limit`` values were seen (then ``values`` is ``None``)."""
 
-    def _to_hll(self) -> None:
-        from streamfeat.operators.sketches import HyperLogLog, hash64_many
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Distinct:
+        return cls(feature.exact_up_to)
 
+    def _to_hll(self) -> HyperLogLog:
         hll = HyperLogLog(precision=HLL_PRECISION)
         hll.add_hashes(hash64_many(sorted(self.values or (), key=_sort_key)))
         self.hll, self.values = hll, None
+        return hll
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         if value is None:
@@ -212,7 +257,7 @@ class Distinct:
             self.values.add(value)
             if len(self.values) > self.limit:
                 self._to_hll()
-        else:
+        elif self.hll is not None:
             self.hll.add(value)
 
     def merge(self, other: Distinct) -> None:
@@ -221,36 +266,33 @@ class Distinct:
             if len(self.values) > self.limit:
                 self._to_hll()
             return
-        if self.values is not None:
-            self._to_hll()
+        hll = self._to_hll() if self.values is not None else self.hll
+        if hll is None:  # pragma: no cover - exactly one of values and hll is set
+            raise StateError("internal error: a count_distinct state with neither set nor sketch")
         if other.values is not None:
-            from streamfeat.operators.sketches import hash64_many
-
-            self.hll.add_hashes(hash64_many(sorted(other.values, key=_sort_key)))
-        else:
-            self.hll.merge(other.hll)
+            hll.add_hashes(hash64_many(sorted(other.values, key=_sort_key)))
+        elif other.hll is not None:
+            hll.merge(other.hll)
 
     def empty(self) -> bool:
         return self.values is not None and not self.values
 
     def result(self, feature: FeatureDef) -> Any:
-        if self.values is not None:
-            return len(self.values)
+        if self.values is not None or self.hll is None:
+            return len(self.values or ())
         return round(self.hll.estimate())
 
     def to_obj(self) -> list[Any]:
-        if self.values is not None:
-            return [0, sorted(self.values, key=_sort_key)]
+        if self.values is not None or self.hll is None:
+            return [0, sorted(self.values or (), key=_sort_key)]
         return [1, self.hll.to_bytes()]
 
     @classmethod
-    def from_obj(cls, obj: list[Any], limit: int) -> Distinct:
-        st = cls(limit)
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Distinct:
+        st = cls(feature.exact_up_to)
         if obj[0] == 0:
             st.values = set(obj[1])
         else:
-            from streamfeat.operators.sketches import HyperLogLog
-
             st.values, st.hll = None, HyperLogLog.from_bytes(obj[1])
         return st
 
@@ -260,12 +302,14 @@ class Quantiles:
 
     __slots__ = ("sketch",)
 
-    def __init__(self, sketch: Any = None) -> None:
+    def __init__(self, sketch: DDSketch | None = None) -> None:
         if sketch is None:
-            from streamfeat.operators.sketches import DDSketch
-
             sketch = DDSketch(relative_accuracy=PERCENTILE_RELATIVE_ACCURACY)
         self.sketch = sketch
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Quantiles:
+        return cls()
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         x = numeric(value)
@@ -286,9 +330,7 @@ class Quantiles:
         return [self.sketch.to_bytes()]
 
     @classmethod
-    def from_obj(cls, obj: list[Any]) -> Quantiles:
-        from streamfeat.operators.sketches import DDSketch
-
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Quantiles:
         return cls(DDSketch.from_bytes(obj[0]))
 
 
@@ -299,7 +341,13 @@ class Ends:
 
     def __init__(self) -> None:
         self.first: tuple[int, int, Any] | None = None
+        """``(ts, seq, value)`` of the earliest event with a value."""
         self.last: tuple[int, int, Any] | None = None
+        """``(ts, seq, value)`` of the latest event with a value."""
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Ends:
+        return cls()
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         if value is None:
@@ -327,7 +375,7 @@ class Ends:
                 None if self.last is None else list(self.last)]
 
     @classmethod
-    def from_obj(cls, obj: list[Any]) -> Ends:
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Ends:
         st = cls()
         st.first = None if obj[0] is None else (obj[0][0], obj[0][1], obj[0][2])
         st.last = None if obj[1] is None else (obj[1][0], obj[1][1], obj[1][2])
@@ -342,6 +390,11 @@ class Recent:
     def __init__(self, k: int) -> None:
         self.k = k
         self.heap: list[tuple[int, int, Any]] = []
+        """``(ts, seq, value)`` of the ``k`` latest events with a value; oldest first."""
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Recent:
+        return cls(_k(feature))
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         if value is None:
@@ -368,8 +421,8 @@ class Recent:
         return [[list(i) for i in sorted(self.heap, key=lambda i: (i[0], i[1]))]]
 
     @classmethod
-    def from_obj(cls, obj: list[Any], k: int) -> Recent:
-        st = cls(k)
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Recent:
+        st = cls(_k(feature))
         st.heap = [(i[0], i[1], i[2]) for i in obj[0]]
         heapq.heapify(st.heap)
         return st
@@ -383,6 +436,11 @@ class Frequencies:
     def __init__(self, k: int) -> None:
         self.k = k
         self.counts: dict[Any, int] = {}
+        """Events per value (at most :data:`TOP_K_MAX_VALUES` values)."""
+
+    @classmethod
+    def new(cls, feature: FeatureDef) -> Frequencies:
+        return cls(_k(feature))
 
     def _cap(self) -> None:
         if len(self.counts) > TOP_K_MAX_VALUES:
@@ -413,45 +471,32 @@ class Frequencies:
         return [sorted(([v, c] for v, c in self.counts.items()), key=lambda i: _sort_key(i[0]))]
 
     @classmethod
-    def from_obj(cls, obj: list[Any], k: int) -> Frequencies:
-        st = cls(k)
+    def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Frequencies:
+        st = cls(_k(feature))
         st.counts = {v: c for v, c in obj[0]}
         return st
 
 
-def _k(feature: FeatureDef) -> int:
-    return 1 if feature.k is None else feature.k
+STATE_CLASSES: dict[Family, type[AggState]] = {
+    Family.MOMENTS: Moments,
+    Family.DISTINCT: Distinct,
+    Family.QUANTILES: Quantiles,
+    Family.ENDS: Ends,
+    Family.RECENT: Recent,
+    Family.FREQUENCIES: Frequencies,
+}
+"""The state class of each family: ``STATE_CLASSES[family].new(feature)``."""
 
 
-def new_state(family: Family, feature: FeatureDef) -> Any:
+def new_state(family: Family, feature: FeatureDef) -> AggState:
     """A fresh, empty state of ``family`` configured by ``feature``."""
-    if family is Family.MOMENTS:
-        return Moments()
-    if family is Family.DISTINCT:
-        return Distinct(feature.exact_up_to)
-    if family is Family.QUANTILES:
-        return Quantiles()
-    if family is Family.ENDS:
-        return Ends()
-    if family is Family.RECENT:
-        return Recent(_k(feature))
-    return Frequencies(_k(feature))
+    return STATE_CLASSES[family].new(feature)
 
 
-def state_from_obj(family: Family, feature: FeatureDef, obj: list[Any]) -> Any:
+def state_from_obj(family: Family, feature: FeatureDef, obj: list[Any]) -> AggState:
     """Inverse of ``to_obj``; raises :class:`StateError` on a malformed payload."""
     try:
-        if family is Family.MOMENTS:
-            return Moments.from_obj(obj)
-        if family is Family.DISTINCT:
-            return Distinct.from_obj(obj, feature.exact_up_to)
-        if family is Family.QUANTILES:
-            return Quantiles.from_obj(obj)
-        if family is Family.ENDS:
-            return Ends.from_obj(obj)
-        if family is Family.RECENT:
-            return Recent.from_obj(obj, _k(feature))
-        return Frequencies.from_obj(obj, _k(feature))
+        return STATE_CLASSES[family].from_obj(obj, feature)
     except (TypeError, ValueError, IndexError, KeyError) as exc:
         raise StateError(
             f"corrupt {family.value} state ({exc}); delete the partition's state directory "

@@ -1,10 +1,12 @@
 """All features of one topology on one Kafka partition: :class:`PartitionOperator`.
 
 Per micro-batch (records in offset order) the operator decides lateness with a
-running maximum, groups the accepted events by ``where`` and field, and feeds
-each *slot* (state shared by feature-windows with the same window, ``where``,
-field and aggregation family; see :mod:`streamfeat.operators.windows`). The
-moments family on bucketed windows is updated with numpy, once per
+running maximum, evaluates each ``where`` once, and feeds the batch to each
+*slot* (state shared by feature-windows with the same window, ``where``, field
+and aggregation family; see :mod:`streamfeat.operators.slots`). The plan
+(:meth:`PartitionOperator._plan`) picks each slot's window kind; from then on
+the operator talks to every slot through the :class:`~.slots.Slot` protocol.
+The moments family on bucketed windows is updated with numpy, once per
 ``(entity, bucket)`` group; the other families loop over their events.
 """
 
@@ -15,7 +17,6 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import methodcaller
 from typing import Any
 
 import msgspec
@@ -23,16 +24,11 @@ import numpy as np
 import numpy.typing as npt
 
 from streamfeat.errors import StateError
-from streamfeat.operators.aggregations import Family, family_of, moments_result
+from streamfeat.operators.aggregations import Family, family_of
 from streamfeat.operators.eventtime import late_mask
-from streamfeat.operators.windows import (
-    NEVER,
-    BucketSlot,
-    ExactSlot,
-    MomentsRing,
-    SessionSlot,
-    Span,
-)
+from streamfeat.operators.rings import MomentsRing
+from streamfeat.operators.slots import NEVER, Batch, Slot
+from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
 from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
 
 __all__ = ["EMPTY_STATE", "STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
@@ -49,6 +45,7 @@ EMPTY_STATE = msgspec.msgpack.encode([STATE_FORMAT_VERSION, {}])
 store deletes it."""
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+"""A compiled ``where``: does a record pass it (records hold any JSON-able values)."""
 WhereCompiler = Callable[[str], Predicate]
 
 _MINMAX = (AggKind.MIN, AggKind.MAX)
@@ -65,6 +62,8 @@ class ProcessResult:
 
 @dataclass(slots=True)
 class _Member:
+    """One feature-window served by a slot."""
+
     feature: FeatureDef
     window: WindowDef
     name: str  # Redis field
@@ -72,24 +71,38 @@ class _Member:
 
 
 @dataclass(slots=True)
-class _Slot:
+class _Planned:
+    """A slot while it is planned: the feature-windows that share it."""
+
     key: str
     family: Family
     window: WindowDef
     where: str | None
     source: str | None  # the aggregated field
     members: list[_Member] = field(default_factory=list)
-    impl: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A planned slot and its state: what the operator iterates over."""
+
+    key: str
+    """Digest of the slot's definition: the key of its state in an entity's bytes."""
+    where: str | None
+    source: str | None
+    """The aggregated field (``None`` for a slot of counts only)."""
+    members: tuple[_Member, ...]
+    features: tuple[FeatureDef, ...]
+    """The members' features, in the order :meth:`Slot.values` answers them."""
+    state_hashes: list[str]
+    """Stored next to the slot's state (``[state_hashes, state]``)."""
+    impl: Slot
 
 
 def _default_compiler(text: str) -> Predicate:
     from streamfeat.topology.expressions import compile_where
 
     return compile_where(text)
-
-
-def _empty_value(agg: AggKind) -> Any:
-    return 0 if agg in (AggKind.COUNT, AggKind.SUM) else None
 
 
 class _Index(dict[str, int]):
@@ -116,47 +129,6 @@ class _Index(dict[str, int]):
         del self[self.keys_by_row[row]]
         self.keys_by_row[row] = ""
         self.free.append(row)
-
-
-def _floats(values: list[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Numbers as float64 and a validity mask (missing, None, NaN, non-numbers invalid)."""
-    arr = np.asarray(values) if values else np.zeros(0)
-    if arr.dtype.kind in "fiub":
-        x = arr.astype(np.float64)
-    else:
-        x = np.array(
-            [float(v) if isinstance(v, int | float) else np.nan for v in values],
-            dtype=np.float64,
-        )
-    valid = ~np.isnan(x)
-    return x, valid
-
-
-def _moments_column(agg: AggKind, cols: dict[str, npt.NDArray[np.float64]]) -> list[Any]:
-    """The vector twin of :func:`moments_result` (same float operations, same answers)."""
-    c, n, k, s1, s2 = cols["c"], cols["n"], cols["k"], cols["s1"], cols["s2"]
-    if agg is AggKind.COUNT:
-        return c.astype(np.int64).tolist()  # type: ignore[no-any-return]
-    with np.errstate(all="ignore"):
-        if agg is AggKind.SUM:
-            v = n * k + s1
-        elif agg is AggKind.MEAN:
-            v = k + s1 / n
-        elif agg is AggKind.MIN:
-            v = cols["mn"]
-        elif agg is AggKind.MAX:
-            v = cols["mx"]
-        else:
-            v = np.maximum((s2 - s1 * s1 / n) / n, 0.0)
-            if agg is AggKind.STDDEV:
-                v = np.sqrt(v)
-    out: list[Any] = v.tolist()
-    empty = n == 0
-    if empty.any():
-        fill = 0 if agg is AggKind.SUM else None
-        for i in np.flatnonzero(empty).tolist():
-            out[i] = fill
-    return out
 
 
 class PartitionOperator:
@@ -191,7 +163,6 @@ class PartitionOperator:
         self._predicates = {
             s.where: compile_(s.where) for s in self._slots if s.where is not None
         }
-        self._rings = [s for s in self._slots if isinstance(s.impl, MomentsRing)]
         self._field_names = tuple(m.name for f in topology.features for m in self._members_of(f))
         self._cap = 0
         self._ensure_capacity(1024)
@@ -205,10 +176,10 @@ class PartitionOperator:
         ]
 
     def _plan(self, features: Sequence[FeatureDef]) -> list[_Slot]:
-        slots: dict[str, _Slot] = {}
+        slots: dict[str, _Planned] = {}
 
         def share_key(fam: Family, f: FeatureDef, w: WindowDef, fld: str | None) -> str:
-            params: list[Any] = []
+            params: list[int | None] = []
             if fam is Family.DISTINCT:
                 params = [f.exact_up_to]
             elif fam in (Family.RECENT, Family.FREQUENCIES):
@@ -234,24 +205,29 @@ class PartitionOperator:
                 key = share_key(fam, f, w, fld)
                 slot = slots.get(key)
                 if slot is None:
-                    slot = slots[key] = _Slot(key, fam, w, f.where, fld)
+                    slot = slots[key] = _Planned(key, fam, w, f.where, fld)
                 slot.members.append(member)
         out = []
-        for text, slot in slots.items():
-            minmax = any(m.feature.agg in _MINMAX for m in slot.members)
-            first = slot.members[0].feature
-            w = slot.window
-            if slot.family is Family.MOMENTS and w.kind in _BUCKETED and not w.exact:
-                slot.impl = MomentsRing(Span.of(w), minmax, capacity=1)
+        for text, plan in slots.items():
+            minmax = any(m.feature.agg in _MINMAX for m in plan.members)
+            first = plan.members[0].feature
+            w = plan.window
+            impl: Slot
+            if plan.family is Family.MOMENTS and w.kind in _BUCKETED and not w.exact:
+                impl = MomentsRing(Span.of(w), minmax, capacity=1)
             elif w.kind is WindowKind.SESSION:
-                slot.impl = SessionSlot(int(w.size_ms or 0), self.lateness, slot.family, first)
+                impl = SessionSlot(int(w.size_ms or 0), self.lateness, plan.family, first)
             elif w.exact:
-                slot.impl = ExactSlot(int(w.size_ms or 0), slot.family, first)
+                impl = ExactSlot(int(w.size_ms or 0), plan.family, first)
             else:
-                slot.impl = BucketSlot(Span.of(w), slot.family, first)
+                impl = BucketSlot(Span.of(w), plan.family, first)
             digest = hashlib.sha256(f"{text}|{minmax}".encode()).hexdigest()[:16]
-            slot.key = digest
-            out.append(slot)
+            members = tuple(plan.members)
+            out.append(_Slot(
+                key=digest, where=plan.where, source=plan.source, members=members,
+                features=tuple(m.feature for m in members),
+                state_hashes=[m.state_hash for m in members], impl=impl,
+            ))
         return out
 
     def _ensure_capacity(self, rows: int) -> None:
@@ -260,8 +236,8 @@ class PartitionOperator:
             armed = np.full(self._cap, NEVER, dtype=np.int64)
             armed[: self._armed.size] = self._armed
             self._armed = armed
-            for s in self._rings:
-                s.impl.grow(self._cap)
+            for s in self._slots:
+                s.impl.reserve(self._cap)
 
     # -- processing -----------------------------------------------------------
 
@@ -305,64 +281,17 @@ class PartitionOperator:
         if accepted.size == 0:
             return ProcessResult(late, set())
 
-        masks: dict[str | None, npt.NDArray[np.bool_]] = {None: ~late}
+        passing: dict[str | None, npt.NDArray[np.bool_]] = {None: ~late}
         for text, pred in self._predicates.items():
             m = np.zeros(n, dtype=np.bool_)
             if all_ok:
                 m[:] = [bool(pred(r)) for r in records]
             else:
                 m[accepted] = [bool(pred(records[i])) for i in accepted.tolist()]
-            masks[text] = m
-        raw: dict[str, list[Any]] = dict(fields) if fields else {}
-        nums: dict[str | None, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]] = {}
-
-        def values_of(fld: str) -> list[Any]:
-            got = raw.get(fld)
-            if got is None:
-                got = raw[fld] = list(map(methodcaller("get", fld), records))
-            return got
-
-        if self._rings:
-            # One sort by (entity, ts, offset) serves every ring slot of the batch.
-            ea, ta = rows[accepted], tarr[accepted]
-            tmin = int(ta.min())
-            span = int(ta.max()) - tmin + 1
-            if int(ea.max()) * span < 2**62:
-                order = np.argsort(ea * span + (ta - tmin), kind="stable")
-            else:
-                order = np.lexsort((ta, ea))
-            by_entity = accepted[order]
-        for slot in self._rings:
-            if slot.source not in nums:
-                if slot.source is None:
-                    nums[None] = (np.zeros(n), np.zeros(n, dtype=np.bool_))
-                else:
-                    nums[slot.source] = _floats(values_of(slot.source))
-            x, valid = nums[slot.source]
-            sel: npt.NDArray[np.int64] = by_entity
-            if slot.where is not None:
-                sel = sel[np.asarray(masks[slot.where][sel], dtype=np.bool_)]
-            slot.impl.update(rows[sel], tarr[sel], sel, x, valid, st)
-
-        others = [s for s in self._slots if not isinstance(s.impl, MomentsRing)]
-        if others:
-            rows_l: list[int] = rows.tolist()
-            ts_l: list[int] = tarr.tolist()
-            acc_l: list[int] = accepted.tolist()
-            seen = set(rows[accepted].tolist())
-            for slot in others:
-                vals = values_of(slot.source) if slot.source is not None else [None] * n
-                impl = slot.impl
-                passes = masks[slot.where]
-                if isinstance(impl, SessionSlot):
-                    sel_l = passes.tolist()
-                    for i in acc_l:
-                        impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], sel_l[i])
-                else:
-                    for i in np.flatnonzero(passes).tolist():
-                        impl.add(rows_l[i], ts_l[i], seq0 + i, vals[i], st)
-                for r in seen:
-                    impl.prune(r, st)
+            passing[text] = m
+        batch = Batch(rows, tarr, accepted, seq0, st, records, fields, passing)
+        for slot in self._slots:
+            slot.impl.add(batch, slot.source, slot.where)
 
         touched_rows = np.unique(rows[accepted]).tolist()
         self._dirty.update(touched_rows)
@@ -405,30 +334,10 @@ class PartitionOperator:
         columns: dict[str, list[Any]] = {}
         nxt = np.full(m, NEVER, dtype=np.int64)
         for slot in self._slots:
-            impl = slot.impl
-            if isinstance(impl, MomentsRing):
-                cols, nx = impl.query(rows, t)
-                np.minimum(nxt, nx, out=nxt)
-                for mem in slot.members:
-                    columns[mem.name] = _moments_column(mem.feature.agg, cols)
-                continue
-            lists: list[list[Any]] = [[] for _ in slot.members]
-            for j, r in enumerate(rows.tolist()):
-                state, nx_ = impl.query(r, t)
-                if nx_ < nxt[j]:
-                    nxt[j] = nx_
-                empty = state is None or state.empty()
-                for lst, mem in zip(lists, slot.members, strict=True):
-                    agg = mem.feature.agg
-                    if empty:
-                        lst.append(_empty_value(agg))
-                    elif slot.family is Family.MOMENTS:
-                        lst.append(moments_result(agg, state.c, state.n, state.k or 0.0,
-                                                  state.s1, state.s2, state.mn, state.mx))
-                    else:
-                        lst.append(state.result(mem.feature))
-            for lst, mem in zip(lists, slot.members, strict=True):
-                columns[mem.name] = lst
+            values, slot_next = slot.impl.values(rows, t, slot.features)
+            np.minimum(nxt, slot_next, out=nxt)
+            for mem, column in zip(slot.members, values, strict=True):
+                columns[mem.name] = column
         self._arm(rows, nxt)
         return [columns[name] for name in self._field_names]
 
@@ -477,30 +386,18 @@ class PartitionOperator:
         Exact for the numpy rings; other slots are estimated at 120 bytes per
         bucket, session or kept event.
         """
-        total = 0
-        for slot in self._slots:
-            impl = slot.impl
-            if isinstance(impl, MomentsRing):
-                total += impl.nbytes
-            else:
-                total += 120 * sum(len(v) for v in impl.entities.values())
-        return total
+        return sum(slot.impl.approx_bytes() for slot in self._slots)
 
     # -- persistence ----------------------------------------------------------
 
     def _dump(self, rows: list[int]) -> list[bytes]:
         st = 0 if self._st is None else self._st
-        payloads: list[dict[str, Any]] = [{} for _ in rows]
+        payloads: list[dict[str, list[object]]] = [{} for _ in rows]
         for slot in self._slots:
-            impl = slot.impl
-            if isinstance(impl, MomentsRing):
-                objs = impl.dump_many(rows, st)
-            else:
-                objs = [impl.dump(r, st) for r in rows]
-            members = [m.state_hash for m in slot.members]
+            objs = slot.impl.dump(rows, st)
             for payload, obj in zip(payloads, objs, strict=True):
                 if obj is not None:
-                    payload[slot.key] = [members, obj]
+                    payload[slot.key] = [slot.state_hashes, obj]
         encode = msgspec.msgpack.encode
         return [encode([STATE_FORMAT_VERSION, payload]) for payload in payloads]
 

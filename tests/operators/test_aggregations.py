@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamfeat.operators import Family, late_mask, new_state
-from streamfeat.operators.aggregations import state_from_obj
+from streamfeat.operators import late_mask
+from streamfeat.operators.aggregations import Family, new_state, state_from_obj
 from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
 
 LIFETIME = WindowDef(WindowKind.LIFETIME, None, None, "lifetime")
