@@ -4,12 +4,14 @@
 
 Generates the events with ``OrderEvents`` into Parquet snapshots with ``SnapshotWriter``
 (keyed to partitions like Kafka's hash would: crc32 of the key), then times
-``replay(..., to_parquet=...)`` through the worker's processor, and prints events/s.
+``replay(..., to_parquet=...)`` through the worker's pipeline (:mod:`streamfeat.pipeline`),
+and prints events/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 import zlib
@@ -31,6 +33,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=None)
     parser.add_argument("--topology", default=str(ROOT / "topologies" / "orders.yaml"))
     args = parser.parse_args()
+    # replay() reports its progress on the streamfeat.replay logger
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     topology = load_topology(Path(args.topology))
     with tempfile.TemporaryDirectory() as tmp:
         snap = Path(tmp) / "snap"

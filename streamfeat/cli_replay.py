@@ -1,6 +1,9 @@
 """``streamfeat replay``, ``training-set`` and ``verify`` (contract sections 6 and 7).
 
-``streamfeat.cli`` calls :func:`add_replay_commands` with its sub-parsers.
+``streamfeat.cli`` calls :func:`add_replay_commands` with its sub-parsers. The commands
+live in :mod:`streamfeat.replay`, which never prints: its progress and warnings go to the
+``streamfeat.replay`` logger, which ``streamfeat.cli.main`` shows on stderr (INFO, or DEBUG
+with ``-v``). Only the results are printed here.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _training_set(args: argparse.Namespace) -> int:
-    from streamfeat.replay.training import training_set
+    from streamfeat.replay import training_set
 
     features = [f for f in args.features.split(",") if f] if args.features else None
     table = training_set(
@@ -53,7 +56,7 @@ def _training_set(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from streamfeat.replay.verify import verify
+    from streamfeat.replay import verify
 
     report = verify(args.topology, args.snapshot_dir, resolve_redis(args.redis),
                     sample=args.sample)

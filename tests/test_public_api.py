@@ -18,6 +18,7 @@ PACKAGES = [
     "streamfeat.snapshot",
     "streamfeat.replay",
     "streamfeat.runtime",
+    "streamfeat.runtime.consumers",
 ]
 
 
@@ -25,6 +26,43 @@ def _isort_key(name: str) -> tuple[int, str]:
     """ruff's RUF022 order: CONSTANTS, then Classes, then functions."""
     kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
     return kind, name
+
+
+PUBLIC_API = [
+    "Client",
+    "ConfigError",
+    "DecodeError",
+    "EntityFeatures",
+    "ReplayResult",
+    "SinkError",
+    "StateError",
+    "StreamfeatError",
+    "TopologyDef",
+    "TopologyError",
+    "VerifyReport",
+    "load_topology",
+    "replay",
+    "training_set",
+    "verify",
+]
+
+
+def test_the_public_api_is_pinned() -> None:
+    """Adding to or removing from the package root's API is a decision: change it here too."""
+    import streamfeat
+
+    assert streamfeat.__all__ == PUBLIC_API
+    public = {n for n in vars(streamfeat) if not n.startswith("_")}
+    submodules = {"client", "errors", "replay", "topology", "records", "operators", "sinks",
+                  "pipeline", "state", "snapshot", "config", "retry"}
+    assert public - submodules - set(PUBLIC_API) == {"annotations"}, (
+        "names at the package root that are not in __all__")
+
+
+def test_every_package_says_what_it_owns_and_must_not_import() -> None:
+    for name in PACKAGES[1:]:
+        doc = importlib.import_module(name).__doc__ or ""
+        assert "must not import" in doc.lower(), name
 
 
 @pytest.mark.parametrize("name", PACKAGES)

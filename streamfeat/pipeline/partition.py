@@ -1,7 +1,8 @@
 """One topology on one partition: raw records in, Redis updates and dead letters out.
 
 No Kafka and no Redis here, so the worker and the replay drive the very same code:
-decode -> operators -> (values of touched and expired entities) -> updates.
+acceptance (decode, late rule) -> operators -> (values of touched and expired entities)
+-> updates.
 """
 
 from __future__ import annotations
@@ -10,20 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
-from streamfeat.records import Decoder, RawRecord, RecordBatch, as_batch
-from streamfeat.sinks import UpdateBatch, version
+from streamfeat.pipeline.acceptance import Acceptance, DeadLetter
+from streamfeat.records import RawRecord, RecordBatch
+from streamfeat.sinks.updates import UpdateBatch
+from streamfeat.sinks.values import version
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
-__all__ = ["BatchOutcome", "DeadLetter", "PartitionPipeline"]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: RawRecord
-    reason: str
-    kind: str  # "malformed" | "late"
-    topology: str
+__all__ = ["BatchOutcome", "PartitionPipeline"]
 
 
 @dataclass(slots=True)
@@ -52,14 +47,14 @@ class PartitionPipeline:
         self.generation = generation
         self.store = store
         self.operator = PartitionOperator(topology, partition)
-        self.decoder = Decoder(topology)
         self.next_offset: int | None = None
         if store is not None:
-            checkpoint = store.checkpoint()
+            checkpoint = store.committed()
             if checkpoint.meta is not None:
                 self.operator.load_meta(checkpoint.meta)
                 self.operator.load_entities(store.entities())
             self.next_offset = checkpoint.next_offset
+        self.acceptance = Acceptance(topology, partition)
 
     @property
     def stream_time(self) -> int | None:
@@ -70,27 +65,20 @@ class PartitionPipeline:
         out = BatchOutcome(consumed=len(records))
         if not records:
             return out
-        records = as_batch(records, self.partition)
-        decoded = self.decoder.decode(records.values, records.kafka_ts)
-        for pos, reason in decoded.errors:
-            out.dead.append(DeadLetter(records[pos], reason, "malformed", self.topology.name))
-        out.malformed = len(decoded.errors)
-        result = self.operator.process(decoded.keys, decoded.ts, decoded.records, decoded.fields)
-        stream_time = self.operator.stream_time
-        late_index = result.late.nonzero()[0].tolist()
-        lateness = self.topology.lateness_ms
-        name = self.topology.name
-        for i in late_index:
-            reason = f"late: event time {decoded.ts[i]} is over {lateness} ms behind stream time"
-            out.dead.append(DeadLetter(records[decoded.positions[i]], reason, "late", name))
-        out.late = len(late_index)
-        out.aggregated = len(decoded.keys) - out.late
-        if out.dead:
-            out.dead.sort(key=lambda d: d.record.offset)
-        last = records.offsets[-1]
+        # The operators own the stream time (it is restored with their state); judging from
+        # theirs, the acceptance marks late exactly the events the operators skip.
+        self.acceptance.stream_time = self.operator.stream_time
+        verdict = self.acceptance.judge(records)
+        decoded = verdict.decoded
+        result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
+        out.dead = verdict.dead_letters()
+        out.malformed = verdict.malformed
+        out.late = verdict.late_count
+        out.aggregated = verdict.accepted_count
+        last = verdict.batch.offsets[-1]
         self.next_offset = last + 1
-        if stream_time is not None:
-            out.updates = self.updates(result.touched, stream_time, last)
+        if verdict.stream_time is not None:
+            out.updates = self.updates(result.touched, verdict.stream_time, last)
         return out
 
     def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:

@@ -2,9 +2,9 @@
 
 Event time (the default): for a spine row ``(e, t)`` every feature is the value as of
 ``t`` (contract section 2) over the events the stream *accepted* with ``ts <= t``.
-Acceptance is decided exactly as the worker decides it: records in offset order, the
-same :class:`~streamfeat.records.Decoder` and the same running-maximum late rule
-(:func:`~streamfeat.operators.late_mask`). Nothing after ``t`` leaks in.
+Acceptance is decided by the worker's own code, :class:`~streamfeat.pipeline.Acceptance`:
+records in offset order, the same decoding and the same running-maximum late rule.
+Nothing after ``t`` leaks in.
 
 Method, per partition (partitions run in parallel processes):
 
@@ -35,31 +35,23 @@ state and (pass 2) the accepted events of the last ``lateness``.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from streamfeat.client import resolve_fields
 from streamfeat.errors import ConfigError
-from streamfeat.operators import PartitionOperator, late_mask
-from streamfeat.pipeline import PartitionPipeline
-from streamfeat.records import Decoder
-from streamfeat.replay.replay import (
-    TopologyLike,
-    arrow_columns,
-    resolve_topology,
-    run_jobs,
-    write_parquet_atomically,
-)
+from streamfeat.operators import PartitionOperator
+from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
+from streamfeat.replay.inputs import TopologyLike, resolve_topology, snapshot_root
+from streamfeat.replay.jobs import LOGGER, run_jobs
+from streamfeat.replay.output import arrow_columns, write_parquet_atomically
+from streamfeat.replay.spine import entity_ids, read_spine, timestamps_ms
 from streamfeat.snapshot.reader import (
     DateLike,
     SnapshotFile,
@@ -72,56 +64,11 @@ from streamfeat.snapshot.reader import (
 )
 from streamfeat.topology import TopologyDef
 
-__all__ = ["read_spine", "training_set"]
+__all__ = ["training_set"]
+
+log = logging.getLogger(LOGGER)
 
 _BATCH_ROWS = 20_000
-
-
-# ----------------------------------------------------------------------------- the spine
-
-
-def read_spine(path: str | os.PathLike[str]) -> pa.Table:
-    """A spine file: Parquet (``.parquet``, ``.pq``) or CSV (``.csv``, read with pyarrow)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if not p.is_file():
-        raise ConfigError(f"spine {str(p)!r} does not exist; pass --spine a Parquet or CSV file")
-    if suffix in (".parquet", ".pq"):
-        return pq.read_table(p)
-    if suffix == ".csv":
-        return pacsv.read_csv(p)
-    raise ConfigError(f"spine {str(p)!r}: use a .parquet or .csv file")
-
-
-def _entity_ids(table: pa.Table, column: str) -> list[str | None]:
-    if column not in table.column_names:
-        raise ConfigError(
-            f"spine has no entity column {column!r} (columns: {', '.join(table.column_names)}); "
-            "pass --entity-column"
-        )
-    return [None if v is None else str(v) for v in table.column(column).to_pylist()]
-
-
-def _timestamps_ms(table: pa.Table, column: str) -> list[int | None]:
-    if column not in table.column_names:
-        raise ConfigError(
-            f"spine has no timestamp column {column!r} (columns: "
-            f"{', '.join(table.column_names)}); pass --timestamp-column"
-        )
-    col = table.column(column)
-    t = col.type
-    if pa.types.is_integer(t):
-        return [None if v is None else int(v) for v in col.to_pylist()]
-    if pa.types.is_date(t):
-        col = pc.cast(col, pa.timestamp("ms"))
-        t = col.type
-    if pa.types.is_timestamp(t):
-        ms = pc.cast(col, pa.timestamp("ms", tz=t.tz), safe=False)
-        return [None if v is None else int(v) for v in pc.cast(ms, pa.int64()).to_pylist()]
-    raise ConfigError(
-        f"spine column {column!r} is {t}; it must hold epoch milliseconds (integers) or "
-        "timestamps"
-    )
 
 
 # ----------------------------------------------------------------------------- pass 1
@@ -130,38 +77,26 @@ def _timestamps_ms(table: pa.Table, column: str) -> list[int | None]:
 @dataclass(frozen=True, slots=True)
 class _KeysJob:
     topology: TopologyDef
+    partition: int
     files: tuple[SnapshotFile, ...]
     batch_rows: int
 
 
 def _accepted(
-    topology: TopologyDef, files: Sequence[SnapshotFile], batch_rows: int
-) -> Iterator[tuple[list[int], list[int], list[str], list[dict[str, Any]], int]]:
-    """Per batch: (ts, offset, key, record) of the accepted events, and the stream time."""
-    decoder = Decoder(topology)
-    lateness = int(topology.lateness_ms)
-    st: int | None = None
+    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int
+) -> Iterator[tuple[AcceptedEvents, int]]:
+    """Per batch with events: the accepted ones (offset order) and the stream time after."""
+    acceptance = Acceptance(topology, partition)
     for batch in iter_files(files, batch_rows=batch_rows):
-        dec = decoder.decode(batch.values, batch.kafka_ts)
-        if not dec.keys:
-            continue
-        late, st = late_mask(np.asarray(dec.ts, dtype=np.int64), st, lateness)
-        if st is None:  # pragma: no cover - late_mask returns a time for a non-empty batch
-            continue
-        ok = np.flatnonzero(~late).tolist()
-        yield (
-            [dec.ts[i] for i in ok],
-            [batch.offsets[dec.positions[i]] for i in ok],
-            [dec.keys[i] for i in ok],
-            [dec.records[i] for i in ok],
-            st,
-        )
+        verdict = acceptance.judge(batch)
+        if verdict.decoded.keys and verdict.stream_time is not None:
+            yield verdict.accepted(), verdict.stream_time
 
 
 def _keys_of_partition(job: _KeysJob) -> set[str]:
     out: set[str] = set()
-    for _ts, _off, keys, _recs, _st in _accepted(job.topology, job.files, job.batch_rows):
-        out.update(keys)
+    for events, _st in _accepted(job.topology, job.partition, job.files, job.batch_rows):
+        out.update(events.keys)
     return out
 
 
@@ -180,14 +115,14 @@ class _RowsJob:
 
 
 def _sorted_events(
-    topology: TopologyDef, files: Sequence[SnapshotFile], batch_rows: int
+    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int
 ) -> Iterator[list[tuple[int, int, str, dict[str, Any]]]]:
     """Accepted events in ``(ts, offset)`` order, holding only the last ``lateness``."""
     lateness = int(topology.lateness_ms)
     heap: list[tuple[int, int, str, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop
-    for ts, offsets, keys, records, st in _accepted(topology, files, batch_rows):
-        for item in zip(ts, offsets, keys, records, strict=True):
+    for events, st in _accepted(topology, partition, files, batch_rows):
+        for item in zip(events.ts, events.offsets, events.keys, events.records, strict=True):
             push(heap, item)
         bound = st - lateness  # every later accepted event has ts >= bound
         out = []
@@ -237,7 +172,7 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
                 for c, name in zip(cols, fields, strict=True):
                     c[g] = row[name]
 
-    for chunk in _sorted_events(topology, job.files, job.batch_rows):
+    for chunk in _sorted_events(topology, job.partition, job.files, job.batch_rows):
         for ts, _off, key, record in chunk:
             if j < n and times[order[j]] < ts:
                 answer(ts)
@@ -337,11 +272,9 @@ def training_set(
             f"topology {topo.name!r} uses the Kafka timestamp (no source.timestamp field); "
             "pass --timestamp-column"
         )
-    entities = _entity_ids(table, ecol)
-    times = _timestamps_ms(table, tcol)
-    snap = str(snapshot_dir)
-    if not Path(snap).is_dir():
-        raise ConfigError(f"snapshot directory {snap!r} does not exist; pass --snapshot-dir")
+    entities = entity_ids(table, ecol)
+    times = timestamps_ms(table, tcol)
+    snap = snapshot_root(snapshot_dir)
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
     topic = topo.source.topic
     files = {
@@ -350,7 +283,8 @@ def training_set(
     }
     # pass 1: which partition holds each entity
     key_sets = run_jobs(
-        _keys_of_partition, [_KeysJob(topo, fs, batch_rows) for fs in files.values()], processes
+        _keys_of_partition, [_KeysJob(topo, p, fs, batch_rows) for p, fs in files.items()],
+        processes,
     )
     home: dict[str, int] = {}
     shared = 0
@@ -359,8 +293,8 @@ def training_set(
             if home.setdefault(k, p) != p:
                 shared += 1
     if shared:
-        print(f"training-set: {shared} entities occur in several partitions; each is read "
-              "from the lowest one", file=sys.stderr)
+        log.warning("training-set: %d entities occur in several partitions; each is read "
+                    "from the lowest one", shared)
     # pass 2: rows per partition
     n = len(entities)
     defaults = [topo.defaults.get(f) for f in fields]

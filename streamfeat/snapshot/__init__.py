@@ -1,4 +1,11 @@
-"""Offline snapshots: raw records to Parquet (writer) and back (reader), contract section 5."""
+"""Offline snapshots: raw records to Parquet (writer) and back (reader), contract section 5.
+
+Owns the snapshot layout ``{dir}/{topic}/date=.../partition=N/{first}-{last}.parquet``,
+atomic file writes, and reading a partition back in offset order.
+
+Must not import: operators, pipeline, runtime, replay, Kafka or Redis clients. May import
+:mod:`streamfeat.records` and :mod:`streamfeat.errors`.
+"""
 
 from streamfeat.snapshot.reader import (
     SnapshotFile,

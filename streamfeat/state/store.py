@@ -17,7 +17,7 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from streamfeat.errors import StateError
 
-__all__ = ["Checkpoint", "PartitionStore"]
+__all__ = ["Committed", "PartitionStore"]
 
 _OFFSET = b"\x00offset"
 _META = b"\x00meta"
@@ -28,7 +28,7 @@ _WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Committed:
     """What a partition's store says on open: the next offset to read and the operator meta."""
 
     next_offset: int | None
@@ -74,10 +74,10 @@ class PartitionStore:
                 f"{_FORMAT_VERSION!r}; delete the directory to rebuild it from the source topic"
             )
 
-    def checkpoint(self) -> Checkpoint:
+    def committed(self) -> Committed:
         raw = self._db.get(_OFFSET)
         next_offset = None if raw is None else struct.unpack(">q", raw)[0]
-        return Checkpoint(next_offset, self._db.get(_META))
+        return Committed(next_offset, self._db.get(_META))
 
     def entities(self) -> Iterator[tuple[str, bytes]]:
         it = self._db.iter()

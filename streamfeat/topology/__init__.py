@@ -1,7 +1,11 @@
 """Topologies: YAML files -> validated, frozen definitions (pure; no I/O but reading the file).
 
-``load_topology`` validates a file and reports every problem at once;
-``compile_where`` turns a feature's ``where`` into a safe, fast predicate.
+Owns what the user declared: ``load_topology`` validates a file and reports every problem
+at once (file:line: reason; fix); ``compile_where`` turns a feature's ``where`` into a safe,
+fast predicate (parsed, never eval'd); the reserved Redis field names.
+
+Must not import any other streamfeat package but :mod:`streamfeat.errors`: it is the bottom
+layer, and everything else is built from its definitions.
 """
 
 from __future__ import annotations

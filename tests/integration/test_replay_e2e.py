@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streamfeat.replay import replay
-from streamfeat.replay.verify import verify
+from streamfeat.replay import replay, verify
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 
 from harness import (

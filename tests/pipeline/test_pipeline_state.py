@@ -44,10 +44,10 @@ def test_expired_entities_are_deleted_from_the_store_and_not_reloaded(tmp_path: 
     topology = load_topology(tmp_path / "churn.yaml")
     state = tmp_path / "state"
 
-    def processor() -> PartitionPipeline:
+    def pipeline() -> PartitionPipeline:
         return PartitionPipeline(topology, 0, store=PartitionStore(state, "churn", "churn", 0))
 
-    proc = processor()
+    proc = pipeline()
     proc.process(batch(0, [("a", 0), ("b", 1000), ("a", 2000)]))
     proc.commit()
     out = proc.process(batch(3, [("c", HOUR)]))  # a and b: their windows are empty now
@@ -58,7 +58,7 @@ def test_expired_entities_are_deleted_from_the_store_and_not_reloaded(tmp_path: 
     proc.close()
     assert stored(state) == ["c"]
 
-    proc = processor()  # a restart restores c only
+    proc = pipeline()  # a restart restores c only
     assert proc.operator.entity_count == 1 and proc.next_offset == 4
     out = proc.process(batch(4, [("a", HOUR + 1000)]))  # a comes back: starts afresh
     values = dict(zip(proc.operator.field_names, out.updates[0].columns, strict=True))

@@ -17,6 +17,7 @@ from streamfeat.replay import replay
 from streamfeat.sinks import parse_version
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.topology import AggKind, TopologyDef, load_topology
+from streamfeat.topology.definitions import ASOF_FIELD, VERSION_FIELD
 
 from reference import close, expected_final
 
@@ -70,14 +71,14 @@ def test_replay_to_parquet_equals_reference(tmp_path: Path, processes: int) -> N
     assert sum(s.late for s in result.partitions) == late > 0
     assert sum(s.malformed for s in result.partitions) == malformed > 0
     table = pq.read_table(out)
-    assert table.column_names[:3] == ["user_id", "_asof", "_v"]
+    assert table.column_names[:3] == ["user_id", ASOF_FIELD, VERSION_FIELD]
     assert table.column_names[3:] == topology.redis_fields()
     rows = table.to_pylist()
     check(topology, rows, expected)
     for row in rows:  # final stream time and last offset of the entity's partition
-        _g, p, offset = parse_version(row["_v"])
+        _g, p, offset = parse_version(row[VERSION_FIELD])
         assert offset == len(parts[p]) - 1
-        assert row["_asof"] == next(s.stream_time for s in result.partitions if s.partition == p)
+        assert row[ASOF_FIELD] == next(s.stream_time for s in result.partitions if s.partition == p)
 
 
 def test_replay_only_the_partitions_asked_for(tmp_path: Path) -> None:

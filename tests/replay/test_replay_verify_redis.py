@@ -14,8 +14,7 @@ from streamfeat.cli_replay import add_replay_commands
 from streamfeat.client import Client
 from streamfeat.generator import OrderEvents
 from streamfeat.records import RawRecord
-from streamfeat.replay import replay
-from streamfeat.replay.verify import verify
+from streamfeat.replay import replay, verify
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.topology import load_topology
 

@@ -17,7 +17,7 @@ import pytest
 from streamfeat.errors import ConfigError
 from streamfeat.generator import OrderEvents
 from streamfeat.records import RawRecord
-from streamfeat.replay.training import training_set
+from streamfeat.replay import training_set
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.topology import AggKind, TopologyDef, load_topology
 

@@ -25,11 +25,12 @@ from redis.exceptions import RedisError
 from streamfeat.client import Client
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.pipeline import PartitionPipeline
-from streamfeat.replay.replay import TopologyLike, resolve_topology
+from streamfeat.replay.inputs import TopologyLike, resolve_topology
 from streamfeat.sinks import decode_value, encode_value, parse_version
 from streamfeat.sinks.redis import connect
 from streamfeat.snapshot.reader import iter_partition
 from streamfeat.topology import TopologyDef
+from streamfeat.topology.definitions import ASOF_FIELD
 
 __all__ = ["Mismatch", "VerifyReport", "values_equal", "verify"]
 
@@ -144,7 +145,7 @@ def _verify_partition(
             want = values.get(e, {})
             if got.asof_ms != st:
                 failed.add(e)
-                report.mismatches.append(Mismatch(e, "_asof", got.asof_ms, st, got.version))
+                report.mismatches.append(Mismatch(e, ASOF_FIELD, got.asof_ms, st, got.version))
             for name, value in got.values.items():
                 if not values_equal(value, want.get(name)):
                     failed.add(e)

@@ -1,0 +1,126 @@
+"""Which events of a batch the stream accepts: decoding, then the late rule, in offset order.
+
+The worker, a replay, a training set and verify must agree on every decision: a record
+that is malformed for one is malformed for all, and an event that is late for one is late
+for all, or a training set would learn from events the model is never served. So the
+decisions are made here, once: :class:`Acceptance` decodes a batch with the topology's
+:class:`~streamfeat.records.Decoder` and marks the late events with
+:func:`~streamfeat.operators.late_mask` against the partition's running stream time.
+:class:`~streamfeat.pipeline.PartitionPipeline` judges every batch here before its
+operators aggregate it; offline code that needs the accepted events themselves (the
+training set sorts them by event time) uses :class:`Acceptance` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamfeat.operators import late_mask
+from streamfeat.records import DecodedBatch, Decoder, RawRecord, RecordBatch, as_batch
+from streamfeat.topology import TopologyDef
+
+__all__ = ["Acceptance", "AcceptedEvents", "DeadLetter", "Verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the stream refused, and why."""
+
+    record: RawRecord
+    reason: str
+    kind: str  # "malformed" | "late"
+    topology: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvents:
+    """The accepted events of one batch as columns, in offset order."""
+
+    ts: list[int]
+    offsets: list[int]
+    keys: list[str]
+    records: list[Any]  # read-only mappings of the fields the topology reads
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One batch judged: its decoded events, which of them are late, the stream time after.
+
+    ``ts`` and ``late`` have one entry per decoded (well-formed) event, like the columns
+    of ``decoded``; ``stream_time`` is ``None`` only while no event has been seen yet.
+    """
+
+    batch: RecordBatch
+    decoded: DecodedBatch
+    ts: npt.NDArray[np.int64]
+    late: npt.NDArray[np.bool_]
+    stream_time: int | None
+    topology: str
+    lateness_ms: int
+
+    @property
+    def malformed(self) -> int:
+        return len(self.decoded.errors)
+
+    @property
+    def late_count(self) -> int:
+        return int(np.count_nonzero(self.late))
+
+    @property
+    def accepted_count(self) -> int:
+        return len(self.decoded.keys) - self.late_count
+
+    def accepted(self) -> AcceptedEvents:
+        """The events that are neither malformed nor late, with their offsets."""
+        dec, offsets = self.decoded, self.batch.offsets
+        ok = np.flatnonzero(~self.late).tolist()
+        return AcceptedEvents(
+            [dec.ts[i] for i in ok],
+            [offsets[dec.positions[i]] for i in ok],
+            [dec.keys[i] for i in ok],
+            [dec.records[i] for i in ok],
+        )
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The malformed and the late records, with their reasons, in offset order."""
+        batch, dec = self.batch, self.decoded
+        out = [DeadLetter(batch[pos], reason, "malformed", self.topology)
+               for pos, reason in dec.errors]
+        for i in self.late.nonzero()[0].tolist():
+            reason = (f"late: event time {dec.ts[i]} is over {self.lateness_ms} ms behind "
+                      "stream time")
+            out.append(DeadLetter(batch[dec.positions[i]], reason, "late", self.topology))
+        if out:
+            out.sort(key=lambda d: d.record.offset)
+        return out
+
+
+class Acceptance:
+    """Judges the batches of one partition, in offset order, as the worker does.
+
+    Keeps the partition's stream time (the largest event time seen): pass
+    ``stream_time`` to continue from restored state.
+    """
+
+    def __init__(
+        self, topology: TopologyDef, partition: int, *, stream_time: int | None = None
+    ) -> None:
+        self.topology = topology
+        self.partition = partition
+        self.stream_time = stream_time
+        self.decoder = Decoder(topology)
+        self.lateness_ms = int(topology.lateness_ms)
+
+    def judge(self, records: RecordBatch | Sequence[RawRecord]) -> Verdict:
+        """Decode the next batch and decide which of its events are late."""
+        batch = as_batch(records, self.partition)
+        decoded = self.decoder.decode(batch.values, batch.kafka_ts)
+        ts = np.asarray(decoded.ts, dtype=np.int64)
+        late, self.stream_time = late_mask(ts, self.stream_time, self.lateness_ms)
+        return Verdict(batch, decoded, ts, late, self.stream_time, self.topology.name,
+                       self.lateness_ms)
