@@ -46,7 +46,7 @@ BENCH = ROOT / "benchmarks"
 PEERS = BENCH / "peers"
 PEERS_VENV = ROOT / ".venv-peers"
 TOPOLOGY = PEERS / "bench_topology.yaml"
-ENGINES = ("streamfeat", "quix-tumbling", "quix-sliding", "faust")
+ENGINES = ("streamfeat", "streamfeat-rekeyed", "quix-tumbling", "quix-sliding", "faust")
 ALIASES = {"quix": ("quix-tumbling", "quix-sliding")}
 
 
@@ -280,10 +280,13 @@ def delete_keys(client: redis.Redis, name: str) -> None:
 
 # --------------------------------------------------------------------------- engines
 def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
-                   engine: str) -> RunResult:
+                   engine: str, *, rekeyed: bool = False) -> RunResult:
     topology = work / f"{name}.yaml"
-    topology.write_text(TOPOLOGY.read_text().replace("BENCH_NAME", name)
-                        .replace("BENCH_TOPIC", topic))
+    text = TOPOLOGY.read_text().replace("BENCH_NAME", name).replace("BENCH_TOPIC", topic)
+    if rekeyed:  # the same features per merchant: the topic is keyed by user
+        text = text.replace("  key: user_id\n", "  key: merchant_id\n  keyed_by_entity: false\n"
+                            ).replace("entity: user", "entity: merchant")
+    topology.write_text(text)
     cmd = [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology),
            "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
            "--state-dir", str(work / f"{engine}-state"), "--group", f"sf-{name}"]
@@ -456,7 +459,7 @@ def main() -> None:
     if not runtimes or set(runtimes) - {"faust", "kafka"}:
         parser.error(f"--sf-runtime takes faust, kafka or both (faust,kafka), not "
                      f"{args.sf_runtime!r}")
-    if args.profile or any(e != "streamfeat" for e in engines):
+    if args.profile or any(not e.startswith("streamfeat") for e in engines):
         peers_python()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a kill too
@@ -473,15 +476,17 @@ def main() -> None:
         produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed,
                             args.event_rate)
         print(f"  {args.events / produce_s:,.0f} events/s", flush=True)
-        runs = [(f"streamfeat-{rt}", rt) if e == "streamfeat" else (e, "") for e in engines
-                for rt in (runtimes if e == "streamfeat" else ("",))]
+        own = ("streamfeat", "streamfeat-rekeyed")
+        runs = [(f"{e}-{rt}", rt) if e in own else (e, "") for e in engines
+                for rt in (runtimes if e in own else ("",))]
         for engine, runtime in runs:
             name = f"{run_id}_{engine.replace('-', '_')}"
             print(f"running {engine} ...", flush=True)
             if runtime:
                 result = run_streamfeat(argparse.Namespace(**{**vars(args),
                                                                "sf_runtime": runtime}),
-                                        topic, name, work, engine)
+                                        topic, name, work, engine,
+                                        rekeyed=engine.startswith("streamfeat-rekeyed"))
             else:
                 result = PEER_RUNNERS[engine](args, topic, name, work)
             result.keys = count_keys(client, name)

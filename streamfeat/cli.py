@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
 from streamfeat.errors import StreamfeatError
+
+if TYPE_CHECKING:
+    from streamfeat.topology import TopologyDef
 
 __all__ = ["main"]
 
@@ -27,8 +31,20 @@ def _validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
         else:
             fields = len(topology.redis_fields())
-            print(f"{path}: ok ({len(topology.features)} features, {fields} Redis fields)")
+            print(f"{path}: ok ({len(topology.features)} features, {fields} Redis fields; "
+                  f"{_path_of(topology)})")
     return 1 if failed else 0
+
+
+def _path_of(topology: TopologyDef) -> str:
+    """How the worker reaches the topology's events, in words (validate, registry)."""
+    from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
+
+    src = topology.source
+    if is_rekeyed(topology):
+        return (f"re-keyed by {src.key} through {repartition_topic(topology)}: "
+                f"{src.topic} is not keyed by the entity")
+    return f"aggregated from {src.topic} directly: its records are keyed by {src.key}"
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -108,6 +124,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
+    from streamfeat.pipeline.rekey import consumed_topic
     from streamfeat.topology import load_topology
 
     for path in args.topologies:
@@ -121,6 +138,7 @@ def _registry(args: argparse.Namespace) -> int:
                     "entity": t.entity, "source": t.source.topic, "agg": f.agg.value,
                     "input": f.field, "where": f.where, "window": w.canonical(),
                     "version": f.state_hash(w), "file": f"{t.path}:{f.line}",
+                    "consumes": consumed_topic(t), "path": _path_of(t),
                 }))
     return 0
 

@@ -43,6 +43,18 @@ class Metrics:
         self.malformed = Counter(
             "streamfeat_events_malformed", "Malformed records (sent to the DLQ)", tp, registry=r
         )
+        self.repartitioned = Counter(
+            "streamfeat_events_repartitioned",
+            "Records a re-keyed topology's first stage wrote to its repartition topic "
+            "(partition: the source partition)", tp, registry=r)
+        self.duplicates = Counter(
+            "streamfeat_events_duplicate",
+            "Re-keyed records the first stage wrote twice (after a crash), dropped by the "
+            "second stage", tp, registry=r)
+        self.key_mismatch = Counter(
+            "streamfeat_key_mismatch",
+            "Records whose key is not the entity id of a topology declared keyed by entity "
+            "(sent to the DLQ; set source.keyed_by_entity: false)", tp, registry=r)
         self.lag = Gauge("streamfeat_consumer_lag", "Records behind the end of the partition",
                          ["topic", "partition"], registry=r)
         self.event_to_redis = Histogram(

@@ -105,14 +105,17 @@ def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., st
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
-    def make(name: str = "events", partitions: int = 1) -> str:
+    def make(name: str = "events", partitions: int = 1,
+             config: dict[str, str] | None = None) -> str:
         topic = f"{unique_id}-{name}"
-        futures = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30)
+        futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})],
+                                      operation_timeout=30)
         futures[topic].result(timeout=30)
         created.append(topic)
         return topic
 
     yield make
+    created += [f"{t}.dlq" for t in created]
     if created:
         for future in admin.delete_topics(created, operation_timeout=30).values():
             # Best-effort cleanup: a test may have stopped the broker or deleted the topic.

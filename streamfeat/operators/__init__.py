@@ -23,6 +23,7 @@ family of aggregations), :mod:`~.sketches` (HyperLogLog, DDSketch),
 from streamfeat.operators.eventtime import late_mask
 from streamfeat.operators.partition import (
     EMPTY_STATE,
+    LATEST_QUERY_MS,
     STATE_FORMAT_VERSION,
     PartitionOperator,
     ProcessResult,
@@ -30,6 +31,7 @@ from streamfeat.operators.partition import (
 
 __all__ = [
     "EMPTY_STATE",
+    "LATEST_QUERY_MS",
     "STATE_FORMAT_VERSION",
     "PartitionOperator",
     "ProcessResult",

@@ -8,6 +8,13 @@ and aggregation family; see :mod:`streamfeat.operators.slots`). The plan
 the operator talks to every slot through the :class:`~.slots.Slot` protocol.
 The moments family on bucketed windows is updated with numpy, once per
 ``(entity, bucket)`` group; the other families loop over their events.
+
+Times are bounded so that no arithmetic overflows int64 and no time equals the "never"
+sentinel (:data:`~.slots.NEVER`, int64's maximum): event times are in
+``0 .. MAX_EVENT_TIME_MS`` (the decoder rejects others; :meth:`PartitionOperator.process`
+refuses them with ``ValueError``), durations at most ``MAX_DURATION_MS`` (the topology
+loader), and a query time beyond the reach of every window is answered as of
+:data:`LATEST_QUERY_MS`, which gives the same values.
 """
 
 from __future__ import annotations
@@ -29,9 +36,29 @@ from streamfeat.operators.eventtime import late_mask
 from streamfeat.operators.rings import MomentsRing
 from streamfeat.operators.slots import NEVER, Batch, Slot
 from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
-from streamfeat.topology.definitions import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
+from streamfeat.topology.definitions import (
+    DAY,
+    MAX_DURATION_MS,
+    MAX_EVENT_TIME_MS,
+    AggKind,
+    FeatureDef,
+    TopologyDef,
+    WindowDef,
+    WindowKind,
+)
 
-__all__ = ["EMPTY_STATE", "STATE_FORMAT_VERSION", "PartitionOperator", "ProcessResult"]
+__all__ = [
+    "EMPTY_STATE",
+    "LATEST_QUERY_MS",
+    "STATE_FORMAT_VERSION",
+    "PartitionOperator",
+    "ProcessResult",
+]
+
+LATEST_QUERY_MS = MAX_EVENT_TIME_MS + 2 * MAX_DURATION_MS + DAY
+"""A query time (``values(as_of=...)``) after which no window can change: every event is
+at or before ``MAX_EVENT_TIME_MS``, every window (twice its size for ``emit: final``, plus
+a hop) reaches back less than this far. Later query times are answered as of it."""
 
 STATE_FORMAT_VERSION = 3
 """Version of the bytes of :meth:`PartitionOperator.take_dirty` and ``meta``.
@@ -97,6 +124,21 @@ class _Slot:
     state_hashes: list[str]
     """Stored next to the slot's state (``[state_hashes, state]``)."""
     impl: Slot
+
+
+def _event_times(ts: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``ts`` as int64, after checking that every time is in ``0 .. MAX_EVENT_TIME_MS``."""
+    try:
+        tarr = np.asarray(ts, dtype=np.int64)
+    except OverflowError:
+        tarr = None
+    if tarr is None or (tarr.size and (tarr.min() < 0 or tarr.max() > MAX_EVENT_TIME_MS)):
+        raise ValueError(
+            f"process() needs event times in 0 .. {MAX_EVENT_TIME_MS} (ms, up to "
+            "9999-12-31T23:59:59.999Z); decode records with streamfeat.records.Decoder, "
+            "which rejects other times as malformed"
+        )
+    return tarr
 
 
 def _default_compiler(text: str) -> Predicate:
@@ -264,7 +306,7 @@ class PartitionOperator:
                 f"process() needs one key, timestamp and record per event; got {n} keys, "
                 f"{len(ts)} timestamps and {len(records)} records"
             )
-        tarr = np.asarray(ts, dtype=np.int64)
+        tarr = _event_times(ts)
         late, st = late_mask(tarr, self._st, self.lateness)
         seq0 = self._seq
         self._seq += n
@@ -350,7 +392,9 @@ class PartitionOperator:
                 f"{self.partition}: state only answers as of stream time or later; replay "
                 "the records up to that instant to query it"
             )
-        return int(as_of)
+        # Outside 0 .. LATEST_QUERY_MS every window reads the same (all empty before the
+        # first possible event, none changing after the last): keeps the arithmetic in int64.
+        return min(max(int(as_of), -1), LATEST_QUERY_MS)
 
     def _arm(self, rows: npt.NDArray[np.int64], nxt: npt.NDArray[np.int64]) -> None:
         known = rows != 0
@@ -364,7 +408,9 @@ class PartitionOperator:
         of one next-change time per entity: no per-entity work until it is due.
         """
         armed = self._armed
-        rows = np.flatnonzero(armed <= as_of)
+        # Every time armed is below LATEST_QUERY_MS, and NEVER (int64's maximum) is above:
+        # a later as_of (up to int64's maximum itself) must not take NEVER for a time.
+        rows = np.flatnonzero(armed <= min(as_of, LATEST_QUERY_MS))
         if rows.size == 0:
             return set()
         armed[rows] = NEVER

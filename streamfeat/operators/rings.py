@@ -298,15 +298,18 @@ class MomentsRing:
             first = np.minimum.reduceat(orig[vi], vstart)  # earliest offset of the group
             fresh_k = ~has[groups]
             cells[groups[fresh_k], _SHIFT] = xs[first[fresh_k]]
-        d = np.where(valid, x - cells[inv, _SHIFT], 0.0)
-        # Accumulate each group's values in offset order, one at a time (see
-        # _accumulate_runs): the float sums then do not depend on batch boundaries.
-        by_offset = np.lexsort((orig, inv))
-        d = d[by_offset]
-        cells[:, _COUNT] += np.diff(np.r_[starts, e.size])
-        cells[:, _NUMBERS] += np.bincount(inv, weights=valid, minlength=m)
-        cells[:, _SUM] = _accumulate_runs(cells[:, _SUM], starts, e.size, d)
-        cells[:, _SUM_SQ] = _accumulate_runs(cells[:, _SUM_SQ], starts, e.size, d * d)
+        # Sums of values near float's limits become inf or nan, as Python's floats do
+        # (the moments state's twin): served as absent, never an error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.where(valid, x - cells[inv, _SHIFT], 0.0)
+            # Accumulate each group's values in offset order, one at a time (see
+            # _accumulate_runs): the float sums then do not depend on batch boundaries.
+            by_offset = np.lexsort((orig, inv))
+            d = d[by_offset]
+            cells[:, _COUNT] += np.diff(np.r_[starts, e.size])
+            cells[:, _NUMBERS] += np.bincount(inv, weights=valid, minlength=m)
+            cells[:, _SUM] = _accumulate_runs(cells[:, _SUM], starts, e.size, d)
+            cells[:, _SUM_SQ] = _accumulate_runs(cells[:, _SUM_SQ], starts, e.size, d * d)
         self.cell_moments[cid] = cells
         if self.minmax and valid.any():
             gi, gx = inv[valid], x[valid]
@@ -363,8 +366,12 @@ class MomentsRing:
             np.minimum.at(oldest, wn, bn)
             pick = bn == oldest[wn]  # one cell per row: buckets of a row are distinct
             k0[wn[pick]] = kc[num[pick]]
-        delta = np.where(nc > 0, kc - k0[wi], 0.0)
-        s1c = cells[:, _SUM]
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as in add()
+            delta = np.where(nc > 0, kc - k0[wi], 0.0)
+            s1c = cells[:, _SUM]
+            sum_dev = _sum_by(wi, s1c + nc * delta, m)
+            sum_sq_dev = _sum_by(
+                wi, cells[:, _SUM_SQ] + 2.0 * delta * s1c + nc * delta * delta, m)
         minimum = maximum = None
         if self.minmax:
             ext = self.cell_extremes[wc]
@@ -376,9 +383,8 @@ class MomentsRing:
             count=_sum_by(wi, cells[:, _COUNT], m),
             numbers=_sum_by(wi, nc, m),
             shift=k0,
-            sum_dev=_sum_by(wi, s1c + nc * delta, m),
-            sum_sq_dev=_sum_by(
-                wi, cells[:, _SUM_SQ] + 2.0 * delta * s1c + nc * delta * delta, m),
+            sum_dev=sum_dev,
+            sum_sq_dev=sum_sq_dev,
             minimum=minimum,
             maximum=maximum,
         )

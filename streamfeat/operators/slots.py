@@ -29,7 +29,10 @@ from streamfeat.topology.definitions import FeatureDef
 __all__ = ["NEVER", "Batch", "Dumped", "Slot"]
 
 NEVER = np.iinfo(np.int64).max
-"""Next-change time of a state that never changes without new events."""
+"""Next-change time of a state that never changes without new events. No time of data
+can equal it: event times are at most ``MAX_EVENT_TIME_MS`` (below 2**48) and durations
+at most ``MAX_DURATION_MS``, so every real next-change time is below ``LATEST_QUERY_MS``
+(:mod:`streamfeat.operators.partition`), far below int64's maximum."""
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
 from streamfeat.pipeline.acceptance import Acceptance, DeadLetter
-from streamfeat.records import RawRecord, RecordBatch
+from streamfeat.records import RawRecord, RecordBatch, as_batch
 from streamfeat.sinks.updates import UpdateBatch
 from streamfeat.sinks.values import version
 from streamfeat.state import PartitionStore
@@ -29,6 +31,7 @@ class BatchOutcome:
     aggregated: int = 0
     late: int = 0
     malformed: int = 0
+    duplicates: int = 0  # re-keyed stream: records the first stage wrote twice, dropped
 
 
 class PartitionPipeline:
@@ -48,13 +51,16 @@ class PartitionPipeline:
         self.store = store
         self.operator = PartitionOperator(topology, partition)
         self.next_offset: int | None = None
+        self.acceptance = Acceptance(topology, partition)
         if store is not None:
             checkpoint = store.committed()
             if checkpoint.meta is not None:
                 self.operator.load_meta(checkpoint.meta)
                 self.operator.load_entities(store.entities())
             self.next_offset = checkpoint.next_offset
-        self.acceptance = Acceptance(topology, partition)
+            if checkpoint.origins is not None:
+                self.acceptance.origins_seen = msgspec.msgpack.decode(
+                    checkpoint.origins, type=dict[int, int])
 
     @property
     def stream_time(self) -> int | None:
@@ -65,17 +71,22 @@ class PartitionPipeline:
         out = BatchOutcome(consumed=len(records))
         if not records:
             return out
+        records = as_batch(records, self.partition)
+        last = records.offsets[-1]
         # The operators own the stream time (it is restored with their state); judging from
         # theirs, the acceptance marks late exactly the events the operators skip.
         self.acceptance.stream_time = self.operator.stream_time
         verdict = self.acceptance.judge(records)
+        out.duplicates = len(records) - len(verdict.batch)
+        if not verdict.batch:  # nothing but records the first stage wrote twice
+            self.next_offset = last + 1
+            return out
         decoded = verdict.decoded
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
         out.dead = verdict.dead_letters()
         out.malformed = verdict.malformed
         out.late = verdict.late_count
         out.aggregated = verdict.accepted_count
-        last = verdict.batch.offsets[-1]
         self.next_offset = last + 1
         if verdict.stream_time is not None:
             out.updates = self.updates(result.touched, verdict.stream_time, last)
@@ -102,7 +113,10 @@ class PartitionPipeline:
                 gone.append(entity)
             else:
                 changed.append((entity, data))
-        self.store.commit(self.next_offset, self.operator.meta(), changed, gone)
+        seen = self.acceptance.origins_seen
+        origins = msgspec.msgpack.encode(seen) if seen else None
+        self.store.commit(self.next_offset, self.operator.meta(), changed, gone,
+                          origins=origins)
 
     def close(self) -> None:
         if self.store is not None:

@@ -11,6 +11,22 @@ Redis clients. May import :mod:`streamfeat.topology` and :mod:`streamfeat.errors
 from __future__ import annotations
 
 from streamfeat.records.decode import DecodedBatch, Decoder
-from streamfeat.records.records import RawRecord, RecordBatch, as_batch
+from streamfeat.records.records import (
+    ORIGIN_OFFSET_HEADER,
+    ORIGIN_PARTITION_HEADER,
+    Origins,
+    RawRecord,
+    RecordBatch,
+    as_batch,
+)
 
-__all__ = ["DecodedBatch", "Decoder", "RawRecord", "RecordBatch", "as_batch"]
+__all__ = [
+    "ORIGIN_OFFSET_HEADER",
+    "ORIGIN_PARTITION_HEADER",
+    "DecodedBatch",
+    "Decoder",
+    "Origins",
+    "RawRecord",
+    "RecordBatch",
+    "as_batch",
+]

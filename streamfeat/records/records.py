@@ -12,9 +12,21 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
-__all__ = ["RawRecord", "RecordBatch", "as_batch"]
+__all__ = [
+    "ORIGIN_OFFSET_HEADER",
+    "ORIGIN_PARTITION_HEADER",
+    "Origins",
+    "RawRecord",
+    "RecordBatch",
+    "as_batch",
+]
+
+ORIGIN_PARTITION_HEADER = "streamfeat-origin-partition"
+"""Header of a re-keyed record: the source partition it was first written to."""
+ORIGIN_OFFSET_HEADER = "streamfeat-origin-offset"
+"""Header of a re-keyed record: its offset in the source partition."""
 
 
 class RawRecord(NamedTuple):
@@ -35,7 +47,7 @@ class RecordBatch(Sequence[RawRecord]):
     by whoever receives the batch: treat them as read-only.
     """
 
-    __slots__ = ("kafka_ts", "keys", "offsets", "partition", "values")
+    __slots__ = ("kafka_ts", "keys", "offsets", "origins", "partition", "values")
 
     def __init__(
         self,
@@ -44,9 +56,11 @@ class RecordBatch(Sequence[RawRecord]):
         kafka_ts: list[int],
         keys: list[bytes | None],
         values: list[bytes | None],
+        origins: Origins | None = None,
     ) -> None:
         n = len(offsets)
-        if len(kafka_ts) != n or len(keys) != n or len(values) != n:
+        if len(kafka_ts) != n or len(keys) != n or len(values) != n or (
+                origins is not None and len(origins) != n):
             raise ValueError(
                 f"RecordBatch columns differ in length: {n} offsets, {len(kafka_ts)} "
                 f"timestamps, {len(keys)} keys, {len(values)} values"
@@ -56,6 +70,8 @@ class RecordBatch(Sequence[RawRecord]):
         self.kafka_ts = kafka_ts
         self.keys = keys
         self.values = values
+        self.origins = origins
+        """Where each record was first written, for a re-keyed stream (``None`` otherwise)."""
 
     @classmethod
     def empty(cls, partition: int) -> RecordBatch:
@@ -89,8 +105,9 @@ class RecordBatch(Sequence[RawRecord]):
 
     def __getitem__(self, index: int | slice) -> RawRecord | RecordBatch:
         if isinstance(index, slice):
+            origins = None if self.origins is None else self.origins[index]
             return RecordBatch(self.partition, self.offsets[index], self.kafka_ts[index],
-                               self.keys[index], self.values[index])
+                               self.keys[index], self.values[index], origins)
         return RawRecord(self.partition, self.offsets[index], self.kafka_ts[index],
                          self.keys[index], self.values[index])
 
@@ -108,7 +125,7 @@ class RecordBatch(Sequence[RawRecord]):
         if isinstance(other, RecordBatch):
             return (self.partition == other.partition and self.offsets == other.offsets
                     and self.kafka_ts == other.kafka_ts and self.keys == other.keys
-                    and self.values == other.values)
+                    and self.values == other.values and self.origins == other.origins)
         if isinstance(other, Sequence) and not isinstance(other, str | bytes):
             return list(self) == list(other)
         return NotImplemented
@@ -129,6 +146,14 @@ class RecordBatch(Sequence[RawRecord]):
                 f"cannot extend a batch of partition {self.partition} with partition "
                 f"{other.partition}"
             )
+        if not other.offsets:
+            return
+        if not self.offsets:  # an empty batch takes the other's kind
+            self.origins = None if other.origins is None else Origins([], [])
+        if (self.origins is None) != (other.origins is None):
+            raise ValueError("cannot mix re-keyed records (with origins) and records without")
+        if self.origins is not None and other.origins is not None:
+            self.origins.extend(other.origins)
         self.offsets.extend(other.offsets)
         self.kafka_ts.extend(other.kafka_ts)
         self.keys.extend(other.keys)
@@ -137,8 +162,67 @@ class RecordBatch(Sequence[RawRecord]):
     def take(self, positions: Sequence[int]) -> RecordBatch:
         """The records at ``positions`` (in that order)."""
         o, t, k, v = self.offsets, self.kafka_ts, self.keys, self.values
+        origins = None if self.origins is None else self.origins.take(positions)
         return RecordBatch(self.partition, [o[i] for i in positions], [t[i] for i in positions],
-                           [k[i] for i in positions], [v[i] for i in positions])
+                           [k[i] for i in positions], [v[i] for i in positions], origins)
+
+    def origin(self, index: int) -> tuple[int, int] | None:
+        """(partition, offset) where record ``index`` was first written, if re-keyed."""
+        if self.origins is None:
+            return None
+        return self.origins.partitions[index], self.origins.offsets[index]
+
+
+class Origins:
+    """Where the records of a re-keyed stream were first written: source partition and
+    offset per record (the source topic is the topology's). Carried in the repartition
+    topic's headers, kept in snapshots, used to drop a record the first stage wrote twice
+    and to name the original record in a dead letter."""
+
+    __slots__ = ("offsets", "partitions")
+
+    def __init__(self, partitions: list[int], offsets: list[int]) -> None:
+        if len(partitions) != len(offsets):
+            raise ValueError("Origins columns differ in length")
+        self.partitions = partitions
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: slice) -> Origins:
+        return Origins(self.partitions[index], self.offsets[index])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Origins):
+            return NotImplemented
+        return self.partitions == other.partitions and self.offsets == other.offsets
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_headers(cls, headers: Sequence[Any]) -> Origins:
+        """Origins read from each record's headers (a record without them: ``-1``)."""
+        partitions: list[int] = []
+        offsets: list[int] = []
+        for record_headers in headers:
+            p = o = -1
+            for name, value in record_headers or ():
+                if name == ORIGIN_PARTITION_HEADER and value is not None:
+                    p = int(value)
+                elif name == ORIGIN_OFFSET_HEADER and value is not None:
+                    o = int(value)
+            partitions.append(p)
+            offsets.append(o)
+        return cls(partitions, offsets)
+
+    def extend(self, other: Origins) -> None:
+        self.partitions.extend(other.partitions)
+        self.offsets.extend(other.offsets)
+
+    def take(self, positions: Sequence[int]) -> Origins:
+        p, o = self.partitions, self.offsets
+        return Origins([p[i] for i in positions], [o[i] for i in positions])
 
 
 def as_batch(records: Sequence[RawRecord], partition: int | None = None) -> RecordBatch:

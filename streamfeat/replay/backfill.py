@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.pipeline import PartitionPipeline
+from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.replay.inputs import (
     TopologyLike,
     resolve_topology,
@@ -182,7 +183,7 @@ class _FinalOnlyPipeline(PartitionPipeline):
 def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] | None]:
     topology = job.topology
     stats = PartitionStats(job.partition)
-    files = snapshot_files(job.snapshot_dir, topology.source.topic, job.partition,
+    files = snapshot_files(job.snapshot_dir, consumed_topic(topology), job.partition,
                            date_from=job.date_from, date_to=job.date_to)
     stats.files = len(files)
     sink = RedisSink(job.to_redis, topology) if job.to_redis else None
@@ -264,8 +265,8 @@ def replay(
         raise ConfigError(f"batch_rows must be at least 1, got {batch_rows}")
     snap = snapshot_root(snapshot_dir)
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
-    parts = select_partitions(partitions, snapshot_partitions(snap, topo.source.topic), snap,
-                              topo.source.topic)
+    parts = select_partitions(partitions, snapshot_partitions(snap, consumed_topic(topo)), snap,
+                              consumed_topic(topo))
     jobs = [
         _Job(topo, snap, p, lo, hi, to_redis, to_parquet is not None, generation, progress,
              batch_rows)

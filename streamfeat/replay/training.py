@@ -48,6 +48,7 @@ from streamfeat.client import resolve_fields
 from streamfeat.errors import ConfigError
 from streamfeat.operators import PartitionOperator
 from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
+from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.replay.inputs import TopologyLike, resolve_topology, snapshot_root
 from streamfeat.replay.jobs import LOGGER, run_jobs
 from streamfeat.replay.output import arrow_columns, write_parquet_atomically
@@ -276,7 +277,7 @@ def training_set(
     times = timestamps_ms(table, tcol)
     snap = snapshot_root(snapshot_dir)
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
-    topic = topo.source.topic
+    topic = consumed_topic(topo)
     files = {
         p: tuple(snapshot_files(snap, topic, p, date_from=lo, date_to=hi))
         for p in snapshot_partitions(snap, topic)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from streamfeat.client import Client
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.pipeline import PartitionPipeline
+from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.replay.inputs import TopologyLike, resolve_topology
 from streamfeat.sinks import decode_value, encode_value, parse_version
 from streamfeat.sinks.redis import connect
@@ -152,7 +153,7 @@ def _verify_partition(
                     report.mismatches.append(
                         Mismatch(e, name, value, want.get(name), got.version))
 
-    for batch in iter_partition(snapshot_dir, topology.source.topic, partition):
+    for batch in iter_partition(snapshot_dir, consumed_topic(topology), partition):
         start = 0
         while k < len(offsets):
             target = offsets[k]

@@ -1,26 +1,34 @@
 """The partitions this worker owns right now: :class:`Assignment`.
 
-For each assigned source partition: one :class:`~streamfeat.pipeline.PartitionPipeline` per
-topology reading that topic (its window state opened from the partition's RocksDB store) and,
-with snapshots on, the partition's :class:`~streamfeat.snapshot.SnapshotWriter`. Opening a
-partition answers the offset it must be read from: the lowest of the pipelines' stored next
-offsets and the snapshot's (records consumed before a crash but not yet in a snapshot are
-read again, for the snapshot only: each pipeline skips what its state already holds).
+Each consumed topic has a plan (:func:`plan_stages`): a source topic feeds the pipelines of
+the topologies keyed by its records' key and the first stage
+(:class:`~streamfeat.runtime.repartition.Repartitioner`) of those that are not; a topology's
+``<name>.repartition`` topic feeds that topology's pipeline. For each assigned partition
+the assignment holds those stages, each with its state opened from the partition's
+RocksDB store, and, with snapshots on, the partition's
+:class:`~streamfeat.snapshot.SnapshotWriter`. Opening a partition answers the offset it
+must be read from: the lowest of the stages' stored next offsets and the snapshot's
+(records consumed before a crash but not yet in a snapshot are read again, for the
+snapshot only: each stage skips what its state already holds).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamfeat.pipeline import PartitionPipeline
+from streamfeat.pipeline.rekey import consumed_topic, is_rekeyed
 from streamfeat.runtime.consumers import TP
+from streamfeat.runtime.repartition import Repartitioner, RepartitionOutput
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
-__all__ = ["Assignment", "SnapshotFactory"]
+__all__ = ["Assignment", "SnapshotFactory", "TopicPlan", "plan_stages"]
 
 log = logging.getLogger("streamfeat.worker")
 
@@ -28,16 +36,36 @@ SnapshotFactory = Callable[[str, int], SnapshotWriter]
 """Opens the snapshot writer of (topic, partition)."""
 
 
-class Assignment:
-    """Pipelines and snapshot writers of the assigned partitions."""
+@dataclass
+class TopicPlan:
+    """What runs on each partition of one consumed topic."""
 
-    def __init__(self, by_topic: Mapping[str, Sequence[TopologyDef]], state_dir: Path,
-                 generation: int, snapshots: SnapshotFactory | None) -> None:
-        self.by_topic = by_topic
+    pipelines: list[TopologyDef] = field(default_factory=list)
+    rekeyed: list[TopologyDef] = field(default_factory=list)  # first stages
+
+
+def plan_stages(topologies: Sequence[TopologyDef]) -> dict[str, TopicPlan]:
+    """Consumed topic -> the stages its partitions run (source and repartition topics)."""
+    plans: dict[str, TopicPlan] = defaultdict(TopicPlan)
+    for topology in topologies:
+        plans[consumed_topic(topology)].pipelines.append(topology)
+        if is_rekeyed(topology):
+            plans[topology.source.topic].rekeyed.append(topology)
+    return dict(plans)
+
+
+class Assignment:
+    """Stages and snapshot writers of the assigned partitions."""
+
+    def __init__(self, plans: dict[str, TopicPlan], state_dir: Path, generation: int,
+                 snapshots: SnapshotFactory | None, rekey: RepartitionOutput | None) -> None:
+        self.plans = plans
         self.state_dir = state_dir
         self.generation = generation
         self._new_snapshot = snapshots
+        self._rekey = rekey
         self.pipelines: dict[TP, list[PartitionPipeline]] = {}
+        self.rekeyers: dict[TP, list[Repartitioner]] = {}
         self.snapshots: dict[TP, SnapshotWriter] = {}
 
     def __contains__(self, tp: object) -> bool:
@@ -52,12 +80,19 @@ class Assignment:
     def open(self, tp: TP) -> int:
         """Open a newly assigned partition; returns the offset to read it from."""
         topic, partition = tp
-        pipelines = []
-        for topology in self.by_topic[topic]:
-            store = PartitionStore(self.state_dir, topology.name, topic, partition)
-            pipelines.append(PartitionPipeline(topology, partition, generation=self.generation,
-                                               store=store))
-        self.pipelines[tp] = pipelines
+        plan = self.plans[topic]
+        self.pipelines[tp] = [
+            PartitionPipeline(topology, partition, generation=self.generation,
+                              store=PartitionStore(self.state_dir, topology.name, topic,
+                                                   partition))
+            for topology in plan.pipelines]
+        rekeyers = []
+        for topology in plan.rekeyed:
+            if self._rekey is None:
+                raise RuntimeError("a re-keyed topology needs a repartition output")
+            store = PartitionStore(self.state_dir, f"{topology.name}.rekey", topic, partition)
+            rekeyers.append(Repartitioner(topology, partition, self._rekey, store))
+        self.rekeyers[tp] = rekeyers
         start = self.position(tp)
         if self._new_snapshot is not None:
             writer = self._new_snapshot(topic, partition)
@@ -66,14 +101,19 @@ class Assignment:
         log.info("assigned %s[%d] from offset %d", topic, partition, start)
         return start
 
+    def stages(self, tp: TP) -> list[PartitionPipeline | Repartitioner]:
+        return [*self.pipelines.get(tp, []), *self.rekeyers.get(tp, [])]
+
     def position(self, tp: TP) -> int:
-        """The next offset every pipeline of the partition has processed up to."""
-        return min((p.next_offset or 0) for p in self.pipelines.get(tp, []))
+        """The next offset every stage of the partition has processed up to."""
+        return min((s.next_offset or 0) for s in self.stages(tp)) if tp in self else 0
 
     def close(self, tp: TP) -> None:
         """Close a partition's stores and snapshot writer (state committed before)."""
-        for pipeline in self.pipelines.pop(tp, []):
-            pipeline.close()
+        for stage in self.stages(tp):
+            stage.close()
+        self.pipelines.pop(tp, None)
+        self.rekeyers.pop(tp, None)
         writer = self.snapshots.pop(tp, None)
         if writer is not None:
             writer.close()
@@ -83,7 +123,8 @@ class Assignment:
         for writer in list(self.snapshots.values()):
             writer.close()
         self.snapshots.clear()
-        for pipelines in list(self.pipelines.values()):
-            for pipeline in pipelines:
-                pipeline.close()
+        for tp in list(self.pipelines):
+            for stage in self.stages(tp):
+                stage.close()
         self.pipelines.clear()
+        self.rekeyers.clear()

@@ -1,7 +1,8 @@
 """What is stored when: :class:`Checkpoint`, the rule that no offset is stored before its effects.
 
-Each batch's effects are, in order: values to the sink (acknowledged in the background),
-dead letters (acknowledged before the batch ends). Its pipelines are then *pending*: their
+Each batch's effects are, in order: values to the sink and re-keyed records to the
+repartition topic (both acknowledged in the background), dead letters (acknowledged before
+the batch ends). Its stages are then *pending*: their
 in-memory state is ahead of RocksDB. :meth:`Checkpoint.commit` first waits until every
 effect submitted so far is acknowledged (``settle``), then stores each pending pipeline's
 changed state with its next offset in one RocksDB write batch. So:
@@ -22,11 +23,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
-from streamfeat.pipeline import PartitionPipeline
 from streamfeat.runtime.consumers import TP
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "Stage"]
+
+
+class Stage(Protocol):
+    """What the checkpoint stores: a pipeline or a first stage of one partition."""
+
+    def commit(self) -> None:
+        """Store its changed state with its next offset, atomically."""
+        ...
 
 
 class Checkpoint:
@@ -37,7 +46,7 @@ class Checkpoint:
         self._settle = settle
         self.every_s = every_s
         self.clock = clock
-        self._pending: dict[int, PartitionPipeline] = {}
+        self._pending: dict[int, tuple[TP, Stage]] = {}
         self._broken = False
         self._last = clock()
 
@@ -61,10 +70,10 @@ class Checkpoint:
             if broken:
                 self._broken = True
 
-    def track(self, pipelines: Iterable[PartitionPipeline]) -> None:
-        """These pipelines processed a batch whose effects were all submitted."""
-        for pipeline in pipelines:
-            self._pending[id(pipeline)] = pipeline
+    def track(self, stages: Iterable[tuple[TP, Stage]]) -> None:
+        """These stages processed a batch whose effects were all submitted."""
+        for tp, stage in stages:
+            self._pending[id(stage)] = (tp, stage)
 
     def due(self) -> bool:
         return self.clock() - self._last >= self.every_s
@@ -78,11 +87,10 @@ class Checkpoint:
             raise RuntimeError("a batch failed half-way: its state must not be committed")
         self._settle()
         done: set[TP] = set()
-        for key, pipeline in list(self._pending.items()):
-            tp = (pipeline.topology.source.topic, pipeline.partition)
+        for key, (tp, stage) in list(self._pending.items()):
             if only is not None and tp not in only:
                 continue
-            pipeline.commit()
+            stage.commit()
             del self._pending[key]
             done.add(tp)
         if only is None:

@@ -8,6 +8,15 @@
   before (by this worker before a crash, or by the partition's previous owner) and is not
   sent again. On assignment the queue learns those offsets by reading the end of the DLQ
   back (:meth:`DeadLetterOutput.sent`), so a restart or a takeover does not resend.
+* A re-keyed topology's late letters are found in its repartition topic's partitions: they
+  go to the *source* topic's ``<topic>.dlq`` with the record's source partition and offset
+  in the usual headers (what a person looks for), and with ``streamfeat-via`` naming the
+  repartition partition and offset they were consumed at (what the dedupe counts by).
+* A letter too large for its DLQ topic is not allowed to stop the worker: each
+  ``<topic>.dlq`` is created with its source topic's ``max.message.bytes`` (so a record
+  the source accepted fits whole), and a letter still too large (a DLQ created earlier
+  with a smaller limit) is sent truncated, with ``streamfeat-truncated`` holding the
+  original value's size in bytes.
 * :meth:`DeadLetterQueue.send` returns only when every letter is acknowledged by Kafka;
   only letters whose delivery *failed* are produced again (a letter still queued in the
   producer during an outage is waited for, never duplicated). The batch's offsets are
@@ -18,11 +27,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from streamfeat.pipeline import DeadLetter
 from streamfeat.retry import backoff_s
@@ -35,6 +56,8 @@ __all__ = [
     "DLQ_REASON",
     "DLQ_TOPIC",
     "DLQ_TOPOLOGY",
+    "DLQ_TRUNCATED",
+    "DLQ_VIA",
     "DeadLetterOutput",
     "DeadLetterQueue",
     "KafkaDeadLetters",
@@ -50,6 +73,10 @@ DLQ_TOPOLOGY = "streamfeat-topology"
 DLQ_TOPIC = "streamfeat-topic"
 DLQ_PARTITION = "streamfeat-partition"
 DLQ_OFFSET = "streamfeat-offset"
+DLQ_VIA = "streamfeat-via"  # "<consumed topic>/<partition>/<offset>" of a re-keyed record
+DLQ_TRUNCATED = "streamfeat-truncated"  # the original value's size, when sent truncated
+_TRUNCATED_BYTES = 256 * 1024  # what is kept of a letter too large for its DLQ
+_MAX_MESSAGE_BYTES = 1_000_000_000  # librdkafka's upper bound for message.max.bytes
 _TAIL = 5000  # dead letters read back per partition on assignment
 
 Letter = tuple[str, DeadLetter]
@@ -116,12 +143,21 @@ class DeadLetterQueue:
 
 
 class KafkaDeadLetters:
-    """:class:`DeadLetterOutput` to Kafka: an idempotent producer and a tail reader."""
+    """:class:`DeadLetterOutput` to Kafka: an idempotent producer and a tail reader.
 
-    def __init__(self, settings: ConsumerSettings) -> None:
+    ``sources`` maps each repartition topic consumed to its source topic, whose DLQ its
+    letters go to.
+    """
+
+    def __init__(self, settings: ConsumerSettings,
+                 sources: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.sources = dict(sources or {})
+        self._dlq_partitions: dict[str, int] = {}
         base = settings.librdkafka()
-        self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5})
+        # As large as a record can be: the topics' own limits decide (see prepare()).
+        self.producer = Producer({**base, "enable.idempotence": True, "linger.ms": 5,
+                                  "message.max.bytes": _MAX_MESSAGE_BYTES})
         self.admin = AdminClient(base)
         self._reader: Consumer | None = None
 
@@ -135,8 +171,12 @@ class KafkaDeadLetters:
                 meta = self.admin.list_topics(timeout=30)
                 src = meta.topics[topic]
             dlq = f"{topic}.dlq"
+            self._dlq_partitions[dlq] = len(src.partitions)
             if dlq not in meta.topics:
-                wanted.append(NewTopic(dlq, len(src.partitions), 1))
+                # a record the source topic accepted must fit whole in its dead letter
+                limit = self._max_message_bytes(topic)
+                config = {} if limit is None else {"max.message.bytes": str(limit + 65_536)}
+                wanted.append(NewTopic(dlq, len(src.partitions), 1, config=config))
         for topic, future in self.admin.create_topics(wanted).items() if wanted else []:
             try:
                 future.result(30)
@@ -145,40 +185,82 @@ class KafkaDeadLetters:
                     raise
             log.info("created dead-letter topic %s", topic)
 
+    def _max_message_bytes(self, topic: str) -> int | None:
+        try:
+            resource = ConfigResource(ResourceType.TOPIC, topic)
+            entries = self.admin.describe_configs([resource])[resource].result(30)
+            return int(entries["max.message.bytes"].value)
+        except Exception as exc:  # not allowed to describe it: the broker's default then
+            log.debug("max.message.bytes of %s: %s", topic, exc)
+            return None
+
     def deliver(self, letters: Sequence[Letter], on_wait: OnWait) -> list[Letter]:
         failed: list[Letter] = []
+        too_large: list[Letter] = []
+        self._produce_all(letters, failed, too_large, truncate=False)
+        self._wait(on_wait)
+        if too_large:  # the DLQ topic's limit is below the record: keep what fits
+            self._produce_all(too_large, failed, [], truncate=True)
+            self._wait(on_wait)
+        return failed
 
-        def on_delivery(err: KafkaError | None, _msg: Message, letter: Letter) -> None:
-            if err is not None:
-                failed.append(letter)
-
-        for letter in letters:
-            topic, d = letter
-            r = d.record
-            headers: list[tuple[str, str | bytes | None]] = [
-                (DLQ_REASON, d.reason.encode()),
-                (DLQ_KIND, d.kind.encode()),
-                (DLQ_TOPOLOGY, d.topology.encode()),
-                (DLQ_TOPIC, topic.encode()),
-                (DLQ_PARTITION, str(r.partition).encode()),
-                (DLQ_OFFSET, str(r.offset).encode()),
-            ]
-            callback = _bind(on_delivery, letter)
-            while True:
-                try:
-                    self.producer.produce(f"{topic}.dlq", key=r.key, value=r.value,
-                                          partition=r.partition, headers=headers,
-                                          on_delivery=callback)
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
+    def _wait(self, on_wait: OnWait) -> None:
         attempt = 0
         # Letters still queued are neither delivered nor failed yet: wait for their
         # outcome (librdkafka retries them until message.timeout.ms), never produce twice.
         while (remaining := self.producer.flush(30)) > 0:
             on_wait(attempt, RuntimeError(f"{remaining} dead letters not yet acknowledged"))
             attempt += 1
-        return failed
+
+    def _produce_all(self, letters: Sequence[Letter], failed: list[Letter],
+                     too_large: list[Letter], *, truncate: bool) -> None:
+        def on_delivery(err: KafkaError | None, _msg: Message, letter: Letter) -> None:
+            if err is None:
+                return
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and not truncate:
+                too_large.append(letter)
+            else:
+                failed.append(letter)
+
+        for letter in letters:
+            topic, d = letter
+            r = d.record
+            source, partition, offset = topic, r.partition, r.offset
+            dlq, dlq_partition = f"{topic}.dlq", r.partition
+            if d.origin is not None:  # consumed from a repartition topic
+                source = self.sources[topic]
+                partition, offset = d.origin
+                dlq = f"{source}.dlq"
+                dlq_partition = r.partition % self._partitions_of(dlq)
+            headers: list[tuple[str, str | bytes | None]] = [
+                (DLQ_REASON, d.reason.encode()),
+                (DLQ_KIND, d.kind.encode()),
+                (DLQ_TOPOLOGY, d.topology.encode()),
+                (DLQ_TOPIC, source.encode()),
+                (DLQ_PARTITION, str(partition).encode()),
+                (DLQ_OFFSET, str(offset).encode()),
+            ]
+            if d.origin is not None:
+                headers.append((DLQ_VIA, f"{topic}/{r.partition}/{r.offset}".encode()))
+            key, value = r.key, r.value
+            if truncate:
+                headers.append((DLQ_TRUNCATED, str(len(value or b"")).encode()))
+                key = None if key is None else key[:_TRUNCATED_BYTES // 4]
+                value = None if value is None else value[:_TRUNCATED_BYTES]
+            callback = _bind(on_delivery, letter)
+            while True:
+                try:
+                    self.producer.produce(dlq, key=key, value=value,
+                                          partition=dlq_partition, headers=headers,
+                                          on_delivery=callback)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+                except KafkaException as exc:  # refused before sending: too large here
+                    if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE or truncate:
+                        raise
+                    too_large.append(letter)
+                    break
 
     def sent(self, partitions: Sequence[TP]) -> dict[SentKey, int]:
         """Reads the last records of each ``<topic>.dlq`` partition, all in one pass.
@@ -195,7 +277,13 @@ class KafkaDeadLetters:
         todo: dict[tuple[str, int], int] = {}  # dlq partition -> last offset to read
         starts = []
         for topic, partition in partitions:
-            dlq = f"{topic}.dlq"
+            if topic in self.sources:
+                dlq = f"{self.sources[topic]}.dlq"
+                partition = partition % self._partitions_of(dlq)
+            else:
+                dlq = f"{topic}.dlq"
+            if (dlq, partition) in todo:
+                continue
             low, high = reader.get_watermark_offsets(TopicPartition(dlq, partition), timeout=30)
             if high > low:
                 todo[(dlq, partition)] = high - 1
@@ -214,8 +302,15 @@ class KafkaDeadLetters:
                     if offset >= todo.get(dlq_tp, offset + 1):
                         del todo[dlq_tp]
                     h = dict(m.headers() or [])
-                    key = (_text(h.get(DLQ_TOPOLOGY)), _text(h.get(DLQ_TOPIC)), dlq_tp[1])
-                    off = int(_text(h.get(DLQ_OFFSET)) or -1)
+                    via = _text(h.get(DLQ_VIA))
+                    if via:  # re-keyed: counted by where it was consumed
+                        via_topic, via_partition, via_offset = via.rsplit("/", 2)
+                        key = (_text(h.get(DLQ_TOPOLOGY)), via_topic, int(via_partition))
+                        off = int(via_offset)
+                    else:
+                        key = (_text(h.get(DLQ_TOPOLOGY)), _text(h.get(DLQ_TOPIC)),
+                               int(_text(h.get(DLQ_PARTITION)) or dlq_tp[1]))
+                        off = int(_text(h.get(DLQ_OFFSET)) or -1)
                     found[key] = max(found.get(key, -1), off)
         finally:
             reader.unassign()
@@ -223,6 +318,12 @@ class KafkaDeadLetters:
             log.warning("could not read the end of %s within 60 s; a dead letter sent before "
                         "a crash may be sent again", sorted(todo))
         return found
+
+    def _partitions_of(self, dlq: str) -> int:
+        if dlq not in self._dlq_partitions:
+            meta = self.admin.list_topics(dlq, timeout=30)
+            self._dlq_partitions[dlq] = len(meta.topics[dlq].partitions)
+        return self._dlq_partitions[dlq]
 
     def close(self) -> None:
         self.producer.flush(10)

@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamfeat.metrics import Metrics, MetricsServer
-from streamfeat.pipeline import PartitionPipeline
+from streamfeat.pipeline import BatchOutcome, PartitionPipeline
+from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
 from streamfeat.records import RecordBatch
-from streamfeat.runtime.assignment import Assignment, SnapshotFactory
-from streamfeat.runtime.checkpoint import Checkpoint
+from streamfeat.runtime.assignment import Assignment, SnapshotFactory, plan_stages
+from streamfeat.runtime.checkpoint import Checkpoint, Stage
 from streamfeat.runtime.config import WorkerConfig
 from streamfeat.runtime.consumers import TP, ConsumerSettings, GroupConsumer, open_consumer
 from streamfeat.runtime.deadletters import (
@@ -42,9 +43,13 @@ from streamfeat.runtime.endoffsets import EndOffsets
 from streamfeat.runtime.fencing import FenceWatch
 from streamfeat.runtime.health import Health
 from streamfeat.runtime.publish import FeatureSink, OnRetry, Publisher
+from streamfeat.runtime.repartition import (
+    KafkaRepartition,
+    RepartitionOutput,
+    release_in_time_order,
+)
 from streamfeat.sinks import RedisSink, UpdateBatch
 from streamfeat.snapshot import SnapshotWriter
-from streamfeat.topology import TopologyDef
 
 __all__ = ["Worker"]
 
@@ -54,23 +59,27 @@ log = logging.getLogger("streamfeat.worker")
 class Worker:
     """Runs topologies over Kafka; several workers with one group share the partitions.
 
-    ``consumer``, ``sinks`` and ``dead_letters`` default to the real ones (the runtime's
-    consumer, Redis, Kafka); unit tests pass in-memory ones to check the order of effects.
+    ``consumer``, ``sinks``, ``dead_letters`` and ``repartition`` default to the real ones
+    (the runtime's consumer, Redis, Kafka); unit tests pass in-memory ones to check the
+    order of effects.
     """
 
     def __init__(self, config: WorkerConfig, *, consumer: GroupConsumer | None = None,
                  sinks: Mapping[str, FeatureSink] | None = None,
-                 dead_letters: DeadLetterOutput | None = None) -> None:
+                 dead_letters: DeadLetterOutput | None = None,
+                 repartition: RepartitionOutput | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
         self.health = Health(self.metrics)
-        self.by_topic: dict[str, list[TopologyDef]] = defaultdict(list)
-        for topology in config.topologies:
-            self.by_topic[topology.source.topic].append(topology)
+        self.plans = plan_stages(config.topologies)
+        self.sources = sorted({t.source.topic for t in config.topologies})
+        rekeyed = [t for t in config.topologies if is_rekeyed(t)]
+        self.repartitions = {repartition_topic(t): t.source.topic for t in rekeyed}
         settings = ConsumerSettings(
             bootstrap=config.kafka, group_id=config.group, client_config=config.kafka_config,
             batch_size=config.batch_size, work_dir=config.state_dir,
-            on_error=lambda: self.metrics.retries.labels("kafka").inc())
+            on_error=lambda: self.metrics.retries.labels("kafka").inc(),
+            rekeyed_topics=frozenset(self.repartitions))
         self.consumer = consumer if consumer is not None else open_consumer(config.runtime,
                                                                              settings)
         if sinks is None:
@@ -78,12 +87,16 @@ class Worker:
         self.publisher = Publisher(sinks, self.metrics,
                                    FenceWatch(config.generation, self.health),
                                    self._on_retry("redis"), self.health.recovered)
-        self.dlq = DeadLetterQueue(dead_letters or KafkaDeadLetters(settings),
-                                   self._on_retry("kafka"))
-        self.checkpoint = Checkpoint(self.publisher.settle, every_s=config.commit_every_s)
-        self.assignment = Assignment(self.by_topic, config.state_dir, config.generation,
-                                     self._snapshot_factory())
-        self.end = EndOffsets()
+        if dead_letters is None:
+            dead_letters = KafkaDeadLetters(settings, self.repartitions)
+        self.dlq = DeadLetterQueue(dead_letters, self._on_retry("kafka"))
+        if repartition is None and rekeyed:
+            repartition = KafkaRepartition(settings, self._on_retry("kafka"))
+        self.repartition = repartition
+        self.checkpoint = Checkpoint(self._settle, every_s=config.commit_every_s)
+        self.assignment = Assignment(self.plans, config.state_dir, config.generation,
+                                     self._snapshot_factory(), repartition)
+        self.end = EndOffsets(sorted(self.repartitions))
         self.server: MetricsServer | None = None
         self._stopping = False
         self._failed = False  # after a failure nothing more is committed (see _shutdown)
@@ -91,6 +104,7 @@ class Worker:
         self._announce: dict[TP, int] = {}  # positions to tell the group after an assignment
         self._last_batch = time.time()
         self._last_gauges = 0.0
+        self._last_key_warning = float("-inf")
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -104,14 +118,23 @@ class Worker:
             self.server.start()
         clean = False
         try:
-            self.dlq.output.prepare(list(self.by_topic))
+            self.dlq.output.prepare(self.sources)
+            if self.repartition is not None:
+                self.repartition.prepare({
+                    topic: len(self.consumer.partitions(source))
+                    for topic, source in self.repartitions.items()})
+            for topic, source in self.repartitions.items():
+                log.info("%s is re-keyed by entity through %s", source, topic)
             if self.config.stop_at_end:
-                self.end.capture(self.consumer, list(self.by_topic))
-            self.consumer.subscribe(list(self.by_topic), self._on_assign, self._on_revoke)
+                self.end.capture(self.consumer, self.sources)
+            self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
                 batch = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
                 if batch:
                     self._handle(batch)
+                elif self.repartition is not None:
+                    with self.checkpoint.batch():  # held re-keyed records, as time allows
+                        self.checkpoint.track(self._release())
                 stored = self._commit_if_due(idle=not batch)
                 self._tell_group(stored)
                 self._report_gauges()
@@ -130,7 +153,7 @@ class Worker:
             updates: dict[str, list[UpdateBatch]] = defaultdict(list)
             oldest: dict[str, int] = {}
             letters: list[Letter] = []
-            touched: list[PartitionPipeline] = []
+            touched: list[tuple[TP, Stage]] = []
             for tp, records in by_tp.items():
                 writer = self.assignment.snapshots.get(tp)
                 if writer is not None:
@@ -140,13 +163,23 @@ class Worker:
                     if not todo:
                         continue
                     outcome = pipeline.process(todo)
-                    self._count(pipeline, outcome.consumed, outcome.aggregated, outcome.late,
-                                outcome.malformed)
+                    self._count(pipeline, outcome)
                     name = pipeline.topology.name
                     updates[name].extend(outcome.updates)
                     letters.extend((tp[0], d) for d in outcome.dead)
-                    touched.append(pipeline)
+                    touched.append((tp, pipeline))
                     oldest[name] = min(oldest.get(name, todo.kafka_ts[0]), todo.kafka_ts[0])
+                for rekeyer in self.assignment.rekeyers.get(tp, []):
+                    todo = records.since(rekeyer.read_offset or 0)
+                    if not todo:
+                        continue
+                    rekey = rekeyer.process(todo, time.time())
+                    labels = (rekeyer.topology.name, str(tp[1]))
+                    self.metrics.repartitioned.labels(*labels).inc(rekey.forwarded)
+                    self.metrics.malformed.labels(*labels).inc(rekey.malformed)
+                    letters.extend((tp[0], d) for d in rekey.dead)
+                    touched.append((tp, rekeyer))
+            touched.extend(self._release())
             for name, batch in updates.items():
                 self.publisher.submit(name, batch, oldest.get(name))
             if letters:
@@ -154,6 +187,23 @@ class Worker:
             self._flush_due_snapshots()
             self.checkpoint.track(touched)
         self._last_batch = time.time()
+
+    def _release(self) -> list[tuple[TP, Stage]]:
+        """Send the re-keyed records every busy source partition has reached in time."""
+        if self.repartition is None:
+            return []
+        stages = [(tp, r) for tp, rs in self.assignment.rekeyers.items() for r in rs]
+        if not any(r.held for _tp, r in stages):
+            return []
+        moved = {id(r) for r in release_in_time_order(
+            self.repartition, [r for _tp, r in stages], time.time())}
+        return [(tp, r) for tp, r in stages if id(r) in moved]
+
+    def _settle(self) -> None:
+        """Wait until every effect submitted so far is acknowledged (before a commit)."""
+        self.publisher.settle()
+        if self.repartition is not None:
+            self.repartition.settle()
 
     def _commit_if_due(self, *, idle: bool) -> dict[TP, int]:
         """Commit when due; when idle, also at once once caught up (others may wait on us)."""
@@ -252,6 +302,8 @@ class Worker:
         finally:
             self.assignment.close_all()
             self.dlq.output.close()
+            if self.repartition is not None:
+                self.repartition.close()
             self._stopping = True  # a write still retrying gives up: nothing more commits
             self.publisher.close()
             if self.server is not None:
@@ -261,13 +313,24 @@ class Worker:
     def _health(self) -> dict[str, Any]:
         return self.health.report(self.assignment.labels(), self._last_batch)
 
-    def _count(self, pipeline: PartitionPipeline, consumed: int, aggregated: int, late: int,
-               malformed: int) -> None:
+    def _count(self, pipeline: PartitionPipeline, outcome: BatchOutcome) -> None:
         labels = (pipeline.topology.name, str(pipeline.partition))
-        self.metrics.consumed.labels(*labels).inc(consumed)
-        self.metrics.aggregated.labels(*labels).inc(aggregated)
-        self.metrics.late.labels(*labels).inc(late)
-        self.metrics.malformed.labels(*labels).inc(malformed)
+        self.metrics.consumed.labels(*labels).inc(outcome.consumed)
+        self.metrics.aggregated.labels(*labels).inc(outcome.aggregated)
+        self.metrics.late.labels(*labels).inc(outcome.late)
+        self.metrics.malformed.labels(*labels).inc(outcome.malformed)
+        if outcome.duplicates:
+            self.metrics.duplicates.labels(*labels).inc(outcome.duplicates)
+        foreign = sum(1 for d in outcome.dead if d.reason.startswith("key:"))
+        if foreign:
+            self.metrics.key_mismatch.labels(*labels).inc(foreign)
+            now = time.time()
+            if now - self._last_key_warning >= 60:
+                self._last_key_warning = now
+                reason = next(d.reason for d in outcome.dead if d.reason.startswith("key:"))
+                log.error("%s[%d]: %d records are not keyed by the entity (%s)",
+                          pipeline.topology.source.topic, pipeline.partition, foreign,
+                          reason.removeprefix("key: "))
         if pipeline.stream_time is not None:
             self.metrics.stream_time.labels(*labels).set(pipeline.stream_time)
             self.metrics.staleness.labels(*labels).set(

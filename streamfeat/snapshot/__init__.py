@@ -4,7 +4,7 @@ Owns the snapshot layout ``{dir}/{topic}/date=.../partition=N/{first}-{last}.par
 atomic file writes, and reading a partition back in offset order.
 
 Must not import: operators, pipeline, runtime, replay, Kafka or Redis clients. May import
-:mod:`streamfeat.records` and :mod:`streamfeat.errors`.
+:mod:`streamfeat.records`, :mod:`streamfeat.topology` (time bounds) and :mod:`streamfeat.errors`.
 """
 
 from streamfeat.snapshot.reader import (

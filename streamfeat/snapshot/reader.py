@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, StateError
-from streamfeat.records import RecordBatch
+from streamfeat.records import Origins, RecordBatch
 from streamfeat.snapshot.writer import parse_file_name
 
 __all__ = [
@@ -38,6 +38,7 @@ DateLike = str | Date
 _DATE_DIR = re.compile(r"\Adate=(\d{4}-\d{2}-\d{2})\Z")
 _PART_DIR = re.compile(r"\Apartition=(\d+)\Z")
 _COLUMNS = ["offset", "kafka_ts", "key", "value"]
+_ORIGIN_COLUMNS = ["origin_partition", "origin_offset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +143,15 @@ def iter_files(
             continue  # wholly covered by files already read
         try:
             pf = _open(f.path)
-            batches = pf.iter_batches(batch_size=batch_rows, columns=_COLUMNS)
+            rekeyed = "origin_offset" in pf.schema_arrow.names
+            columns = [*_COLUMNS, *_ORIGIN_COLUMNS] if rekeyed else _COLUMNS
+            batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
             for batch in batches:
+                origins = (Origins(batch.column(4).to_pylist(), batch.column(5).to_pylist())
+                           if rekeyed else None)
                 got = RecordBatch(f.partition, batch.column(0).to_pylist(),
                                   batch.column(1).to_pylist(), batch.column(2).to_pylist(),
-                                  batch.column(3).to_pylist())
+                                  batch.column(3).to_pylist(), origins)
                 got = got.since(next_offset)  # overlapping files
                 if not got:
                     continue

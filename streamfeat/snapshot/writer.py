@@ -39,8 +39,17 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
 from streamfeat.records import RawRecord, RecordBatch, as_batch
+from streamfeat.topology.definitions import MAX_EVENT_TIME_MS
 
-__all__ = ["SCHEMA", "SnapshotWriter", "file_name", "parse_file_name", "partition_dir"]
+__all__ = [
+    "ORIGIN_FIELDS",
+    "REKEYED_SCHEMA",
+    "SCHEMA",
+    "SnapshotWriter",
+    "file_name",
+    "parse_file_name",
+    "partition_dir",
+]
 
 SCHEMA = pa.schema([
     pa.field("partition", pa.int32(), nullable=False),
@@ -50,6 +59,14 @@ SCHEMA = pa.schema([
     pa.field("value", pa.binary()),
 ])
 """Columns of every snapshot file."""
+
+ORIGIN_FIELDS = [
+    pa.field("origin_partition", pa.int32(), nullable=False),
+    pa.field("origin_offset", pa.int64(), nullable=False),
+]
+"""Two more columns in the snapshots of a re-keyed stream (``<topology>.repartition``):
+the source partition and offset where each record was first written."""
+REKEYED_SCHEMA = pa.schema([*SCHEMA, *ORIGIN_FIELDS])
 
 _FILE_RE = re.compile(r"\A(\d{20})-(\d{20})\.parquet\Z")
 _DEFAULT_MAX_ROWS = 500_000
@@ -76,7 +93,11 @@ def partition_dir(snapshot_dir: str | os.PathLike[str], topic: str, date: str,
 
 
 def _utc_date(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+    """The UTC date of a Kafka timestamp; one outside the years 1970..9999 (a producer's
+    bad clock: such records are dead letters) is filed under the nearest end of that range,
+    so that no timestamp can stop the snapshots."""
+    clamped = min(max(ms, 0), MAX_EVENT_TIME_MS)
+    return datetime.fromtimestamp(clamped / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 class _Written(NamedTuple):
@@ -314,16 +335,19 @@ class SnapshotWriter:
         directory = partition_dir(self.snapshot_dir, self.topic, date, self.partition)
         final = directory / file_name(first, last)
         tmp = final.with_name(final.name + ".tmp")
-        table = pa.table(
-            [
-                pa.array(np.full(len(records), self.partition, dtype=np.int32)),
-                pa.array(records.offsets, pa.int64()),
-                pa.array(records.kafka_ts, pa.int64()),
-                pa.array(records.keys, pa.binary()),
-                pa.array(records.values, pa.binary()),
-            ],
-            schema=SCHEMA,
-        )
+        columns = [
+            pa.array(np.full(len(records), self.partition, dtype=np.int32)),
+            pa.array(records.offsets, pa.int64()),
+            pa.array(records.kafka_ts, pa.int64()),
+            pa.array(records.keys, pa.binary()),
+            pa.array(records.values, pa.binary()),
+        ]
+        if records.origins is None:
+            table = pa.table(columns, schema=SCHEMA)
+        else:
+            columns += [pa.array(records.origins.partitions, pa.int32()),
+                        pa.array(records.origins.offsets, pa.int64())]
+            table = pa.table(columns, schema=REKEYED_SCHEMA)
         try:
             directory.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as fh:

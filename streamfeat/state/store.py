@@ -21,6 +21,7 @@ __all__ = ["Committed", "PartitionStore"]
 
 _OFFSET = b"\x00offset"
 _META = b"\x00meta"
+_ORIGINS = b"\x00origins"
 _ENTITY = b"e:"
 _FORMAT = b"\x00format"
 _FORMAT_VERSION = b"1"
@@ -33,6 +34,8 @@ class Committed:
 
     next_offset: int | None
     meta: bytes | None
+    origins: bytes | None = None
+    """For a re-keyed stream: the highest source offset seen per source partition."""
 
 
 class PartitionStore:
@@ -77,7 +80,7 @@ class PartitionStore:
     def committed(self) -> Committed:
         raw = self._db.get(_OFFSET)
         next_offset = None if raw is None else struct.unpack(">q", raw)[0]
-        return Committed(next_offset, self._db.get(_META))
+        return Committed(next_offset, self._db.get(_META), self._db.get(_ORIGINS))
 
     def entities(self) -> Iterator[tuple[str, bytes]]:
         it = self._db.iter()
@@ -90,15 +93,18 @@ class PartitionStore:
             it.next()
 
     def commit(self, next_offset: int, meta: bytes, entities: list[tuple[str, bytes]],
-               deleted: Sequence[str] = ()) -> None:
+               deleted: Sequence[str] = (), *, origins: bytes | None = None) -> None:
         """Atomically store changed entity states, delete those of ``deleted`` (left with no
-        state), and store the operator meta and the resume offset."""
+        state), and store the operator meta, the resume offset and (re-keyed streams) the
+        source offsets seen."""
         batch = WriteBatch(raw_mode=True)
         for entity, data in entities:
             batch.put(_ENTITY + entity.encode(), data)
         for entity in deleted:
             batch.delete(_ENTITY + entity.encode())
         batch.put(_META, meta)
+        if origins is not None:
+            batch.put(_ORIGINS, origins)
         batch.put(_OFFSET, struct.pack(">q", next_offset))
         try:
             self._db.write(batch)

@@ -3,6 +3,19 @@
 These are pure values: no I/O and no runtime state. Operators are built from
 them (``streamfeat.operators``); the YAML loader (``streamfeat.topology.loader``)
 produces them.
+
+Time bounds (the decoder and the loader enforce them, so no arithmetic on times can
+overflow and no time of data can equal a sentinel):
+
+- an accepted event time lies in ``0 .. MAX_EVENT_TIME_MS`` (1970-01-01 to
+  9999-12-31T23:59:59.999Z, the instants ISO-8601 and Python's ``datetime`` can name);
+- a duration (window size, hop, gap, lateness, ttl, freshness, max_future) is at most
+  ``MAX_DURATION_MS`` (365000d, about 1000 years).
+
+So every window computation (``ts + size``, ``(t - size) // hop``, ``(b + 1) * hop + size``,
+a session's ``last + gap``) stays below ``2**49``: exact in int64 and in float64, and
+``2**14`` times below ``np.iinfo(np.int64).max``, which the operators use as the "never"
+sentinel (``streamfeat.operators.slots.NEVER``).
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from typing import Any
 
 __all__ = [
     "ASOF_FIELD",
+    "DEFAULT_MAX_FUTURE_MS",
+    "MAX_DURATION_MS",
+    "MAX_EVENT_TIME_MS",
     "RESERVED_FIELDS",
     "UPDATED_FIELD",
     "VERSION_FIELD",
@@ -42,6 +58,14 @@ SECOND = 1000
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+
+MAX_EVENT_TIME_MS = 253_402_300_799_999
+"""The latest event time accepted: 9999-12-31T23:59:59.999Z (below ``2**48``); later ones
+are malformed. Far below int64's maximum, the operators' "never" sentinel."""
+MAX_DURATION_MS = 365_000 * DAY
+"""The longest duration a topology may declare (365000d, about 1000 years)."""
+DEFAULT_MAX_FUTURE_MS = HOUR
+"""``max_future`` when a topology does not set it (contract section 3)."""
 
 _UNITS = (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND), ("ms", MS))
 _DEFAULT_HOPS = (
@@ -176,11 +200,19 @@ class FeatureDef:
 
 @dataclass(frozen=True, slots=True)
 class SourceDef:
+    """Where a topology's events come from and how to read them (``source:``)."""
+
     topic: str
     key: str
+    """The entity id field of each record's value (string or int)."""
     format: str = "json"  # json | msgpack
-    timestamp: str | None = None  # None -> the Kafka record timestamp
+    timestamp: str | None = None
+    """The event-time field; ``None``: the Kafka record timestamp is the event time."""
     timestamp_unit: str = "ms"  # ms | s | iso8601
+    keyed_by_entity: bool = True
+    """Whether the topic's records are keyed (so partitioned) by the entity id. When
+    ``False`` the worker re-keys them through ``<topology>.repartition`` so that all
+    events of an entity are aggregated in one place (contract section 3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +227,10 @@ class TopologyDef:
     description: str = ""
     version: int = 1
     lateness_ms: int = 0
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+    """How far an event time may be after its record's Kafka timestamp; a later one is
+    malformed (``future: ...``), so one record with a bad clock cannot move stream time
+    and make every later event late (contract section 3)."""
     ttl_ms: int | None = None
     freshness_ms: int = SECOND
     defaults: dict[str, Any] = field(default_factory=dict)

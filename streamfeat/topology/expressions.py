@@ -27,8 +27,8 @@ Semantics, chosen so that a ``where`` never raises on bad data:
   ``x != null``, which test for presence (SQL-like: ``status != 'x'`` is false
   for an event without ``status``);
 - ``and``/``or``/``not`` use truthiness (``null``, ``0``, ``''`` are false);
-- a type error (``'a' < 1``, ``'a' * 2``) or a division by zero anywhere makes
-  the whole predicate false for that event.
+- a type error (``'a' < 1``, ``'a' * 2``), a division by zero or an overflow anywhere,
+  or values nested too deep to compare, make the whole predicate false for that event.
 
 Comparisons do not chain: write ``0 < x and x < 10``.
 """
@@ -554,7 +554,8 @@ def compile_where(text: str) -> Predicate:
     def predicate(record: Mapping[str, Any]) -> bool:
         try:
             return bool(root(record))
-        except (_NoMatch, TypeError, ValueError, ZeroDivisionError, OverflowError):
+        except (_NoMatch, TypeError, ValueError, ZeroDivisionError, OverflowError,
+                RecursionError):  # comparing lists nested hundreds deep
             return False
 
     return predicate

@@ -14,7 +14,13 @@ Decisions the contract leaves open (documented here, enforced below):
 - ``field`` is rejected on ``count`` (it counts events; filter with ``where``).
 - ``q``, ``k`` and ``exact_up_to`` are rejected on aggregations that ignore them.
 - ``lateness`` may be ``0`` (default 0: no out-of-order delay accepted);
-  every other duration must be > 0. ``ttl`` is optional (no expiry).
+  every other duration must be > 0, except ``max_future``. ``ttl`` is optional (no expiry).
+- Every duration is at most ``365000d`` (:data:`~.definitions.MAX_DURATION_MS`, about
+  1000 years), so window arithmetic on event times cannot overflow.
+- ``max_future`` (top level, default ``1h``, ``0`` allowed): how far an event time may be
+  after its record's Kafka timestamp before the record is malformed (``future: ...``).
+- ``source.keyed_by_entity`` (default ``true``): whether the topic's records are keyed
+  by the entity id; a YAML boolean (``true``/``false``), nothing else.
 - A window dict's ``type`` defaults to ``sliding``. Keys that do not apply to
   the type (``hop`` on tumbling, ``gap`` on sliding, ...) are rejected.
 - ``where`` is stored in canonical form (:func:`canonical_where`), so that
@@ -38,6 +44,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streamfeat.errors import TopologyError
 from streamfeat.topology.definitions import (
+    DEFAULT_MAX_FUTURE_MS,
+    MAX_DURATION_MS,
     RESERVED_FIELDS,
     SECOND,
     AggKind,
@@ -54,10 +62,12 @@ from streamfeat.topology.expressions import ExpressionError, canonical_where
 __all__ = ["load_topology", "load_topology_text", "parse_duration"]
 
 _TOP_KEYS: Final = (
-    "version", "name", "owner", "description", "source", "entity", "lateness", "ttl",
-    "freshness", "features", "defaults",
+    "version", "name", "owner", "description", "source", "entity", "lateness", "max_future",
+    "ttl", "freshness", "features", "defaults",
 )  # fmt: skip
-_SOURCE_KEYS: Final = ("topic", "format", "key", "timestamp", "timestamp_unit")
+_SOURCE_KEYS: Final = (
+    "topic", "format", "key", "timestamp", "timestamp_unit", "keyed_by_entity",
+)  # fmt: skip
 _FEATURE_KEYS: Final = ("name", "agg", "field", "windows", "where", "q", "k", "exact_up_to")
 _WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
 _FORMATS: Final = ("json", "msgpack")
@@ -85,14 +95,22 @@ _MISSING: Final = object()
 def parse_duration(text: object) -> int:
     """Milliseconds of a duration such as ``90s`` or ``5m`` (integer + ``ms s m h d``).
 
-    Raises ``ValueError`` naming the expected form when ``text`` is not one.
+    Raises ``ValueError`` naming the expected form when ``text`` is not one, or the limit
+    when it is longer than ``365000d`` (:data:`~.definitions.MAX_DURATION_MS`).
     """
     match = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"bad duration {text!r}; write an integer and a unit ms|s|m|h|d, e.g. 90s or 5m"
         )
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if ms > MAX_DURATION_MS:
+        raise ValueError(
+            f"duration {match.group(0)!r} is longer than the longest streamfeat accepts, "
+            f"{format_duration(MAX_DURATION_MS)} (about 1000 years); use a shorter one "
+            "(a lifetime window needs no size)"
+        )
+    return ms
 
 
 def load_topology(path: str | Path) -> TopologyDef:
@@ -289,6 +307,10 @@ class _Loader:
         lateness_ms = 0
         if "lateness" in top:
             lateness_ms = self.duration(top["lateness"], "lateness", allow_zero=True) or 0
+        max_future_ms = DEFAULT_MAX_FUTURE_MS
+        if "max_future" in top:
+            got_ms = self.duration(top["max_future"], "max_future", allow_zero=True)
+            max_future_ms = DEFAULT_MAX_FUTURE_MS if got_ms is None else got_ms
         ttl_ms = self.duration(top["ttl"], "ttl") if "ttl" in top else None
         freshness_ms = SECOND
         if "freshness" in top:
@@ -309,6 +331,7 @@ class _Loader:
             description=texts.get("description", ""),
             version=version,
             lateness_ms=lateness_ms,
+            max_future_ms=max_future_ms,
             ttl_ms=ttl_ms,
             freshness_ms=freshness_ms,
             defaults=defaults,
@@ -333,9 +356,22 @@ class _Loader:
                 self.choice(src["timestamp_unit"], "source.timestamp_unit", _TIMESTAMP_UNITS)
                 or "ms"
             )
+        keyed = True
+        if "keyed_by_entity" in src:
+            keyed_node = src["keyed_by_entity"]
+            value = self.scalar(keyed_node) if isinstance(keyed_node, ScalarNode) else None
+            if not isinstance(value, bool):
+                self.error(
+                    keyed_node,
+                    "source.keyed_by_entity must be true or false (whether the topic's "
+                    f"records are keyed by the entity id), got {value!r}",
+                )
+                return None
+            keyed = value
         if topic is None or key is None or fmt is None:
             return None
-        return SourceDef(topic=topic, key=key, format=fmt, timestamp=ts, timestamp_unit=unit)
+        return SourceDef(topic=topic, key=key, format=fmt, timestamp=ts, timestamp_unit=unit,
+                         keyed_by_entity=keyed)
 
     # ------------------------------------------------------------ features
 

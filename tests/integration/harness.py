@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -92,11 +92,13 @@ def count_topic(kafka: str, topic: str) -> int:
         consumer.close()
 
 
-def worker_cmd(path: Path, state_dir: Path, *extra: str) -> list[str]:
-    """The worker command; ``STREAMFEAT_RUNTIME=faust|kafka`` picks the runtime under test."""
+def worker_cmd(path: Path | Sequence[Path], state_dir: Path, *extra: str) -> list[str]:
+    """The worker command (one topology or several); ``STREAMFEAT_RUNTIME=faust|kafka``
+    picks the runtime under test."""
     runtime = os.environ.get("STREAMFEAT_RUNTIME")
     chosen = ("--runtime", runtime) if runtime else ()
-    return [sys.executable, "-m", "streamfeat.cli", "worker", str(path),
+    paths = [str(path)] if isinstance(path, Path) else [str(p) for p in path]
+    return [sys.executable, "-m", "streamfeat.cli", "worker", *paths,
             "--state-dir", str(state_dir), *chosen, *extra]
 
 
@@ -233,7 +235,8 @@ class GroupProgress:
             time.sleep(0.5)
 
 
-def run_to_end(path: Path, state_dir: Path, kafka: str, redis_url: str, *extra: str) -> Path:
+def run_to_end(path: Path | Sequence[Path], state_dir: Path, kafka: str, redis_url: str,
+               *extra: str) -> Path:
     """Run a worker with ``--stop-at-end``; it must exit 0 within 10 minutes. Returns its log."""
     logs = state_dir.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamfeat.records import DecodedBatch, Decoder
+from streamfeat.records.decode import MAX_NESTING
 from streamfeat.topology import TopologyDef
 from streamfeat.topology.expressions import compile_where
 from streamfeat.topology.loader import load_topology_text
@@ -35,8 +36,11 @@ def topology(unit: str = "ms", fmt: str = "json") -> TopologyDef:
     return load_topology_text(TOPOLOGY % {"unit": unit, "fmt": fmt})
 
 
+KAFKA_TS = 1_800_000_000_000  # 2027-01-15: the records below were produced after their events
+
+
 def decode(values: list[bytes | None], unit: str = "ms", fmt: str = "json") -> DecodedBatch:
-    return Decoder(topology(unit, fmt)).decode(values, [1_000 + i for i in range(len(values))])
+    return Decoder(topology(unit, fmt)).decode(values, [KAFKA_TS + i for i in range(len(values))])
 
 
 def j(obj: Any) -> bytes:
@@ -63,6 +67,18 @@ GOOD = {"user_id": "u1", "ts": 1_700_000_000_000, "amount": 2.5, "merchant": "m1
     (j({**GOOD, "amount": "12"}), "field 'amount' is a str, expected a number"),
     (j({**GOOD, "amount": False}), "field 'amount' is a bool, expected a number"),
     (j({**GOOD, "ts": 1e400}), "undecodable: "),
+    (j({**GOOD, "ts": 1e23}), "future: event time 1e+23 (ms) is after 9999-12-31T23:59:59.999Z"),
+    (j({**GOOD, "ts": 2**63 - 1}), "future: event time 9223372036854775807 (ms) is after"),
+    (j({**GOOD, "ts": 2**64}), "future: event time 18446744073709551616 (ms)"),
+    (j({**GOOD, "ts": KAFKA_TS + 3_600_002}),
+     "future: event time 1800003600002 (2027-01-15T09:00:00.002Z) is 360000"),
+    (j({**GOOD, "amount": 2**64}), "field 'amount' is an integer beyond 64 bits"),
+    (j({**GOOD, "merchant": -(2**63) - 1}), "field 'merchant' is an integer beyond 64 bits"),
+    (j({**GOOD, "merchant": ["m1"]}),
+     "field 'merchant' is a list, expected a string, number or boolean (count_distinct"),
+    (j({**GOOD, "merchant": {"id": 1}}), "field 'merchant' is a dict, expected a string"),
+    (b'{"user_id": "u1", "ts": 1, "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     "undecodable: maximum recursion depth exceeded"),
 ])
 def test_each_malformed_kind_has_its_reason(value: bytes | None, reason: str) -> None:
     # alone, and among good records (the batch path must find it and keep the others)
@@ -71,6 +87,7 @@ def test_each_malformed_kind_has_its_reason(value: bytes | None, reason: str) ->
         assert [p for p, _ in out.errors] == [pos]
         assert out.errors[0][1].startswith(reason), out.errors[0][1]
         assert out.positions == [p for p in range(len(values)) if p != pos]
+        assert "; " in out.errors[0][1], "a reason says what is wrong; then what to do"
 
 
 def test_good_records_and_their_fields() -> None:
@@ -93,9 +110,86 @@ def test_non_finite_numbers_are_malformed_msgpack() -> None:
     values = [enc(GOOD), enc({**GOOD, "amount": float("nan")}),
               enc({**GOOD, "ts": float("inf")})]
     out = decode(values, fmt="msgpack")
-    assert out.errors == [(1, "field 'amount' is nan, expected a finite number"),
-                          (2, "timestamp field 'ts' is inf, expected a finite number")]
+    assert [(pos, reason.split(";")[0]) for pos, reason in out.errors] == [
+        (1, "field 'amount' is nan, expected a finite number"),
+        (2, "timestamp field 'ts' is inf, expected a finite number of ms")]
     assert out.keys == ["u1"]
+
+
+LAST_K = """
+version: 1
+name: notes
+source: {topic: t, key: user_id, timestamp: ts, format: %(fmt)s}
+features:
+  - {name: notes, agg: last_k, k: 3, field: note, windows: [1h]}
+"""
+
+
+def test_a_stored_value_must_be_plain_json_and_shallow() -> None:
+    """first/last/last_k keep any JSON value, nested at most MAX_NESTING deep; msgpack's
+    bin, extension and timestamp values have no JSON form (Redis could not serve them)."""
+    enc = msgspec.msgpack.encode
+    ok = [{"a": [1, {"b": None}]}, "x", 1.5, True, None, [[[]]]]
+    deep: Any = 1
+    for _ in range(MAX_NESTING):
+        deep = [deep]
+    bad = [(b"\x00", "field 'note' is a bytes, expected a JSON value"),
+           ([1, b"x"], "field 'note' holds a bytes, which is not a JSON value"),
+           (msgspec.msgpack.Ext(1, b"x"), "field 'note' is a Ext, expected a JSON value"),
+           ({"t": float("nan")}, "field 'note' holds a value that is nan, expected a finite"),
+           ([deep], f"field 'note' is nested more than {MAX_NESTING} deep")]
+    dec = Decoder(load_topology_text(LAST_K % {"fmt": "msgpack"}))
+    values = [enc({"user_id": "u", "ts": 1, "note": v}) for v in [*ok, deep]]
+    values += [enc({"user_id": "u", "ts": 1, "note": v}) for v, _ in bad]
+    out = dec.decode(values, [KAFKA_TS] * len(values))
+    assert out.positions == list(range(len(ok) + 1))
+    assert len(out.errors) == len(bad)
+    for (_pos, reason), (_value, want) in zip(out.errors, bad, strict=True):
+        assert reason.startswith(want), reason
+
+
+def test_event_time_bounds() -> None:
+    """0 .. 9999-12-31T23:59:59.999Z, and at most max_future after the Kafka timestamp; a
+    negative Kafka timestamp (none, before Kafka 0.10) cannot bound an event time."""
+    dec = Decoder(topology())
+    last = 253_402_300_799_999
+    out = dec.decode([j({**GOOD, "ts": t}) for t in (0, last, last + 1, last)],
+                     [0, last, 2**63 - 1, -1])
+    assert out.ts == [0, last]
+    assert dec.decode([j({**GOOD, "ts": KAFKA_TS + 3_600_001})], [KAFKA_TS]).errors == [(0, (
+        "future: event time 1800003600001 (2027-01-15T09:00:00.001Z) is 3600001 ms (60 minutes) "
+        "after the record's Kafka timestamp 1800000000000 (max_future 1h); fix the producer's "
+        "clock or raise max_future"))]
+    assert out.errors[0][1].startswith(
+        "timestamp field 'ts' is 253402300800000, after 9999-12-31T23:59:59.999Z, the latest "
+        "event time streamfeat accepts; check source.timestamp_unit (ms) and the producer")
+    assert out.errors[1][1].startswith(
+        f"future: event time {last} (9999-12-31T23:59:59.999Z) cannot be checked against the "
+        "record's Kafka timestamp -1 (none: a message format before Kafka 0.10)")
+    seconds = decode([j({**GOOD, "ts": 1e308}), j({**GOOD, "ts": -0.0})], unit="s")
+    assert seconds.errors[0][1].startswith("future: event time 1e+308 (s) is after")
+    assert seconds.ts == [0]
+    iso = decode([j({**GOOD, "ts": t}) for t in (
+        "9999-12-31T23:59:59-01:00", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00")],
+        unit="iso8601")
+    assert [r.split(" (")[0] for _, r in iso.errors] == [
+        "future: event time '9999-12-31T23:59:59-01:00'",
+        "timestamp field 'ts' is negative", "timestamp field 'ts' is negative"]
+
+
+def test_kafka_timestamp_as_event_time_is_bounded_too() -> None:
+    text = "version: 1\nname: k\nsource: {topic: t, key: user_id}\n" \
+        "features: [{name: n, agg: count, windows: [1h]}]\n"
+    dec = Decoder(load_topology_text(text))
+    out = dec.decode([j(GOOD)] * 4, [-1, 0, 253_402_300_799_999, 2**63 - 1])
+    assert out.ts == [0, 253_402_300_799_999]
+    assert [r for _, r in out.errors] == [
+        "Kafka timestamp -1 is not an event time: negative (none: a message format before "
+        "Kafka 0.10); produce records with timestamps, or name an event-time field in "
+        "source.timestamp",
+        "Kafka timestamp 9223372036854775807 is not an event time: after "
+        "9999-12-31T23:59:59.999Z, the latest event time streamfeat accepts; fix the "
+        "producer's timestamps, or name an event-time field in source.timestamp"]
 
 
 def test_timestamp_units() -> None:
@@ -104,7 +198,8 @@ def test_timestamp_units() -> None:
     rec = {**GOOD, "ts": "2026-01-01T00:00:01Z"}
     assert decode([j(rec)], unit="iso8601").ts == [1_767_225_601_000]
     bad = decode([j(rec), j({**GOOD, "ts": "yesterday"})], unit="iso8601")
-    assert bad.errors == [(1, "timestamp field 'ts' is not ISO-8601: 'yesterday'")]
+    assert bad.errors == [(1, "timestamp field 'ts' is not ISO-8601: 'yesterday'; send e.g. "
+                              "2026-01-01T00:00:00Z")]
     assert decode([j({**GOOD, "ts": 1.7e12})]).ts == [1_700_000_000_000]  # float ms
 
 
@@ -133,7 +228,7 @@ features:
 
 _good = st.fixed_dictionaries({
     "user_id": st.one_of(st.text(min_size=1, max_size=4), st.integers(0, 10**6)),
-    "ts": st.integers(0, 2**50),
+    "ts": st.integers(0, 2**50),  # some are after MAX_EVENT_TIME_MS (2**47.85)
     "amount": st.one_of(st.none(), st.integers(-10**6, 10**6),
                         st.floats(allow_nan=False, allow_infinity=False)),
     "merchant": st.one_of(st.none(), st.text(max_size=3), st.integers()),
@@ -150,10 +245,13 @@ _bad = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(_good, _good, _bad), max_size=30))
-def test_outcome_of_a_record_does_not_depend_on_its_batch(values: list[bytes | None]) -> None:
+@given(st.lists(st.tuples(st.one_of(_good, _good, _bad),
+                          st.sampled_from([-1, 0, 2**47, 2**50, 2**63 - 1])), max_size=30))
+def test_outcome_of_a_record_does_not_depend_on_its_batch(
+        pairs: list[tuple[bytes | None, int]]) -> None:
     dec = Decoder(topology())
-    kafka_ts = list(range(len(values)))
+    values = [v for v, _ in pairs]
+    kafka_ts = [t for _, t in pairs]
     whole = dec.decode(values, kafka_ts)
     alone = [dec.decode([v], [t]) for v, t in zip(values, kafka_ts, strict=True)]
     assert whole.errors == [(pos, a.errors[0][1]) for pos, a in enumerate(alone) if a.errors]

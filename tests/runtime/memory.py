@@ -91,6 +91,7 @@ class MemoryDeadLetters:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.letters: list[tuple[str, str, int, int, str]] = []  # topology, topic, p, offset, kind
+        self.origins: list[tuple[int, int] | None] = []  # re-keyed: the source record
 
     def prepare(self, topics: Sequence[str]) -> None:
         pass
@@ -100,6 +101,7 @@ class MemoryDeadLetters:
         for topic, d in letters:
             self.journal.effect("dlq", d.topology, d.record.partition, d.record.offset)
             self.letters.append((d.topology, topic, d.record.partition, d.record.offset, d.kind))
+            self.origins.append(d.origin)
         return []
 
     def sent(self, partitions: Sequence[TP]) -> dict[SentKey, int]:

@@ -49,15 +49,18 @@ def make_log(seed: int, per_partition: int = 40) -> MemoryLog:
         for _ in range(per_partition):
             t += rng.randint(0, 20_000)
             kind = rng.random()
+            key: bytes | None
             if kind < 0.1:
-                value = b"{not json"
+                key, value = None, b"{not json"
             elif kind < 0.2:
-                value = json.dumps({"user_id": f"u{rng.randint(0, 4)}", "ts": t - 60_000,
-                                    "amount": 1.0}).encode()  # late: a minute behind
+                user = f"u{p}{rng.randint(0, 4)}"  # late: a minute behind
+                key, value = user.encode(), json.dumps(
+                    {"user_id": user, "ts": t - 60_000, "amount": 1.0}).encode()
             else:
-                value = json.dumps({"user_id": f"u{p}{rng.randint(0, 4)}", "ts": t,
-                                    "amount": round(rng.uniform(1, 100), 2)}).encode()
-            log.append("orders", p, b"k", value, t)
+                user = f"u{p}{rng.randint(0, 4)}"
+                key, value = user.encode(), json.dumps(
+                    {"user_id": user, "ts": t, "amount": round(rng.uniform(1, 100), 2)}).encode()
+            log.append("orders", p, key, value, t)
     return log
 
 

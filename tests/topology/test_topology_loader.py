@@ -20,6 +20,7 @@ from streamfeat.topology import (
     load_topology_text,
     parse_duration,
 )
+from streamfeat.topology.definitions import MAX_DURATION_MS, MAX_EVENT_TIME_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE_FEATURE = "features: [{name: n, agg: count, windows: [1h]}]\n"
@@ -276,6 +277,22 @@ def test_source_options_and_zero_lateness() -> None:
     assert (topology.owner, topology.entity, topology.description) == ("me", "user", "clicks")
 
 
+def test_max_future_and_keyed_by_entity() -> None:
+    """Contract section 3: max_future (default 1h, 0 allowed) bounds an event time from its
+    record's Kafka timestamp; keyed_by_entity (default true) says whether the topic's
+    records are keyed by the entity id."""
+    default = load("- {name: n, agg: count, windows: [1h]}\n")
+    assert default.max_future_ms == 3_600_000
+    assert default.source.keyed_by_entity is True
+    for text, ms in (("30m", 1_800_000), ("0", 0), ("0s", 0), ("365000d", 365_000 * 86_400_000)):
+        topology = load("- {name: n, agg: count, windows: [1h]}\n", f"max_future: {text}\n")
+        assert topology.max_future_ms == ms
+    for text, keyed in (("false", False), ("true", True), ("no", False)):  # YAML 1.1 booleans
+        topology = load_topology_text(
+            f"name: t\nsource: {{topic: o, key: k, keyed_by_entity: {text}}}\n{ONE_FEATURE}")
+        assert topology.source.keyed_by_entity is keyed
+
+
 def test_yaml_merge_keys_are_supported() -> None:
     features = load("""\
         - &base {name: a, agg: sum, field: amount, windows: [1h]}
@@ -516,6 +533,8 @@ def test_bad_exact_up_to() -> None:
         ("5 minutes", "bad duration"),
         ("forever", "bad duration 'forever'"),
         ("5M", "bad duration"),
+        ("365001d", "longer than the longest streamfeat accepts, 365000d"),
+        ("99999999999999999999999h", "longer than the longest"),
     ],
 )
 def test_bad_window_duration(window: str, fragment: str) -> None:
@@ -650,6 +669,12 @@ def test_where_must_be_text() -> None:
         ),
         ("{key: k}", 2, "missing required key 'topic'"),
         ("{topic: orders}", 2, "missing required key 'key'"),
+        ("{topic: o, key: k, keyed_by_entity: 1}", 2,
+         "source.keyed_by_entity must be true or false (whether the topic's records are keyed "
+         "by the entity id), got 1"),
+        ("{topic: o, key: k, keyed_by_entity: 'false'}", 2, "must be true or false"),
+        ("{topic: o, key: k, keyed_by_entity: [true]}", 2, "must be true or false"),
+        ("{topic: o, key: k, keyed_by: true}", 2, "did you mean 'keyed_by_entity'?"),
         ("{topic: '', key: k}", 2, "source.topic must be a non-empty string"),
         ("orders", 2, "source must be a mapping"),
     ],
@@ -670,6 +695,12 @@ def test_bad_source(source: str, line: int, fragment: str) -> None:
         ("ttl: 1w", "bad duration '1w'"),
         ("freshness: 0s", "freshness must be greater than zero"),
         ("freshness: 1.5s", "bad duration"),
+        ("max_future: 5", "max_future: a duration needs a unit"),
+        ("max_future: soon", "max_future: bad duration 'soon'"),
+        ("max_future: -1h", "max_future: bad duration"),
+        ("max_future: 365001d", "max_future: duration '365001d' is longer than"),
+        ("lateness: 365001d", "lateness: duration '365001d' is longer than"),
+        ("max_futur: 1h", "did you mean 'max_future'?"),
         ("name: 'a:b'", "must match [A-Za-z][A-Za-z0-9_-]*"),
         ("owner: [a]", "owner must be a non-empty string"),
     ],
@@ -845,3 +876,11 @@ def test_parse_duration(text: str, ms: int) -> None:
 def test_parse_duration_rejects(text: object) -> None:
     with pytest.raises(ValueError, match="integer and a unit"):
         parse_duration(text)
+
+
+def test_durations_are_bounded_so_time_arithmetic_cannot_overflow() -> None:
+    assert parse_duration("365000d") == MAX_DURATION_MS
+    with pytest.raises(ValueError, match="longer than the longest streamfeat accepts"):
+        parse_duration("365001d")
+    # the largest event time plus a few of the longest durations stays far below int64
+    assert MAX_EVENT_TIME_MS + 4 * MAX_DURATION_MS < 2**49

@@ -44,6 +44,8 @@ class ConsumerSettings:
     """A directory the consumer may keep files in (the Faust app's data directory)."""
     on_error: Callable[[], None] | None = None
     """Called on each error the Kafka client reports (the worker counts them)."""
+    rekeyed_topics: frozenset[str] = frozenset()
+    """Repartition topics: their records' origins are read from headers into the batch."""
 
     def librdkafka(self) -> dict[str, Any]:
         """The librdkafka properties of a client of this group's cluster."""

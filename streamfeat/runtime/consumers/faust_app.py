@@ -120,6 +120,11 @@ class _Batch:
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, draining whole batches into the worker instead of streams."""
 
+    @property
+    def rekeyed_topics(self) -> frozenset[str]:
+        """Topics whose records carry their origins in headers (read by the fetch)."""
+        return cast(BatchTransport, self.transport).bridge.source.settings.rekeyed_topics
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ColumnarConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

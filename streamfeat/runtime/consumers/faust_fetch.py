@@ -39,7 +39,7 @@ from aiokafka.consumer.fetcher import (  # type: ignore[import-untyped]
 )
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streamfeat.records import RecordBatch
+from streamfeat.records import Origins, RecordBatch
 
 __all__ = ["ColumnarConsumerThread", "fetched_batches"]
 
@@ -59,20 +59,33 @@ class ColumnarConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         fetcher = consumer._fetcher
         if consumer._closed or fetcher._closed:
             raise errors.ConsumerStoppedError()
+        rekeyed: frozenset[str] = getattr(self.consumer, "rekeyed_topics", frozenset())
         with fetcher._subscriptions.fetch_context():
-            return await fetched_batches(fetcher, active_partitions, timeout or 0, max_records)
+            return await fetched_batches(fetcher, active_partitions, timeout or 0, max_records,
+                                         rekeyed)
 
 
 async def fetched_batches(
-    fetcher: Any, partitions: Any, timeout: float, max_records: int | None
+    fetcher: Any, partitions: Any, timeout: float, max_records: int | None,
+    rekeyed: frozenset[str] = frozenset(),
 ) -> dict[Any, RecordBatch]:
-    """``Fetcher.fetched_records``, with each partition's records as one columnar batch."""
+    """``Fetcher.fetched_records``, with each partition's records as one columnar batch.
+
+    Records of the topics in ``rekeyed`` also carry their origins (read from headers).
+    A worker that re-keys takes a fair share of ``max_records`` from each partition ready
+    (not as much as it can from the first), so that a batch spans about the same stretch of
+    time in every source partition and the re-keyed stream interleaves them in time order.
+    """
     while True:
         # records fetched during a reassignment may not be ours after it
         if fetcher._subscriptions.reassignment_in_progress:
             await fetcher._subscriptions.wait_for_assignment()
         start = time.monotonic()
         drained: dict[Any, RecordBatch] = {}
+        share = max_records
+        if rekeyed and max_records is not None:
+            ready = sum(1 for r in fetcher._records.values() if type(r) is FetchResult)
+            share = max(1, max_records // max(1, ready))
         for tp in list(fetcher._records):
             if partitions and tp not in partitions:
                 if not fetcher._subscriptions.is_assigned(tp):
@@ -80,7 +93,9 @@ async def fetched_batches(
                 continue
             result = fetcher._records[tp]
             if type(result) is FetchResult:
-                batch = _take(result, max_records)
+                take = max_records if share is None or max_records is None else min(
+                    share, max_records)
+                batch = _take(result, take, tp.topic in rekeyed)
                 if not result.has_more():  # all of it handed over: fetch more
                     del fetcher._records[tp]
                     fetcher._notify(fetcher._wait_consume_future)
@@ -110,7 +125,7 @@ async def fetched_batches(
         timeout = max(0.0, timeout - (time.monotonic() - start))
 
 
-def _take(result: Any, max_records: int | None) -> RecordBatch | None:
+def _take(result: Any, max_records: int | None, rekeyed: bool = False) -> RecordBatch | None:
     """Up to about ``max_records`` of a fetch result's records (``FetchResult.getall``)."""
     tp = result._topic_partition
     if not result.check_assignment(tp) or not result.has_more():
@@ -118,27 +133,31 @@ def _take(result: Any, max_records: int | None) -> RecordBatch | None:
     records: PartitionRecords = result._partition_records
     chunks = getattr(records, "_streamfeat_chunks", None)
     if chunks is None:
-        chunks = records._streamfeat_chunks = _chunks(records)
+        chunks = records._streamfeat_chunks = _chunks(records, rekeyed)
     taken: _Columns | None = None
     for chunk in chunks:
         if taken is None:
             taken = chunk
         else:
             for column, more in zip(taken, chunk, strict=True):
-                column.extend(more)  # type: ignore[attr-defined]
+                column.extend(more)
         if max_records is not None and len(taken[0]) >= max_records:
             result._update_position()
             break
     else:
         result._update_position()
         result._partition_records = None
-    return None if taken is None else RecordBatch(tp.partition, *taken)
+    if taken is None:
+        return None
+    offsets, stamps, keys, values, headers = taken
+    origins = Origins.from_headers(headers) if rekeyed else None
+    return RecordBatch(tp.partition, offsets, stamps, keys, values, origins)
 
 
-_Columns = tuple[list[int], list[int], list[bytes | None], list[bytes | None]]
+_Columns = tuple[list[int], list[int], list[bytes | None], list[bytes | None], list[Any]]
 
 
-def _chunks(records: Any) -> Iterator[_Columns]:
+def _chunks(records: Any, rekeyed: bool = False) -> Iterator[_Columns]:
     """``PartitionRecords._unpack_records``, a record batch at a time, as columns."""
     tp = records._tp
     memory = records._records
@@ -160,6 +179,7 @@ def _chunks(records: Any) -> Iterator[_Columns]:
         stamps: list[int] = []
         keys: list[bytes | None] = []
         values: list[bytes | None] = []
+        headers: list[Any] = []
         start = records.next_fetch_offset
         for record in batch:
             offset = record.offset
@@ -169,10 +189,12 @@ def _chunks(records: Any) -> Iterator[_Columns]:
             stamps.append(record.timestamp)
             keys.append(record.key)
             values.append(record.value)
+            if rekeyed:
+                headers.append(record.headers)
         records.next_fetch_offset = batch.next_offset
         if offsets:
             if records._key_deserializer is not None:
                 keys = [records._key_deserializer(k) for k in keys]
             if records._value_deserializer is not None:
                 values = [records._value_deserializer(v) for v in values]
-            yield offsets, stamps, keys, values
+            yield offsets, stamps, keys, values, headers

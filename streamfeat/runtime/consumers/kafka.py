@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from streamfeat.records import RecordBatch
+from streamfeat.records import Origins, RecordBatch
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 
 __all__ = ["KafkaConsumer"]
@@ -38,6 +38,7 @@ class KafkaConsumer:
             "queued.max.messages.kbytes": 32 * 1024,
         })
         self._on_error = settings.on_error
+        self._rekeyed = settings.rekeyed_topics
         self._topics: list[str] = []
 
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
@@ -90,7 +91,9 @@ class KafkaConsumer:
         return {
             tp: RecordBatch(tp[1], cast(list[int], [m.offset() for m in run]),
                             [m.timestamp()[1] for m in run],
-                            [m.key() for m in run], [m.value() for m in run])
+                            [m.key() for m in run], [m.value() for m in run],
+                            Origins.from_headers([m.headers() for m in run])
+                            if tp[0] in self._rekeyed else None)
             for tp, run in groups.items()
         }
 

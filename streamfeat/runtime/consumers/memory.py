@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from streamfeat.records import RawRecord, RecordBatch
+from streamfeat.records import Origins, RawRecord, RecordBatch
 from streamfeat.runtime.consumers.base import TP, OnAssign, OnRevoke
 
 __all__ = ["MemoryConsumer", "MemoryLog"]
@@ -24,6 +24,7 @@ class MemoryLog:
 
     def __init__(self) -> None:
         self.records: dict[TP, list[RawRecord]] = {}
+        self.origins: dict[TP, list[tuple[int, int]]] = {}  # re-keyed topics only
         self.committed: dict[TP, int] = {}
 
     def create(self, topic: str, partitions: int) -> None:
@@ -31,15 +32,20 @@ class MemoryLog:
             self.records.setdefault((topic, p), [])
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-               kafka_ts: int) -> int:
-        """Append one record; returns its offset."""
+               kafka_ts: int, *, origin: tuple[int, int] | None = None) -> int:
+        """Append one record (of a re-keyed topic: with its origin); returns its offset."""
         log = self.records.setdefault((topic, partition), [])
         offset = len(log)
         log.append(RawRecord(partition, offset, kafka_ts, key, value))
+        if origin is not None:
+            self.origins.setdefault((topic, partition), []).append(origin)
         return offset
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(p for t, p in self.records if t == topic)
+
+    def topics(self) -> set[str]:
+        return {t for t, _p in self.records}
 
 
 class MemoryConsumer:
@@ -73,7 +79,12 @@ class MemoryConsumer:
                 break
             run = self.log.records[tp][position:position + room]
             if run:
-                out[tp] = RecordBatch.of(run, tp[1])
+                batch = RecordBatch.of(run, tp[1])
+                origins = self.log.origins.get(tp)
+                if origins is not None:
+                    taken = origins[position:position + len(run)]
+                    batch.origins = Origins([p for p, _o in taken], [o for _p, o in taken])
+                out[tp] = batch
                 self._positions[tp] = position + len(run)
                 room -= len(run)
         return out

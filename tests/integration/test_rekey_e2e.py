@@ -1,0 +1,181 @@
+"""Per-merchant features from a user-keyed topic, on real Kafka and Redis (contract section 3).
+
+The orders topic is keyed (so partitioned) by user; a merchant's orders are in every
+partition. The worker re-keys them through ``<topology>.repartition`` and aggregates there.
+Each test checks every Redis cell against a reference computed here over all records, and
+the dead-letter topic holding each malformed record once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from streamfeat.client import Client
+from streamfeat.pipeline.rekey import repartition_topic
+from streamfeat.replay import replay, verify
+from streamfeat.topology import AggKind, TopologyDef, load_topology
+
+from harness import (
+    COMMIT_OFTEN,
+    ROOT,
+    GroupProgress,
+    Workers,
+    assert_redis_matches_reference,
+    count_topic,
+    make_topology,
+    produce,
+    read_topic,
+    run_to_end,
+    worker_cmd,
+    worker_env,
+)
+from reference import Event, close, run_partition, values_as_of
+
+pytestmark = pytest.mark.integration
+
+# ~17 h of orders: a day of lateness covers any interleaving of the source partitions in
+# the repartition topic, so the reference needs no knowledge of that interleaving.
+REKEY_STREAM = {"entities": 300, "events_per_second": 0.5, "disorder_ms": 120_000,
+                "late_fraction": 0.0, "malformed_fraction": 0.01}
+
+
+def merchants_topology(name: str, topic: str, tmp_path: Path) -> tuple[TopologyDef, Path]:
+    text = (ROOT / "topologies" / "merchants.yaml").read_text()
+    text = text.replace("name: merchants", f"name: {name}", 1).replace(
+        "topic: orders", f"topic: {topic}", 1).replace("lateness: 5m", "lateness: 1d", 1)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return load_topology(path), path
+
+
+def partition_of_entity(kafka: str, topology: TopologyDef) -> dict[str, int]:
+    """Which repartition partition each entity went to (read from the topic's keys)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = repartition_topic(topology)
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{topic}-keys"})
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                for p in parts}
+        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _hi) in ends.items()])
+        out: dict[str, int] = {}
+        left = sum(hi - lo for lo, hi in ends.values())
+        deadline = time.time() + 60
+        while left and time.time() < deadline:
+            for m in consumer.consume(10_000, 1.0):
+                if m.error() is None:
+                    key = (m.key() or b"").decode()
+                    assert out.setdefault(key, m.partition()) == m.partition(), key
+                    left -= 1
+        assert not left, f"{left} records of {topic} not read"
+        return out
+    finally:
+        consumer.close()
+
+
+def expected_rekeyed(kafka: str, topology: TopologyDef) -> tuple[dict[str, dict[str, Any]], int]:
+    """Every entity's values over all records of the source topic, as of the final stream
+    time of the repartition partition it lives in; and the number of malformed records."""
+    source = read_topic(kafka, topology.source.topic)
+    everything = [v for values in source.values() for v in values]
+    run = run_partition(topology, everything)
+    assert run.late == 0, "the reference assumes no late events"
+    where = partition_of_entity(kafka, topology)
+    by_entity: dict[str, list[Event]] = defaultdict(list)
+    stream_time: dict[int, int] = {}
+    for e in run.accepted:
+        by_entity[e.key].append(e)
+        q = where[e.key]
+        stream_time[q] = max(stream_time.get(q, e.ts), e.ts)
+    return ({k: values_as_of(topology, events, stream_time[where[k]])
+             for k, events in by_entity.items()}, run.malformed)
+
+
+def assert_rekeyed_matches(kafka: str, redis_url: str, topology: TopologyDef) -> int:
+    expected, malformed = expected_rekeyed(kafka, topology)
+    assert len(expected) > 50
+    actual = Client(redis_url).get(topology, sorted(expected))
+    sketchy = {f.redis_field(w) for f in topology.features if f.agg is AggKind.PERCENTILE
+               for w in f.windows}
+    bad = [f"{e}.{n}: redis={actual[e].get(n)!r} reference={v!r}"
+           for e, want in expected.items() for n, v in want.items()
+           if not close(actual[e].get(n), v, 0.0101 if n in sketchy else 1e-9)]
+    cells = sum(len(w) for w in expected.values())
+    assert not bad, f"{len(bad)} of {cells} cells differ, e.g.:\n" + "\n".join(bad[:20])
+    return malformed
+
+
+def test_per_merchant_features_from_a_user_keyed_topic_and_replay_equals_the_stream(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic("orders", partitions=4)
+    topology, path = merchants_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 12_000, seed=21, **REKEY_STREAM)
+    snaps = tmp_path / "snapshots"
+    run_to_end(path, tmp_path / "state", kafka_bootstrap, redis_url, "--snapshot-dir",
+               str(snaps))
+    malformed = assert_rekeyed_matches(kafka_bootstrap, redis_url, topology)
+    assert malformed > 0
+    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == malformed
+    # snapshots hold what the aggregation consumed: replay and verify equal the stream
+    report = verify(topology, snaps, redis_url)
+    assert report.checked > 50 and report.match_rate == 1.0, report.mismatches[:5]
+    out = tmp_path / "final.parquet"
+    result = replay(topology, snaps, to_parquet=out, progress=False, processes=1)
+    assert result.records == count_topic(kafka_bootstrap, repartition_topic(topology))
+
+
+def test_rekeyed_worker_killed_at_random_points_of_both_stages(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic("orders", partitions=4)
+    topology, path = merchants_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 30_000, seed=22, **REKEY_STREAM)
+    rng = random.Random(23)
+    state = tmp_path / "state"
+    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        done, total = group.done()
+        for run in range(4):
+            name = f"run{run}"
+            workers.start(name, worker_cmd(path, state, "--batch-size", "400", *COMMIT_OFTEN))
+            if done < total:
+                group.wait(above=done, workers=workers)
+            time.sleep(rng.uniform(0.0, 1.5))
+            workers.kill(name)
+            done, total = group.done()
+    run_to_end(path, state, kafka_bootstrap, redis_url)
+    malformed = assert_rekeyed_matches(kafka_bootstrap, redis_url, topology)
+    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == malformed
+    written = count_topic(kafka_bootstrap, repartition_topic(topology))
+    print(f"repartition topic: {written} records for {30_000 - malformed} events")
+
+
+def test_two_topologies_with_different_entities_on_one_topic_in_one_worker(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topic = new_topic("orders", partitions=4)
+    users, users_path = make_topology(f"{unique_id}u", topic, tmp_path)
+    merchants, merchants_path = merchants_topology(f"{unique_id}m", topic, tmp_path)
+    # users.yaml has 1% late events and a 5 m lateness; merchants sees them within its day
+    produce(kafka_bootstrap, topic, 12_000, seed=24,
+            **{**REKEY_STREAM, "late_fraction": 0.0})
+    run_to_end([users_path, merchants_path], tmp_path / "state", kafka_bootstrap, redis_url)
+    assert_redis_matches_reference(kafka_bootstrap, redis_url, users)
+    malformed = assert_rekeyed_matches(kafka_bootstrap, redis_url, merchants)
+    # each topology sends its own dead letters of the malformed records
+    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == 2 * malformed
+    keys = redis.Redis.from_url(redis_url).keys(f"sf:{unique_id}m:*")
+    assert len(keys) > 50
