@@ -205,7 +205,13 @@ class Origins:
         """Origins read from each record's headers (a record without them: ``-1``)."""
         partitions: list[int] = []
         offsets: list[int] = []
+        ph, oh = ORIGIN_PARTITION_HEADER, ORIGIN_OFFSET_HEADER
         for record_headers in headers:
+            if (record_headers and len(record_headers) == 2  # as the first stage writes them
+                    and record_headers[0][0] == ph and record_headers[1][0] == oh):
+                partitions.append(int(record_headers[0][1]))
+                offsets.append(int(record_headers[1][1]))
+                continue
             p = o = -1
             for name, value in record_headers or ():
                 if name == ORIGIN_PARTITION_HEADER and value is not None:

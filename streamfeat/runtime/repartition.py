@@ -27,7 +27,7 @@ import heapq
 import logging
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol
@@ -51,6 +51,7 @@ from streamfeat.topology import TopologyDef
 __all__ = [
     "KafkaRepartition",
     "MemoryRepartition",
+    "Outgoing",
     "RekeyOutcome",
     "RepartitionOutput",
     "Repartitioner",
@@ -67,9 +68,8 @@ class RepartitionOutput(Protocol):
         """Make sure each repartition topic exists, with its number of partitions."""
         ...
 
-    def send(self, topic: str, key: bytes, value: bytes | None, kafka_ts: int,
-             origin_partition: int, origin_offset: int) -> None:
-        """Queue one record (blocks while the producer's queue is full)."""
+    def send_many(self, records: Iterable[Outgoing]) -> None:
+        """Queue records in this order (blocks while the producer's queue is full)."""
         ...
 
     def settle(self) -> None:
@@ -128,11 +128,8 @@ def release_in_time_order(output: RepartitionOutput, rekeyers: Sequence[Repartit
             streams.append(taken)
             moved.append(r)
     if streams:
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams,
-                                                                    key=itemgetter(0))
-        send = output.send
-        for ts, key, value, partition, offset, topic in merged:
-            send(topic, key, value, ts, partition, offset)
+        output.send_many(streams[0] if len(streams) == 1
+                         else heapq.merge(*streams, key=itemgetter(0)))
     return moved
 
 
@@ -220,6 +217,7 @@ class KafkaRepartition:
             **base, "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4",
             "partitioner": "murmur2_random", "message.timeout.ms": 0,
             "queue.buffering.max.kbytes": 256 * 1024,
+            "on_delivery": self._delivered,  # one callback for all: none to pass per record
         })
         self.admin = AdminClient(base)
         self.on_wait = on_wait
@@ -242,18 +240,17 @@ class KafkaRepartition:
         if err is not None:
             self._failed.append(str(err))
 
-    def send(self, topic: str, key: bytes, value: bytes | None, kafka_ts: int,
-             origin_partition: int, origin_offset: int) -> None:
-        headers: list[tuple[str, str | bytes | None]] = [
-            (ORIGIN_PARTITION_HEADER, str(origin_partition).encode()),
-                   (ORIGIN_OFFSET_HEADER, str(origin_offset).encode())]
-        while True:
-            try:
-                self.producer.produce(topic, value, key, timestamp=kafka_ts, headers=headers,
-                                      on_delivery=self._delivered)
-                return
-            except BufferError:  # the queue is full: wait for the broker (back-pressure)
-                self.producer.poll(0.1)
+    def send_many(self, records: Iterable[Outgoing]) -> None:
+        produce, ph, oh = self.producer.produce, ORIGIN_PARTITION_HEADER, ORIGIN_OFFSET_HEADER
+        for ts, key, value, partition, offset, topic in records:
+            headers: list[tuple[str, str | bytes | None]] = [
+                (ph, b"%d" % partition), (oh, b"%d" % offset)]
+            while True:
+                try:
+                    produce(topic, value, key, timestamp=ts, headers=headers)
+                    break
+                except BufferError:  # the queue is full: wait for the broker (back-pressure)
+                    self.producer.poll(0.1)
 
     def settle(self) -> None:
         attempt = 0
@@ -284,11 +281,11 @@ class MemoryRepartition:
             self.partitions[topic] = n
             self.log.create(topic, n)
 
-    def send(self, topic: str, key: bytes, value: bytes | None, kafka_ts: int,
-             origin_partition: int, origin_offset: int) -> None:
-        partition = zlib.crc32(key) % self.partitions[topic]
-        self.log.append(topic, partition, key, value, kafka_ts,
-                        origin=(origin_partition, origin_offset))
+    def send_many(self, records: Iterable[Outgoing]) -> None:
+        for ts, key, value, origin_partition, origin_offset, topic in records:
+            partition = zlib.crc32(key) % self.partitions[topic]
+            self.log.append(topic, partition, key, value, ts,
+                            origin=(origin_partition, origin_offset))
 
     def settle(self) -> None:
         pass

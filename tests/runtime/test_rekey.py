@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from memory import Crash, Journal, MemoryDeadLetters, MemoryRedis
 from streamfeat.pipeline.rekey import repartition_topic
 from streamfeat.runtime import Worker, WorkerConfig
 from streamfeat.runtime.consumers import MemoryConsumer, MemoryLog
-from streamfeat.runtime.repartition import MemoryRepartition
+from streamfeat.runtime.repartition import MemoryRepartition, Outgoing
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef, load_topology_text
 
@@ -97,10 +98,10 @@ class JournaledRepartition(MemoryRepartition):
         super().__init__(log)
         self.journal = journal
 
-    def send(self, topic: str, key: bytes, value: bytes | None, kafka_ts: int,
-             origin_partition: int, origin_offset: int) -> None:
-        self.journal.effect("rekey", topic, origin_partition, origin_offset)
-        super().send(topic, key, value, kafka_ts, origin_partition, origin_offset)
+    def send_many(self, records: Iterable[Outgoing]) -> None:
+        for record in records:
+            self.journal.effect("rekey", record[5], record[3], record[4])
+            super().send_many([record])
 
 
 class Deployment:

@@ -139,8 +139,12 @@ def _take(result: Any, max_records: int | None, rekeyed: bool = False) -> Record
         if taken is None:
             taken = chunk
         else:
-            for column, more in zip(taken, chunk, strict=True):
-                column.extend(more)
+            offsets, stamps, keys, values, headers = taken
+            offsets.extend(chunk[0])
+            stamps.extend(chunk[1])
+            keys.extend(chunk[2])
+            values.extend(chunk[3])
+            headers.extend(chunk[4])
         if max_records is not None and len(taken[0]) >= max_records:
             result._update_position()
             break
