@@ -115,7 +115,7 @@ def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., st
         return topic
 
     yield make
-    created += [f"{t}.dlq" for t in created]
+    created = sorted({*created, *(f"{t}.dlq" for t in created)})  # no name twice
     if created:
         for future in admin.delete_topics(created, operation_timeout=30).values():
             # Best-effort cleanup: a test may have stopped the broker or deleted the topic.
