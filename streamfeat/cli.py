@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
-from streamfeat.errors import StreamfeatError
+from streamfeat.errors import ConfigError, StreamfeatError
 
 if TYPE_CHECKING:
     from streamfeat.topology import TopologyDef
@@ -51,6 +51,13 @@ def _worker(args: argparse.Namespace) -> int:
     from streamfeat.runtime import Worker, WorkerConfig
     from streamfeat.topology import load_topology
 
+    if args.instance_id is not None and args.processes > 1:
+        raise ConfigError(
+            "--instance-id names one member of the group, not --processes "
+            f"{args.processes} of them: run one worker per id (e.g. one pod of a StatefulSet "
+            "each, --instance-id $(POD_NAME)) or leave --instance-id out")
+    if args.unhealthy_after <= 0:
+        raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
     if args.processes > 1:
         from streamfeat.runtime.supervisor import run_processes
 
@@ -72,6 +79,8 @@ def _worker(args: argparse.Namespace) -> int:
         commit_every_s=args.commit_every,
         generation=args.generation,
         runtime=args.runtime,
+        unhealthy_after_s=args.unhealthy_after,
+        instance_id=args.instance_id,
     )
     return Worker(config).run()
 
@@ -81,7 +90,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     argv = [*args.topologies, "--state-dir", args.state_dir, "--batch-size", str(args.batch_size),
             "--snapshot-every", str(args.snapshot_every), "--generation", str(args.generation),
             "--commit-every", str(args.commit_every),
-            "--runtime", args.runtime]
+            "--runtime", args.runtime, "--unhealthy-after", str(args.unhealthy_after)]
     for flag, value in (("--kafka", args.kafka), ("--redis", args.redis),
                         ("--snapshot-dir", args.snapshot_dir), ("--group", args.group)):
         if value:
@@ -174,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write generation; raise it after a backfill into the serving Redis")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="consumer runtime: faust (faust-streaming) or kafka (confluent-kafka)")
+    p.add_argument("--unhealthy-after", type=float, default=10.0, metavar="SECONDS",
+                   help="/health turns unhealthy once Kafka, Redis or the snapshots have been "
+                        "failing this long (default 10)")
+    p.add_argument("--instance-id", default=None, metavar="ID",
+                   help="Kafka static group membership (group.instance.id): a worker "
+                        "restarted with the same id gets its partitions back at once instead "
+                        "of after the 10 s session timeout. Give each worker a stable id of "
+                        "its own, e.g. its StatefulSet pod name (default: none, dynamic)")
     p.set_defaults(run=_worker)
 
     p = sub.add_parser("get", help="read features of entities from Redis")

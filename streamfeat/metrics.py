@@ -102,23 +102,35 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+_HEALTH_VIEWS = {"/health": "healthy", "/health/live": "live", "/health/ready": "ready"}
+"""Each health endpoint and the key of the status body that decides its 200 or 503."""
+
+
 class MetricsServer:
-    """Serves ``/metrics`` (Prometheus text) and ``/health`` (JSON) on a background thread."""
+    """Serves ``/metrics`` (Prometheus text) and the health views (JSON) on a background thread.
+
+    ``health()`` returns the status body; ``/health`` answers 200 when its ``healthy`` is
+    true, ``/health/live`` when ``live`` is, ``/health/ready`` when ``ready`` is (a missing
+    key counts as false), 503 otherwise. Every view returns the whole body.
+    """
 
     def __init__(self, metrics: Metrics, port: int, health: Callable[[], dict[str, Any]]) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
+                path = self.path.split("?", 1)[0].rstrip("/")
+                if path.startswith("/metrics"):
                     body, ctype, code = metrics.exposition(), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/health"):
+                elif path.startswith("/health"):
+                    key = _HEALTH_VIEWS.get(path, "healthy")
                     status = health()
                     body = json.dumps(status).encode()
                     ctype = "application/json"
-                    code = 200 if status.get("healthy") else 503
+                    code = 200 if status.get(key) else 503
                 else:
-                    body, ctype, code = b"see /metrics and /health\n", "text/plain", 404
+                    body = b"see /metrics, /health, /health/live and /health/ready\n"
+                    ctype, code = "text/plain", 404
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))

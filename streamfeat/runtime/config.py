@@ -30,6 +30,8 @@ class WorkerConfig:
     snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
     kafka_config: dict[str, Any] = field(default_factory=dict)
     runtime: str = "faust"  # one of streamfeat.runtime.consumers.RUNTIMES
+    unhealthy_after_s: float = 10.0  # a dependency failing this long: /health unhealthy
+    instance_id: str | None = None  # Kafka static group membership (group.instance.id)
 
     @property
     def group(self) -> str:

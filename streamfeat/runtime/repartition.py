@@ -23,15 +23,15 @@ any consumer.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -87,16 +87,30 @@ source offset, repartition topic."""
 @dataclass(slots=True)
 class RekeyOutcome:
     consumed: int = 0
-    outgoing: list[Outgoing] = field(default_factory=list)  # in source offset order
+    forwarded: int = 0  # well-formed records, held for the repartition topic
     dead: list[DeadLetter] = field(default_factory=list)
-
-    @property
-    def forwarded(self) -> int:
-        return len(self.outgoing)
 
     @property
     def malformed(self) -> int:
         return len(self.dead)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Well-formed records of one batch of one source partition, held as columns."""
+
+    ts: npt.NDArray[np.int64]
+    order: npt.NDArray[np.int64]  # running maximum of ts over the partition: the merge key
+    keys: list[bytes]
+    values: list[bytes | None]
+    offsets: list[int]
+    start: int = 0  # records before it were sent
+
+    def __len__(self) -> int:
+        return len(self.offsets) - self.start
+
+
+_Slice = tuple["Repartitioner", _Run, int, int]
 
 
 def release_in_time_order(output: RepartitionOutput, rekeyers: Sequence[Repartitioner],
@@ -111,26 +125,45 @@ def release_in_time_order(output: RepartitionOutput, rekeyers: Sequence[Repartit
     reached their Kafka timestamps (a partition silent for ``idle_s`` does not hold the
     others back), and the released records of all partitions are sent merged by
     timestamp; a partition's own records keep their offset order (the second stage's
-    dedupe relies on it). Beyond ``max_held`` records the longest queue is released.
-    Returns the stages that sent records (their stored offsets moved).
+    dedupe relies on it): the merge key is each partition's running maximum of
+    timestamps, which never decreases within a partition, so a stable sort by it merges
+    without reordering any partition. Beyond ``max_held`` records the longest queue is
+    released. Returns the stages that sent records (their stored offsets moved).
     """
     active = [r.latest_ts for r in rekeyers
               if r.latest_ts is not None and now - r.last_delivery < idle_s]
     frontier = min(active) if active else None
-    held = sum(len(r.held) for r in rekeyers)
-    streams: list[list[Outgoing]] = []
+    held = sum(r.held_count for r in rekeyers)
+    slices: list[_Slice] = []
     moved = []
-    for r in sorted(rekeyers, key=lambda r: -len(r.held)):
+    for r in sorted(rekeyers, key=lambda r: -r.held_count):
         overflow = held > max_held
         taken = r.take_until(None if overflow else frontier)
         if taken:
-            held -= len(taken)
-            streams.append(taken)
+            held -= sum(end - start for _run, start, end in taken)
+            slices.extend((r, run, start, end) for run, start, end in taken)
             moved.append(r)
-    if streams:
-        output.send_many(streams[0] if len(streams) == 1
-                         else heapq.merge(*streams, key=itemgetter(0)))
+    if slices:
+        output.send_many(_merged(slices))
     return moved
+
+
+def _merged(slices: list[_Slice]) -> Iterator[Outgoing]:
+    if len({id(r) for r, _run, _s, _e in slices}) == 1:
+        order: Iterable[tuple[int, int]] = ((k, i) for k, (_r, _run, s, e) in enumerate(slices)
+                                            for i in range(s, e))
+    else:
+        keys = np.concatenate([run.order[s:e] for _r, run, s, e in slices])
+        which = np.concatenate([np.full(e - s, k, dtype=np.int64)
+                                for k, (_r, _run, s, e) in enumerate(slices)])
+        where = np.concatenate([np.arange(s, e, dtype=np.int64) for _r, _run, s, e in slices])
+        ranks = np.argsort(keys, kind="stable")
+        order = zip(which[ranks].tolist(), where[ranks].tolist(), strict=True)
+    columns = [(r.target, r.partition, run.ts.tolist(), run.keys, run.values, run.offsets)
+               for r, run, _s, _e in slices]
+    for k, i in order:
+        topic, partition, ts, keys_, values, offsets = columns[k]
+        yield ts[i], keys_[i], values[i], partition, offsets[i], topic
 
 
 class Repartitioner:
@@ -148,26 +181,41 @@ class Repartitioner:
         """The next source offset to read (records before it were processed)."""
         if store is not None:
             self.read_offset = store.committed().next_offset
-        self.held: deque[Outgoing] = deque()
+        self.held: deque[_Run] = deque()
         """Records read but not yet sent (see :func:`release_in_time_order`)."""
         self.latest_ts: int | None = None
         self.last_delivery = float("-inf")
 
     @property
+    def held_count(self) -> int:
+        return sum(len(run) for run in self.held)
+
+    @property
     def next_offset(self) -> int | None:
         """The offset to resume from: the first record held, else the next to read."""
-        return self.held[0][4] if self.held else self.read_offset
+        if self.held:
+            run = self.held[0]
+            return run.offsets[run.start]
+        return self.read_offset
 
-    def take_until(self, frontier: int | None) -> list[Outgoing]:
-        """Remove and return the held records up to the first one after ``frontier``."""
-        held = self.held
-        if frontier is None:
-            out = list(held)
-            held.clear()
-            return out
+    def take_until(self, frontier: int | None) -> list[tuple[_Run, int, int]]:
+        """Remove and return the held records up to the first one after ``frontier``, as
+        (run, start, end) slices."""
         out = []
-        while held and held[0][0] <= frontier:
-            out.append(held.popleft())
+        held = self.held
+        while held:
+            run = held[0]
+            end = len(run.offsets)
+            if frontier is not None:
+                after = np.flatnonzero(run.ts[run.start:] > frontier)
+                if after.size:
+                    end = run.start + int(after[0])
+            if end > run.start:
+                out.append((run, run.start, end))
+            if end < len(run.offsets):
+                run.start = end
+                break
+            held.popleft()
         return out
 
     def process(self, records: RecordBatch, now: float) -> RekeyOutcome:
@@ -178,17 +226,25 @@ class Repartitioner:
             return out
         decoded = self.decoder.decode(records.values, records.kafka_ts)
         offsets, stamps, values = records.offsets, records.kafka_ts, records.values
-        target, p = self.target, self.partition
-        out.outgoing = [(stamps[pos], entity.encode(), values[pos], p, offsets[pos], target)
-                        for entity, pos in zip(decoded.keys, decoded.positions, strict=True)]
         name = self.topology.name
         out.dead = [DeadLetter(records[pos], reason, "malformed", name)
                     for pos, reason in decoded.errors]
-        self.held.extend(out.outgoing)
-        batch_max = max(stamps)
-        self.latest_ts = batch_max if self.latest_ts is None else max(self.latest_ts, batch_max)
+        if decoded.errors:
+            kept = decoded.positions
+            offsets = [offsets[i] for i in kept]
+            stamps = [stamps[i] for i in kept]
+            values = [values[i] for i in kept]
+        out.forwarded = len(offsets)
+        if offsets:
+            ts = np.asarray(stamps, dtype=np.int64)
+            order = np.maximum.accumulate(ts)
+            if self.latest_ts is not None:
+                order = np.maximum(order, self.latest_ts)
+            self.held.append(_Run(ts, order, [k.encode() for k in decoded.keys], values,
+                                  offsets))
+            self.latest_ts = int(order[-1])
         self.last_delivery = now
-        self.read_offset = offsets[-1] + 1
+        self.read_offset = records.offsets[-1] + 1
         return out
 
     def commit(self) -> None:
@@ -241,10 +297,14 @@ class KafkaRepartition:
             self._failed.append(str(err))
 
     def send_many(self, records: Iterable[Outgoing]) -> None:
-        produce, ph, oh = self.producer.produce, ORIGIN_PARTITION_HEADER, ORIGIN_OFFSET_HEADER
+        produce, oh = self.producer.produce, ORIGIN_OFFSET_HEADER
+        partition_headers: dict[int, tuple[str, str | bytes | None]] = {}
         for ts, key, value, partition, offset, topic in records:
-            headers: list[tuple[str, str | bytes | None]] = [
-                (ph, b"%d" % partition), (oh, b"%d" % offset)]
+            ph = partition_headers.get(partition)
+            if ph is None:
+                ph = partition_headers[partition] = (ORIGIN_PARTITION_HEADER,
+                                                     b"%d" % partition)
+            headers: list[tuple[str, str | bytes | None]] = [ph, (oh, b"%d" % offset)]
             while True:
                 try:
                     produce(topic, value, key, timestamp=ts, headers=headers)

@@ -7,7 +7,8 @@ Each concern has its own object; this module only wires them and runs the loop:
 * :mod:`.publish`: each batch's values to the sink, in the background, retried;
 * :mod:`.deadletters`: malformed and late records to ``<topic>.dlq``, exactly once;
 * :mod:`.checkpoint`: state and next offset to RocksDB, never before the effects above;
-* :mod:`.endoffsets`: ``--stop-at-end``; :mod:`.fencing` and :mod:`.health`: ``/health``.
+* :mod:`.endoffsets`: ``--stop-at-end``; :mod:`.fencing` and :mod:`.health`: ``/health``
+  (each dependency's failures, from calls, retries and idle-time probes).
 
 Per batch: snapshot the raw records, run each topology's pipeline, submit the values,
 send the dead letters (acknowledged before going on), then mark the pipelines pending for
@@ -25,10 +26,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from streamfeat.errors import StateError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
 from streamfeat.records import RecordBatch
+from streamfeat.retry import backoff_s
 from streamfeat.runtime.assignment import Assignment, SnapshotFactory, plan_stages
 from streamfeat.runtime.checkpoint import Checkpoint, Stage
 from streamfeat.runtime.config import WorkerConfig
@@ -41,7 +44,7 @@ from streamfeat.runtime.deadletters import (
 )
 from streamfeat.runtime.endoffsets import EndOffsets
 from streamfeat.runtime.fencing import FenceWatch
-from streamfeat.runtime.health import Health
+from streamfeat.runtime.health import Health, Probe, ProbeThread
 from streamfeat.runtime.publish import FeatureSink, OnRetry, Publisher
 from streamfeat.runtime.repartition import (
     KafkaRepartition,
@@ -54,6 +57,9 @@ from streamfeat.snapshot import SnapshotWriter
 __all__ = ["Worker"]
 
 log = logging.getLogger("streamfeat.worker")
+
+PROBE_TIMEOUT_S = 2.0
+"""How long a health probe (Kafka metadata, Redis PING) waits for an answer."""
 
 
 class Worker:
@@ -70,7 +76,7 @@ class Worker:
                  repartition: RepartitionOutput | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.health = Health(self.metrics)
+        self.health = Health(self.metrics, unhealthy_after_s=config.unhealthy_after_s)
         self.plans = plan_stages(config.topologies)
         self.sources = sorted({t.source.topic for t in config.topologies})
         rekeyed = [t for t in config.topologies if is_rekeyed(t)]
@@ -78,20 +84,31 @@ class Worker:
         settings = ConsumerSettings(
             bootstrap=config.kafka, group_id=config.group, client_config=config.kafka_config,
             batch_size=config.batch_size, work_dir=config.state_dir,
-            on_error=lambda: self.metrics.retries.labels("kafka").inc(),
+            on_error=self._kafka_error, instance_id=config.instance_id,
             rekeyed_topics=frozenset(self.repartitions))
         self.consumer = consumer if consumer is not None else open_consumer(config.runtime,
                                                                              settings)
+        # Kafka is probed on this thread, through the consumer, when no records arrive; Redis
+        # on a thread of its own, so that a write hung on Redis does not hide it.
+        self.kafka_probe = Probe(self.health, "kafka",
+                                 lambda: self.consumer.probe(PROBE_TIMEOUT_S), source="client")
+        self.redis_probe: ProbeThread | None = None
         if sinks is None:
-            sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
+            redis_sinks = {t.name: RedisSink(config.redis, t) for t in config.topologies}
+            probed = next(iter(redis_sinks.values()))  # one Redis for every topology
+            self.redis_probe = ProbeThread(
+                Probe(self.health, "redis", lambda: probed.probe(PROBE_TIMEOUT_S)),
+                lambda: self._last_batch)
+            sinks = redis_sinks
         self.publisher = Publisher(sinks, self.metrics,
                                    FenceWatch(config.generation, self.health),
-                                   self._on_retry("redis"), self.health.recovered)
+                                   self._on_retry("redis", "write"),
+                                   lambda: self.health.ok("redis", source="write"))
         if dead_letters is None:
             dead_letters = KafkaDeadLetters(settings, self.repartitions)
-        self.dlq = DeadLetterQueue(dead_letters, self._on_retry("kafka"))
+        self.dlq = DeadLetterQueue(dead_letters, self._on_retry("kafka", "dlq"))
         if repartition is None and rekeyed:
-            repartition = KafkaRepartition(settings, self._on_retry("kafka"))
+            repartition = KafkaRepartition(settings, self._on_retry("kafka", "repartition"))
         self.repartition = repartition
         self.checkpoint = Checkpoint(self._settle, every_s=config.commit_every_s)
         self.assignment = Assignment(self.plans, config.state_dir, config.generation,
@@ -105,6 +122,7 @@ class Worker:
         self._last_batch = time.time()
         self._last_gauges = 0.0
         self._last_key_warning = float("-inf")
+        self._snapshot_failures: dict[TP, tuple[int, int, float]] = {}  # offset, attempt, retry at
 
     def stop(self, *_: object) -> None:
         self._stopping = True
@@ -116,6 +134,8 @@ class Worker:
         if self.config.metrics_port is not None:
             self.server = MetricsServer(self.metrics, self.config.metrics_port, self._health)
             self.server.start()
+        if self.redis_probe is not None:
+            self.redis_probe.start()
         clean = False
         try:
             self.dlq.output.prepare(self.sources)
@@ -129,12 +149,16 @@ class Worker:
                 self.end.capture(self.consumer, self.sources)
             self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
+                self.health.beat()
                 batch = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
                 if batch:
+                    self.health.ok("kafka", source="client")  # records arrive: Kafka works
                     self._handle(batch)
-                elif self.repartition is not None:
-                    with self.checkpoint.batch():  # held re-keyed records, as time allows
-                        self.checkpoint.track(self._release())
+                else:
+                    if self.repartition is not None:
+                        with self.checkpoint.batch():  # held re-keyed records, as time allows
+                            self.checkpoint.track(self._release())
+                    self.kafka_probe.run_if_due(self._last_batch)
                 stored = self._commit_if_due(idle=not batch)
                 self._tell_group(stored)
                 self._report_gauges()
@@ -184,6 +208,7 @@ class Worker:
                 self.publisher.submit(name, batch, oldest.get(name))
             if letters:
                 self.dlq.send(letters)
+                self.health.ok("kafka", source="dlq")
             self._flush_due_snapshots()
             self.checkpoint.track(touched)
         self._last_batch = time.time()
@@ -204,6 +229,7 @@ class Worker:
         self.publisher.settle()
         if self.repartition is not None:
             self.repartition.settle()
+            self.health.ok("kafka", source="repartition")
 
     def _commit_if_due(self, *, idle: bool) -> dict[TP, int]:
         """Commit when due; when idle, also at once once caught up (others may wait on us)."""
@@ -248,6 +274,8 @@ class Worker:
             self._commit(set(partitions))
         for tp in partitions:
             self.assignment.close(tp)
+            if self._snapshot_failures.pop(tp, None) is not None:
+                self.health.ok("snapshots", source=f"{tp[0]}[{tp[1]}]")  # no longer ours
             log.info("revoked %s[%d]", *tp)
 
     def _snapshot_factory(self) -> SnapshotFactory | None:
@@ -268,9 +296,9 @@ class Worker:
     def _caught_up(self) -> bool:
         return self._own_done() and self.end.caught_up(self.assignment, self.consumer)
 
-    def _on_retry(self, dependency: str) -> OnRetry:
+    def _on_retry(self, dependency: str, source: str) -> OnRetry:
         def on_retry(attempt: int, exc: BaseException) -> None:
-            self.health.retrying(dependency, attempt, exc)
+            self.health.retrying(dependency, attempt, exc, source=source)
             if self._stopping:
                 # Nothing of this batch is committed: a restart redoes it. Safe to leave now.
                 raise SystemExit(1)
@@ -305,13 +333,21 @@ class Worker:
             if self.repartition is not None:
                 self.repartition.close()
             self._stopping = True  # a write still retrying gives up: nothing more commits
+            if self.redis_probe is not None:
+                self.redis_probe.stop()
             self.publisher.close()
             if self.server is not None:
                 self.server.stop()
 
     # ------------------------------------------------------------------ observability
     def _health(self) -> dict[str, Any]:
-        return self.health.report(self.assignment.labels(), self._last_batch)
+        return self.health.report(self.assignment.labels(), self._last_batch,
+                                  joined=self._assigned_once)
+
+    def _kafka_error(self, error: str) -> None:
+        """An error the Kafka client reported (on the polling thread)."""
+        self.metrics.retries.labels("kafka").inc()
+        self.health.failed("kafka", error, source="client")
 
     def _count(self, pipeline: PartitionPipeline, outcome: BatchOutcome) -> None:
         labels = (pipeline.topology.name, str(pipeline.partition))
@@ -338,14 +374,36 @@ class Worker:
 
     def _flush_due_snapshots(self) -> None:
         now = time.time()
-        for (topic, _partition), writer in self.assignment.snapshots.items():
-            if writer.due(now):
-                writer.flush(wait=False)  # written in the background; close() waits
+        for tp, writer in self.assignment.snapshots.items():
+            topic = tp[0]
+            failure = self._snapshot_failures.get(tp)
+            try:
+                if writer.due(now) and (failure is None or now >= failure[2]):
+                    writer.flush(wait=False)  # written in the background; close() waits
+                else:
+                    writer.poll()
+            except StateError as exc:
+                self._snapshot_failed(tp, exc, writer.next_offset or 0, writer.buffered, now)
             else:
-                writer.poll()
+                if failure is not None and (writer.next_offset or 0) > failure[0]:
+                    del self._snapshot_failures[tp]  # a write landed since
+                    self.health.ok("snapshots", source=f"{topic}[{tp[1]}]")
             oldest = writer.oldest_unflushed_kafka_ts
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
             self.metrics.snapshot_lag.labels(topic).set(lag)
+
+    def _snapshot_failed(self, tp: TP, exc: StateError, durable: int, buffered: int,
+                         now: float) -> None:
+        """A snapshot write failed: its records stay buffered and are retried with backoff,
+        /health names ``snapshots``; once twice the buffer limit waits, the worker stops
+        (memory must stay bounded), as it did at the first failure before."""
+        if buffered >= 2 * self.config.snapshot_max_rows:
+            raise exc
+        attempt = self._snapshot_failures.get(tp, (durable, -1, now))[1] + 1
+        self._snapshot_failures[tp] = (durable, attempt, now + backoff_s(attempt, first_s=0.5))
+        self.health.failed("snapshots", exc, source=f"{tp[0]}[{tp[1]}]")
+        if attempt % 10 == 0:
+            log.warning("%s; retrying", exc)
 
     def _report_gauges(self) -> None:
         now = time.time()

@@ -30,8 +30,10 @@ from typing import Any, cast
 
 import msgspec
 import redis
+from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
 
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.sinks.updates import Update, UpdateBatch, WriteResult
@@ -73,6 +75,7 @@ class RedisSink:
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        self._url = url_or_client if isinstance(url_or_client, str) else None
         if isinstance(url_or_client, str):
             self._redis = connect(url_or_client)
             self._owns_client = True
@@ -85,6 +88,7 @@ class RedisSink:
         self._index = {name: i for i, name in enumerate(self._names, start=1)}
         self._ttl_arg = str(topology.ttl_ms) if topology.ttl_ms else "0"
         self._script = LuaScript(_script_text())
+        self._probe_client: redis.Redis | None = None
 
     def write(self, updates: Sequence[Update | UpdateBatch]) -> WriteResult:
         """Apply ``updates`` in order, each only if its version is newer than the stored one.
@@ -159,8 +163,28 @@ class RedisSink:
         except RedisError:
             return False
 
+    def probe(self, timeout_s: float = 2.0) -> None:
+        """PING Redis on a connection of its own, timing out after ``timeout_s``.
+
+        For health checks: a write in progress does not delay it, and a hung Redis shows
+        within ``timeout_s`` instead of the writes' 30 s timeout. Raises :class:`SinkError`
+        when Redis does not answer.
+        """
+        if self._probe_client is None:
+            self._probe_client = (
+                self._redis if self._url is None  # a client given: its own timeouts apply
+                else redis.Redis.from_url(self._url, socket_timeout=timeout_s,
+                                          socket_connect_timeout=timeout_s,
+                                          retry=Retry(NoBackoff(), 0)))
+        try:
+            self._probe_client.ping()
+        except RedisError as e:
+            raise SinkError(f"Redis did not answer a PING within {timeout_s:g} s: {e}") from e
+
     def close(self) -> None:
-        """Close the connection pool if this sink created it."""
+        """Close the connection pool if this sink created it (and the probe's)."""
+        if self._probe_client is not None and self._probe_client is not self._redis:
+            self._probe_client.close()
         if self._owns_client:
             self._redis.close()
 

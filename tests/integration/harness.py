@@ -311,3 +311,77 @@ def wait_for_metrics(port: int, done: Callable[[dict[str, float]], bool],
             break
         time.sleep(0.3)
     return metrics
+
+
+def get_health(port: int, path: str = "/health") -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) of a worker's health view; (0, {}) while it is not listening."""
+    import json
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return 0, {}
+
+
+def wait_for_health(port: int, done: Callable[[int, dict[str, Any]], bool],
+                    timeout_s: float = 60, path: str = "/health",
+                    workers: Workers | None = None) -> tuple[float, dict[str, Any]]:
+    """Poll a health view every 0.1 s until ``done(status, body)``; returns (when, body)."""
+    deadline = time.time() + timeout_s
+    code, body = 0, {}
+    while time.time() < deadline:
+        code, body = get_health(port, path)
+        if done(code, body):
+            return time.time(), body
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never got there in {timeout_s}s: {code} {body}\n"
+                         f"{_logs(workers)}")
+
+
+class PrivateRedis:
+    """A redis-server of this test alone on a free port, which it can freeze (SIGSTOP) and
+    thaw (SIGCONT); stopped on exit."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        import shutil
+
+        server = shutil.which("redis-server")
+        assert server, "redis-server is needed for this test; deploy/local/up installs it"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self) -> PrivateRedis:
+        import redis as redis_lib
+
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if redis_lib.Redis.from_url(self.url).ping():
+                    return self
+            except redis_lib.ConnectionError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise AssertionError("private redis-server did not start")
+
+    def freeze(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __exit__(self, *_exc: object) -> None:
+        self.thaw()
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)

@@ -42,8 +42,14 @@ class ConsumerSettings:
     """The most records one :meth:`GroupConsumer.poll` hands over."""
     work_dir: Path = Path(".")
     """A directory the consumer may keep files in (the Faust app's data directory)."""
-    on_error: Callable[[], None] | None = None
-    """Called on each error the Kafka client reports (the worker counts them)."""
+    on_error: Callable[[str], None] | None = None
+    """Called with each error the Kafka client reports (the worker counts them and reports
+    Kafka failing in ``/health`` until a batch or a :meth:`GroupConsumer.probe` succeeds)."""
+    instance_id: str | None = None
+    """Static group membership (``group.instance.id``): a member restarted with the same id
+    gets its partitions back at once, without waiting for its old session to expire; a
+    member stopped does not leave the group (its partitions move after the session timeout).
+    ``None``: dynamic membership."""
     rekeyed_topics: frozenset[str] = frozenset()
     """Repartition topics: their records' origins are read from headers into the batch."""
 
@@ -77,6 +83,11 @@ class GroupConsumer(Protocol):
 
     def partitions(self, topic: str) -> list[int]:
         """Partition numbers of a topic."""
+        ...
+
+    def probe(self, timeout_s: float) -> None:
+        """Ask the cluster for metadata; raises if no broker answers within ``timeout_s``
+        (``/health``'s check of Kafka when no records arrive)."""
         ...
 
     def close(self) -> None:

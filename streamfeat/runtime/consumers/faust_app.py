@@ -171,6 +171,8 @@ def build_app(settings: ConsumerSettings, topics: Sequence[str]) -> Any:
         broker_max_poll_records=settings.batch_size,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_session_timeout=10.0,
+        # Static membership (aiokafka's group_instance_id; None: dynamic, as before).
+        consumer_group_instance_id=settings.instance_id,
         broker_heartbeat_interval=1.0,
         broker_max_poll_interval=900.0,
         broker_commit_every=None,
@@ -199,7 +201,9 @@ class _Bridge:
         self.tasks: set[asyncio.Task[None]] = set()  # advisory commits under way
 
     async def call(self, kind: str, partitions: list[TP]) -> dict[TP, int]:
-        if not partitions or self.source.closed.is_set():
+        # An empty assignment is told too: the worker has joined the group (/health/ready),
+        # as with the kafka runtime.
+        if (not partitions and kind != "assign") or self.source.closed.is_set():
             return {}
         reply: asyncio.Future[dict[TP, int]] = self.loop.create_future()
         self.source.inbox.put(_Call(kind, partitions, reply))
@@ -323,6 +327,7 @@ class FaustConsumer:
         self._in_hand: asyncio.Future[None] | None = None
         self._on_assign: OnAssign | None = None
         self._on_revoke: OnRevoke | None = None
+        self._topics: list[str] = []
         # Metadata and the group's committed offsets (read-only; never joins the group).
         self._query = QueryConsumer({
             **settings.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": False,
@@ -331,6 +336,7 @@ class FaustConsumer:
     # ------------------------------------------------------------------ the worker's side
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._topics = list(topics)
         self._thread = threading.Thread(
             target=self._run, args=(list(topics),), name="streamfeat-faust", daemon=True
         )
@@ -375,6 +381,10 @@ class FaustConsumer:
     def partitions(self, topic: str) -> list[int]:
         meta = self._query.list_topics(topic, timeout=30)
         return sorted(meta.topics[topic].partitions)
+
+    def probe(self, timeout_s: float) -> None:
+        # Through the query consumer: Faust's own client reports no errors to the worker.
+        self._query.list_topics(self._topics[0] if self._topics else None, timeout=timeout_s)
 
     def close(self) -> None:
         self.closed.set()

@@ -20,6 +20,9 @@ class KafkaConsumer:
     """confluent-kafka batch consumer (librdkafka): the ``kafka`` runtime."""
 
     def __init__(self, settings: ConsumerSettings) -> None:
+        self._on_error = settings.on_error
+        static = ({"group.instance.id": settings.instance_id}
+                  if settings.instance_id is not None else {})
         self.consumer = Consumer({
             **settings.librdkafka(),
             "group.id": settings.group_id,
@@ -36,8 +39,10 @@ class KafkaConsumer:
             "fetch.max.bytes": 64 * 1024 * 1024,
             "queued.min.messages": 200_000,
             "queued.max.messages.kbytes": 32 * 1024,
+            # Client-level errors (all brokers down, authentication...), served by consume().
+            "error_cb": self._client_error,
+            **static,
         })
-        self._on_error = settings.on_error
         self._rekeyed = settings.rekeyed_topics
         self._topics: list[str] = []
 
@@ -106,8 +111,13 @@ class KafkaConsumer:
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("Kafka: %s", err)
                 if self._on_error is not None:
-                    self._on_error()
+                    self._on_error(str(err))
         return out
+
+    def _client_error(self, err: KafkaError) -> None:
+        log.warning("Kafka: %s", err)
+        if self._on_error is not None:
+            self._on_error(str(err))
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
         self.consumer.commit(
@@ -127,6 +137,9 @@ class KafkaConsumer:
     def partitions(self, topic: str) -> list[int]:
         meta = self.consumer.list_topics(topic, timeout=30)
         return sorted(meta.topics[topic].partitions)
+
+    def probe(self, timeout_s: float) -> None:
+        self.consumer.list_topics(self._topics[0] if self._topics else None, timeout=timeout_s)
 
     def close(self) -> None:
         self.consumer.close()  # revokes: the worker closes its partition stores

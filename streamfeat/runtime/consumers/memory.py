@@ -59,6 +59,8 @@ class MemoryConsumer:
         self._positions: dict[TP, int] = {}
         self._assigned = False
         self.closed = False
+        self.unreachable: BaseException | None = None
+        """Set to make :meth:`probe` raise it (a broker outage, for health tests)."""
 
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self._topics = list(topics)
@@ -100,6 +102,10 @@ class MemoryConsumer:
 
     def partitions(self, topic: str) -> list[int]:
         return self.log.partitions(topic)
+
+    def probe(self, timeout_s: float) -> None:
+        if self.unreachable is not None:
+            raise self.unreachable
 
     def close(self) -> None:
         if self._assigned and self._on_revoke is not None and not self.closed:
