@@ -208,7 +208,7 @@ class KafkaDeadLetters:
         attempt = 0
         # Letters still queued are neither delivered nor failed yet: wait for their
         # outcome (librdkafka retries them until message.timeout.ms), never produce twice.
-        while (remaining := self.producer.flush(30)) > 0:
+        while (remaining := self.producer.flush(1)) > 0:  # health hears of it within a second
             on_wait(attempt, RuntimeError(f"{remaining} dead letters not yet acknowledged"))
             attempt += 1
 

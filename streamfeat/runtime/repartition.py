@@ -314,7 +314,7 @@ class KafkaRepartition:
 
     def settle(self) -> None:
         attempt = 0
-        while (remaining := self.producer.flush(5)) > 0:
+        while (remaining := self.producer.flush(1)) > 0:  # health hears of it within a second
             if self.on_wait is not None:
                 self.on_wait(attempt, RuntimeError(
                     f"{remaining} re-keyed records not yet acknowledged"))

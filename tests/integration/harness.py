@@ -385,3 +385,57 @@ class PrivateRedis:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(30)
+
+
+class PrivateKafka:
+    """A Kafka broker of this test alone (``deploy/local/up`` in a directory of its own, on
+    free ports), which the test can stop and start again with its data; stopped on exit.
+
+    The jars are shared with the session's broker when it was started by ``deploy/local/up``
+    (a link), else fetched by that script as usual. Redis stays the session's.
+    """
+
+    def __init__(self, tmp_path: Path, redis_port: int) -> None:
+        self.dir = tmp_path / "private-kafka"
+        self.env = {**os.environ, "STREAMFEAT_LOCAL_DIR": str(self.dir),
+                    "KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port()),
+                    "REDIS_PORT": str(redis_port)}
+        self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"
+        shared = ROOT / ".local" / "kafka"
+        for libs in shared.glob("libs-*"):
+            if (libs / ".complete").exists():
+                (self.dir / "kafka").mkdir(parents=True, exist_ok=True)
+                link = self.dir / "kafka" / libs.name
+                if not link.exists():
+                    link.symlink_to(libs)
+
+    def start(self) -> None:
+        done = subprocess.run([str(ROOT / "deploy" / "local" / "up")], env=self.env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, as an operator's restart would); its data stays."""
+        pidf = self.dir / "run" / "kafka.pid"
+        if not pidf.exists():
+            return
+        pid = int(pidf.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        pidf.unlink()
+
+    def __enter__(self) -> PrivateKafka:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

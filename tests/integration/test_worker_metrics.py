@@ -45,7 +45,8 @@ def test_metrics_count_consumed_late_and_malformed(
         metrics = wait_for_metrics(port, lambda m: (
             m.get("streamfeat_events_consumed_total") == 5000
             and m.get("streamfeat_event_to_redis_seconds_count", 0) > 0
-            and m.get("streamfeat_state_entities", 0) >= len(_values)))
+            and m.get("streamfeat_state_entities", 0) >= len(_values)
+            and m.get("streamfeat_consumer_lag") == 0))
         assert metrics.get("streamfeat_events_consumed_total") == 5000, metrics
         assert metrics["streamfeat_events_late_total"] == late > 0
         assert metrics["streamfeat_events_malformed_total"] == malformed > 0
@@ -54,6 +55,7 @@ def test_metrics_count_consumed_late_and_malformed(
         assert metrics["streamfeat_redis_write_seconds_count"] > 0
         assert metrics["streamfeat_state_entities"] >= len(_values)
         assert metrics["streamfeat_state_bytes"] > 0
+        assert metrics.get("streamfeat_consumer_lag") == 0  # from the fetched high watermarks
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
         status = json.loads(health.read())
         assert health.status == 200 and status["healthy"] is True

@@ -78,6 +78,12 @@ FAUST_INTERNALS: tuple[tuple[str, str, str], ...] = (
      "advisory commits run on Faust's consumer thread", _E2E),
     ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._ensure_consumer",
      "the aiokafka consumer the advisory commits go through", _E2E),
+    ("faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._consumer",
+     "the aiokafka consumer whose last fetched high watermarks feed the lag gauge",
+     "tests/integration/test_worker_metrics.py"),
+    ("aiokafka.consumer.consumer.AIOKafkaConsumer.highwater",
+     "the last fetched high watermark (no request) for the lag gauge",
+     "tests/integration/test_worker_metrics.py"),
     ("faust.tables.TableManager.on_start",
      "replaced by TablelessManager: no one-second wait for tables that never come", _E2E),
     ("aiokafka.consumer.fetcher.Fetcher.fetched_records",
@@ -376,7 +382,17 @@ class FaustConsumer:
         return {(tp.topic, tp.partition): tp.offset for tp in got}
 
     def watermarks(self, tp: TP, *, cached: bool = False) -> tuple[int, int]:
-        return self._query.get_watermark_offsets(TopicPartition(*tp), timeout=10 if cached else 30)
+        if cached:
+            # The last high watermark a fetch brought (no request: the worker's loop calls
+            # this for its lag gauge and must not wait on a broker that is away).
+            app = self.app
+            thread = None if app is None else getattr(app.consumer, "_thread", None)
+            consumer = None if thread is None else getattr(thread, "_consumer", None)
+            high = None if consumer is None else consumer.highwater(AioTP(*tp))
+            if high is None:
+                raise RuntimeError(f"no high watermark of {tp[0]}[{tp[1]}] fetched yet")
+            return -1, int(high)
+        return self._query.get_watermark_offsets(TopicPartition(*tp), timeout=30)
 
     def partitions(self, topic: str) -> list[int]:
         meta = self._query.list_topics(topic, timeout=30)
