@@ -235,6 +235,27 @@ class GroupProgress:
             time.sleep(0.5)
 
 
+def kill_at_random_points(workers: Workers, group: GroupProgress, cmd: list[str], *,
+                          runs: int = 4, seed: int = 3, max_delay_s: float = 1.0) -> int:
+    """Start ``cmd`` ``runs`` times; each run gets somewhere (the group commits progress),
+    then is killed with SIGKILL at a random instant. Returns how many kills came mid-stream."""
+    import random
+
+    rng = random.Random(seed)
+    mid_stream = 0
+    done, total = group.done()
+    for run in range(runs):
+        name = f"run{run}"
+        workers.start(name, cmd)
+        if done < total:
+            group.wait(above=done, workers=workers)
+        time.sleep(rng.uniform(0.0, max_delay_s))
+        workers.kill(name)
+        done, total = group.done()
+        mid_stream += done < total
+    return mid_stream
+
+
 def run_to_end(path: Path | Sequence[Path], state_dir: Path, kafka: str, redis_url: str,
                *extra: str) -> Path:
     """Run a worker with ``--stop-at-end``; it must exit 0 within 10 minutes. Returns its log."""

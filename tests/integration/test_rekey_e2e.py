@@ -142,19 +142,29 @@ def test_rekeyed_worker_killed_at_random_points_of_both_stages(
     topic = new_topic("orders", partitions=4)
     topology, path = merchants_topology(unique_id, topic, tmp_path)
     produce(kafka_bootstrap, topic, 30_000, seed=22, **REKEY_STREAM)
-    rng = random.Random(23)
     state = tmp_path / "state"
-    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
-          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-        done, total = group.done()
-        for run in range(4):
-            name = f"run{run}"
-            workers.start(name, worker_cmd(path, state, "--batch-size", "400", *COMMIT_OFTEN))
-            if done < total:
-                group.wait(above=done, workers=workers)
-            time.sleep(rng.uniform(0.0, 1.5))
-            workers.kill(name)
-            done, total = group.done()
+    rng = random.Random(23)
+    group_id = f"streamfeat.{unique_id}"
+    cmd = worker_cmd(path, state, "--batch-size", "200", *COMMIT_OFTEN)
+    first_stage = second_stage = 0  # kills that came before the stage had read everything
+    with Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers:
+        for run in range(5):
+            workers.start(f"run{run}", cmd)
+            if run < 2:  # while the first stage reads the source: just after its first commit
+                with GroupProgress(kafka_bootstrap, group_id, topic) as source:
+                    before, _total = source.done()
+                    source.wait(above=before, workers=workers)
+                time.sleep(rng.uniform(0.0, 0.3))
+            else:  # start-up, then a random point of the second stage's catch-up
+                time.sleep(rng.uniform(2.0, 4.0))
+            workers.kill(f"run{run}")
+            with GroupProgress(kafka_bootstrap, group_id, topic) as source:
+                done, total = source.done()
+                first_stage += done < total
+            with GroupProgress(kafka_bootstrap, group_id, repartition_topic(topology)) as rekeyed:
+                done, total = rekeyed.done()
+                second_stage += done < total
+    assert first_stage > 0 and second_stage > 0, (first_stage, second_stage)
     run_to_end(path, state, kafka_bootstrap, redis_url)
     malformed = assert_rekeyed_matches(kafka_bootstrap, redis_url, topology)
     assert count_topic(kafka_bootstrap, f"{topic}.dlq") == malformed

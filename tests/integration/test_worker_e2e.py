@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from harness import (
     Workers,
     assert_redis_matches_reference,
     count_topic,
+    kill_at_random_points,
     make_topology,
     produce,
     run_to_end,
@@ -49,21 +49,11 @@ def test_worker_killed_at_random_points_equals_uninterrupted(
     topic = new_topic("orders", partitions=2)
     topology, path = make_topology(unique_id, topic, tmp_path)
     produce(kafka_bootstrap, topic, 30_000, seed=2, **STREAM)
-    rng = random.Random(3)
     state = tmp_path / "state"
-    mid_stream = 0
     with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-        done, total = group.done()
-        for run in range(4):
-            name = f"run{run}"
-            workers.start(name, worker_cmd(path, state, "--batch-size", "500", *COMMIT_OFTEN))
-            if done < total:  # each run gets somewhere, then dies at a random instant
-                group.wait(above=done, workers=workers)
-            time.sleep(rng.uniform(0.0, 1.0))
-            workers.kill(name)
-            done, total = group.done()
-            mid_stream += done < total
+        mid_stream = kill_at_random_points(
+            workers, group, worker_cmd(path, state, "--batch-size", "500", *COMMIT_OFTEN))
     assert mid_stream > 0, "no kill came mid-stream"
     run_to_end(path, state, kafka_bootstrap, redis_url)
     _entities, late, malformed = assert_redis_matches_reference(
