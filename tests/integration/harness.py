@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streamfeat.client import Client
 from streamfeat.generator import OrderEvents, produce_events
@@ -54,29 +54,36 @@ def produce(kafka: str, topic: str, n: int, **generator: Any) -> None:
     assert produce_events(producer, topic, OrderEvents(**generator).events(n)) == 0
 
 
-def read_topic(kafka: str, topic: str) -> dict[int, list[bytes | None]]:
-    """Every record of the topic, per partition, in offset order."""
+def read_messages(kafka: str, topic: str, **config: Any) -> dict[int, list[Message]]:
+    """Every record of the topic (headers and all), per partition, in offset order.
+
+    ``config``: more consumer properties (e.g. ``fetch.max.bytes`` for large records)."""
     consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{topic}-check",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, **config})
     try:
         meta = consumer.list_topics(topic, timeout=30)
         parts = sorted(meta.topics[topic].partitions)
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
                 for p in parts}
         consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _hi) in ends.items()])
-        out: dict[int, list[bytes | None]] = defaultdict(list)
+        out: dict[int, list[Message]] = defaultdict(list)
         total = sum(hi - lo for lo, hi in ends.values())
         seen = 0
         deadline = time.time() + 120
         while seen < total and time.time() < deadline:
             for m in consumer.consume(10_000, 1.0):
                 assert m.error() is None, m.error()
-                out[m.partition()].append(m.value())
+                out[cast(int, m.partition())].append(m)
                 seen += 1
         assert seen == total, f"read {seen} of {total} records of {topic}"
         return {p: out[p] for p in parts}
     finally:
         consumer.close()
+
+
+def read_topic(kafka: str, topic: str) -> dict[int, list[bytes | None]]:
+    """Every record's value of the topic, per partition, in offset order."""
+    return {p: [m.value() for m in ms] for p, ms in read_messages(kafka, topic).items()}
 
 
 def count_topic(kafka: str, topic: str) -> int:

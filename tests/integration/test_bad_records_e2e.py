@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from streamfeat.client import Client
 from streamfeat.runtime.deadletters import DLQ_OFFSET, DLQ_REASON, DLQ_TRUNCATED
 
-from harness import make_topology, run_to_end
+from harness import make_topology, read_messages, run_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,9 @@ def _produce(kafka: str, topic: str, records: list[tuple[bytes, bytes, int]]) ->
 
 
 def _dead_letters(kafka: str, topic: str) -> list[tuple[dict[str, bytes], int]]:
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{topic}-read",
-                         "fetch.max.bytes": 64 * 1024 * 1024})
-    try:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
-        consumer.assign([TopicPartition(topic, 0, lo)])
-        out = []
-        while len(out) < hi - lo:
-            for m in consumer.consume(100, 5.0):
-                assert m.error() is None, m.error()
-                out.append((dict(m.headers() or []), len(m.value() or b"")))
-        return out
-    finally:
-        consumer.close()
+    return [(dict(m.headers() or []), len(m.value() or b""))
+            for ms in read_messages(kafka, topic, **{"fetch.max.bytes": 64 * 2**20}).values()
+            for m in ms]
 
 
 def _events(n: int, start: int) -> list[tuple[bytes, bytes, int]]:

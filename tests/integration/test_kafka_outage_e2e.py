@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import (
@@ -27,6 +26,7 @@ from harness import (
     get_health,
     make_topology,
     produce,
+    read_messages,
     wait_for_health,
     worker_cmd,
     worker_env,
@@ -39,25 +39,12 @@ OUTAGE_S = 30
 
 def _dead_letter_offsets(kafka: str, topic: str) -> list[tuple[int, int]]:
     """(partition, offset) of the original record of every dead letter, duplicates kept."""
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{topic}-read"})
-    try:
-        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                for p in parts}
-        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _hi) in ends.items()])
-        left = sum(hi - lo for lo, hi in ends.values())
-        out = []
-        deadline = time.time() + 60
-        while left and time.time() < deadline:
-            for m in consumer.consume(1000, 1.0):
-                if m.error() is None:
-                    h = dict(m.headers() or [])
-                    out.append((int(h["streamfeat-partition"]), int(h["streamfeat-offset"])))
-                    left -= 1
-        assert not left
-        return out
-    finally:
-        consumer.close()
+    out = []
+    for messages in read_messages(kafka, topic).values():
+        for m in messages:
+            h = dict(m.headers() or [])
+            out.append((int(h["streamfeat-partition"]), int(h["streamfeat-offset"])))
+    return out
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from harness import (
     count_topic,
     make_topology,
     produce,
+    read_messages,
     read_topic,
     run_to_end,
     worker_cmd,
@@ -58,28 +59,12 @@ def merchants_topology(name: str, topic: str, tmp_path: Path) -> tuple[TopologyD
 
 def partition_of_entity(kafka: str, topology: TopologyDef) -> dict[str, int]:
     """Which repartition partition each entity went to (read from the topic's keys)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    topic = repartition_topic(topology)
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"{topic}-keys"})
-    try:
-        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                for p in parts}
-        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _hi) in ends.items()])
-        out: dict[str, int] = {}
-        left = sum(hi - lo for lo, hi in ends.values())
-        deadline = time.time() + 60
-        while left and time.time() < deadline:
-            for m in consumer.consume(10_000, 1.0):
-                if m.error() is None:
-                    key = (m.key() or b"").decode()
-                    assert out.setdefault(key, m.partition()) == m.partition(), key
-                    left -= 1
-        assert not left, f"{left} records of {topic} not read"
-        return out
-    finally:
-        consumer.close()
+    out: dict[str, int] = {}
+    for p, messages in read_messages(kafka, repartition_topic(topology)).items():
+        for m in messages:
+            key = (m.key() or b"").decode()
+            assert out.setdefault(key, p) == p, key
+    return out
 
 
 def expected_rekeyed(kafka: str, topology: TopologyDef) -> tuple[dict[str, dict[str, Any]], int]:
