@@ -25,6 +25,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long", action="store_true", default=False,
+        help="the fault suite's long version (tests/faults: longer and more faults, both "
+             "runtimes; 30+ minutes): deploy/test -m fault --long")
+
+
 @dataclass(frozen=True)
 class Stack:
     kafka: str  # bootstrap servers
