@@ -48,3 +48,7 @@ class StateError(StreamfeatError):
 
 class SinkError(StreamfeatError):
     """The online store (Redis) refused or could not be reached."""
+
+
+class SourceError(StreamfeatError):
+    """Reading the source (Kafka) outside the consumer group failed; retried."""

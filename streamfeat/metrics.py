@@ -92,6 +92,18 @@ class Metrics:
             "streamfeat_feature_staleness_seconds",
             "Wall clock minus the stream time the served values are as of", tp, registry=r,
         )
+        self.recomputing = Gauge(
+            "streamfeat_recompute_pending",
+            "1 while a definition change is being computed from history on the partition",
+            tp, registry=r)
+        self.recomputed = Counter(
+            "streamfeat_recompute_records", "Records of history read to compute changed "
+            "feature-windows", tp, registry=r)
+        self.partial_since = Gauge(
+            "streamfeat_feature_partial_since_ms",
+            "Event time the history of a recomputed feature-window starts at, when its window "
+            "reaches before it (its values miss older events)", ["topology", "partition", "field"],
+            registry=r)
         self.snapshot_lag = Gauge(
             "streamfeat_snapshot_lag_seconds",
             "Age of the oldest consumed record not yet in a Parquet snapshot", ["topic"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -188,11 +188,12 @@ class PartitionOperator:
         partition: int,
         *,
         where_compiler: WhereCompiler | None = None,
+        slots: Collection[str] | None = None,
     ) -> None:
         self.topology = topology
         self.partition = partition
         self.lateness = int(topology.lateness_ms)
-        compile_ = where_compiler or _default_compiler
+        self._compile = where_compiler or _default_compiler
         self._st: int | None = None
         self._seq = 0
         self._index = _Index()
@@ -200,16 +201,55 @@ class PartitionOperator:
         self._armed = np.full(0, NEVER, dtype=np.int64)  # next change time by row
         self.dropped_slots = 0
         """Serialized slots dropped on load because their definition changed."""
-        self._slots = self._plan(topology.features)
+        planned = self._plan(topology.features)
+        unknown = sorted(set(slots or ()) - {s.key for s in planned})
+        if unknown:
+            raise ValueError(f"slots {unknown} are not slots of topology {topology.name!r}")
+        self._order = {s.key: i for i, s in enumerate(planned)}
+        self._slots = [s for s in planned if slots is None or s.key in slots]
+        self._held_back = {s.key: s for s in planned if s not in self._slots}
         self._by_key = {s.key: s for s in self._slots}
-        self._predicates = {
-            s.where: compile_(s.where) for s in self._slots if s.where is not None
-        }
-        self._field_names = tuple(m.name for f in topology.features for m in self._members_of(f))
+        self._predicates: dict[str, Predicate] = {}
+        self._field_names: tuple[str, ...] = ()
+        self._index_slots()
         self._cap = 0
         self._ensure_capacity(1024)
 
     # -- planning -------------------------------------------------------------
+
+    @staticmethod
+    def catalog_of(topology: TopologyDef) -> dict[str, list[str]]:
+        """Every slot key of ``topology`` -> the state hashes of its feature-windows.
+
+        Two topologies hold interchangeable state in a slot exactly when they give it the
+        same key: the key is a digest of everything that determines the slot's state.
+        """
+        return {s.key: list(s.state_hashes) for s in PartitionOperator(topology, 0)._slots}
+
+    @property
+    def catalog(self) -> dict[str, list[str]]:
+        """The slots this operator holds state of (see :meth:`catalog_of`)."""
+        return {s.key: list(s.state_hashes) for s in self._slots}
+
+    @property
+    def held_back(self) -> tuple[str, ...]:
+        """Slot keys of the topology this operator does not hold (``slots=`` left them out)."""
+        return tuple(self._held_back)
+
+    def fields_of(self, slot_keys: Collection[str]) -> list[str]:
+        """Redis fields served by the given slots (held or held back)."""
+        every = [*self._slots, *self._held_back.values()]
+        return [m.name for s in every if s.key in slot_keys for m in s.members]
+
+    def _index_slots(self) -> None:
+        """Predicates and Redis field names (in topology order) of the slots held."""
+        held = {m.name for s in self._slots for m in s.members}
+        for s in self._slots:
+            if s.where is not None and s.where not in self._predicates:
+                self._predicates[s.where] = self._compile(s.where)
+        self._field_names = tuple(
+            m.name for f in self.topology.features for m in self._members_of(f)
+            if m.name in held)
 
     def _members_of(self, feature: FeatureDef) -> list[_Member]:
         return [
@@ -421,6 +461,10 @@ class PartitionOperator:
         self._dirty.update(due)
         return {keys[r] for r in due}
 
+    def entity_ids(self) -> list[str]:
+        """Entities holding a row of state (see :attr:`entity_count`)."""
+        return list(self._index)
+
     @property
     def entity_count(self) -> int:
         """Entities holding a row of state (released once their state is empty and stored)."""
@@ -474,15 +518,72 @@ class PartitionOperator:
         return [(keys[r], data) for r, data in zip(rows, self._dump(rows), strict=True)
                 if data != EMPTY_STATE]
 
-    def meta(self) -> bytes:
-        """Partition-level state: format version, stream time, event sequence."""
+    def meta(self, *, fields: Mapping[str, str] | None = None) -> bytes:
+        """Partition-level state: format version, stream time, event sequence, and what the
+        state holds: the slots (:attr:`catalog`) and the Redis field of each feature-window
+        with its state hash (so that a later definition can tell what changed). ``fields``:
+        record those instead (the fields Redis still serves while a definition change is
+        being applied)."""
         return msgspec.msgpack.encode({
             "v": STATE_FORMAT_VERSION,
             "topology": self.topology.name,
             "partition": self.partition,
             "stream_time": self._st,
             "seq": self._seq,
+            "slots": self.catalog,
+            "fields": dict(fields) if fields is not None
+            else {m.name: m.state_hash for s in self._slots for m in s.members},
         })
+
+    @staticmethod
+    def stored_catalog(meta: bytes) -> tuple[dict[str, list[str]], dict[str, str]] | None:
+        """The slots and fields (name -> state hash) a :meth:`meta` says its state holds;
+        ``None`` for meta written before streamfeat recorded them."""
+        try:
+            obj = msgspec.msgpack.decode(meta)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(obj, dict) or "slots" not in obj or "fields" not in obj:
+            return None
+        return dict(obj["slots"]), dict(obj["fields"])
+
+    def adopt(self, other: PartitionOperator) -> list[str]:
+        """Take over the slots of ``other`` that this operator holds back.
+
+        ``other`` ran the same topology with ``slots=`` some of this operator's held-back
+        slots, over the same records of the partition (it recomputed them from history).
+        Its state of those slots becomes this operator's, entity by entity, exactly as
+        stored state would be loaded. Returns the entities ``other`` knows (every entity
+        it saw); they are marked changed, and their timers re-armed.
+        """
+        moved = [s for s in other._slots if s.key in self._held_back]
+        if not moved:
+            return []
+        index = self._index
+        other_keys = other._index.keys_by_row
+        other_rows = sorted(other._index.values())
+        entities = [other_keys[r] for r in other_rows]
+        rows = [index[e] for e in entities]
+        self._ensure_capacity(len(index.keys_by_row))
+        st = 0 if other._st is None else other._st
+        for theirs in moved:
+            mine = self._held_back.pop(theirs.key)
+            mine.impl.reserve(self._cap)
+            for row, obj in zip(rows, theirs.impl.dump(other_rows, st), strict=True):
+                if obj is not None:
+                    mine.impl.load(row, obj)
+            self._slots.append(mine)
+            self._by_key[mine.key] = mine
+        self._slots.sort(key=lambda s: self._order[s.key])
+        self._index_slots()
+        # Later events must order after every event the adopted state holds (ties by offset).
+        self._seq = max(self._seq, other._seq)
+        if self._st is None:
+            self._st = other._st
+        self._dirty.update(rows)
+        if rows and self._st is not None:
+            self.values(entities)  # arms the timers of the adopted state
+        return entities
 
     def load_meta(self, data: bytes) -> None:
         """Restore what :meth:`meta` wrote (call before :meth:`load_entities`)."""

@@ -15,6 +15,13 @@ the CLI. It performs no network I/O.
 from __future__ import annotations
 
 from streamfeat.pipeline.acceptance import Acceptance, AcceptedEvents, DeadLetter, Verdict
+from streamfeat.pipeline.evolution import (
+    DefinitionChange,
+    FieldChange,
+    FieldStatus,
+    Recomputation,
+    compare,
+)
 from streamfeat.pipeline.partition import BatchOutcome, PartitionPipeline
 
 __all__ = [
@@ -22,6 +29,11 @@ __all__ = [
     "AcceptedEvents",
     "BatchOutcome",
     "DeadLetter",
+    "DefinitionChange",
+    "FieldChange",
+    "FieldStatus",
     "PartitionPipeline",
+    "Recomputation",
     "Verdict",
+    "compare",
 ]

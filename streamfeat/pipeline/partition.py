@@ -14,6 +14,7 @@ import msgspec
 
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
 from streamfeat.pipeline.acceptance import Acceptance, DeadLetter
+from streamfeat.pipeline.evolution import Recomputation, compare
 from streamfeat.records import RawRecord, RecordBatch, as_batch
 from streamfeat.sinks.updates import UpdateBatch
 from streamfeat.sinks.values import version
@@ -49,11 +50,20 @@ class PartitionPipeline:
         self.partition = partition
         self.generation = generation
         self.store = store
-        self.operator = PartitionOperator(topology, partition)
         self.next_offset: int | None = None
         self.acceptance = Acceptance(topology, partition)
-        if store is not None:
-            checkpoint = store.committed()
+        checkpoint = store.committed() if store is not None else None
+        stored = None
+        if store is not None and checkpoint is not None and checkpoint.meta is not None:
+            stored = (PartitionOperator.stored_catalog(checkpoint.meta)
+                      or _catalog_of_older_state(topology, store))
+        self.change = compare(topology, stored)
+        """What the stored state lacks or holds in excess (contract section 10)."""
+        self.operator = PartitionOperator(
+            topology, partition, slots=self.change.ready if self.change.pending else None)
+        self._stored_fields = stored[1] if stored is not None and self.change.needs_refresh \
+            else None
+        if store is not None and checkpoint is not None:
             if checkpoint.meta is not None:
                 self.operator.load_meta(checkpoint.meta)
                 self.operator.load_entities(store.entities())
@@ -61,6 +71,51 @@ class PartitionPipeline:
             if checkpoint.origins is not None:
                 self.acceptance.origins_seen = msgspec.msgpack.decode(
                     checkpoint.origins, type=dict[int, int])
+
+    # -- definition changes ---------------------------------------------------
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Slots still to be computed from history (none once adopted)."""
+        return frozenset(self.operator.held_back)
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Whether every entity must still be written with the new definition's fields."""
+        return self._stored_fields is not None
+
+    def recomputation(self) -> Recomputation:
+        """A recomputation of the pending slots, to feed with this partition's history."""
+        return Recomputation(self.topology, self.partition, self.pending)
+
+    def adopt(self, recomputation: Recomputation) -> list[str]:
+        """Take the recomputed slots over (``recomputation`` has reached :attr:`next_offset`);
+        returns the entities it saw."""
+        if recomputation.next_offset != self.next_offset:
+            raise ValueError(
+                f"partition {self.partition}: the recomputation stands at offset "
+                f"{recomputation.next_offset}, the pipeline at {self.next_offset}; feed it up "
+                "to the pipeline's position first")
+        return self.operator.adopt(recomputation.operator)
+
+    def refresh(self, entity_ids: Sequence[str]) -> list[UpdateBatch]:
+        """Every field of ``entity_ids`` as of stream time, at the version already written,
+        deleting fields no longer declared: what a definition change leaves to write once
+        its slots are ready. Call :meth:`refreshed` once it is submitted."""
+        st = self.operator.stream_time
+        if self.pending:
+            raise ValueError("refresh() before the pending slots were adopted")
+        if not entity_ids or st is None or self.next_offset is None or self.next_offset < 1:
+            return []
+        ids = sorted(set(entity_ids))
+        columns = self.operator.value_columns(ids, as_of=st)
+        v = version(self.generation, self.partition, self.next_offset - 1)
+        return [UpdateBatch(ids, self.operator.field_names, columns, st, v,
+                            deletes=self.change.deleted_fields, refresh=True)]
+
+    def refreshed(self) -> None:
+        """The refresh is submitted: the next commit records the new fields as served."""
+        self._stored_fields = None
 
     @property
     def stream_time(self) -> int | None:
@@ -115,9 +170,29 @@ class PartitionPipeline:
                 changed.append((entity, data))
         seen = self.acceptance.origins_seen
         origins = msgspec.msgpack.encode(seen) if seen else None
-        self.store.commit(self.next_offset, self.operator.meta(), changed, gone,
-                          origins=origins)
+        meta = self.operator.meta(fields=self._stored_fields)
+        self.store.commit(self.next_offset, meta, changed, gone, origins=origins)
 
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def _catalog_of_older_state(topology: TopologyDef, store: PartitionStore
+                            ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """What a state written before streamfeat recorded its catalog holds: the slots found
+    in its entities, and the fields of ``topology`` those serve (the names of fields
+    since removed were not recorded: they stay in Redis until their keys expire)."""
+    slots: dict[str, list[str]] = {}
+    for _entity, data in store.entities():
+        try:
+            _version, payload = msgspec.msgpack.decode(data)
+        except (msgspec.DecodeError, TypeError, ValueError):
+            continue  # load_entities reports it
+        for key, (hashes, _obj) in payload.items():
+            slots.setdefault(key, list(hashes))
+    probe = PartitionOperator(topology, 0)
+    served = set(probe.fields_of(slots))
+    fields = {f.redis_field(w): f.state_hash(w) for f in topology.features for w in f.windows
+              if f.redis_field(w) in served}
+    return slots, fields

@@ -11,7 +11,7 @@ before it stores an offset.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Protocol
 
@@ -34,6 +34,8 @@ class FeatureSink(Protocol):
     def write(self, updates: Sequence[UpdateBatch]) -> WriteResult: ...
 
     def stored_version(self, entity_id: str) -> tuple[int, int, int] | None: ...
+
+    def partition_entities(self, partition: int) -> Iterator[list[str]]: ...
 
     def close(self) -> None: ...
 

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from streamfeat.errors import StateError
+from streamfeat.errors import SinkError, SourceError, StateError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
@@ -35,7 +35,14 @@ from streamfeat.retry import backoff_s
 from streamfeat.runtime.assignment import Assignment, SnapshotFactory, plan_stages
 from streamfeat.runtime.checkpoint import Checkpoint, Stage
 from streamfeat.runtime.config import WorkerConfig
-from streamfeat.runtime.consumers import TP, ConsumerSettings, GroupConsumer, open_consumer
+from streamfeat.runtime.consumers import (
+    TP,
+    ConsumerSettings,
+    GroupConsumer,
+    KafkaHistory,
+    TopicHistory,
+    open_consumer,
+)
 from streamfeat.runtime.deadletters import (
     DeadLetterOutput,
     DeadLetterQueue,
@@ -46,6 +53,7 @@ from streamfeat.runtime.endoffsets import EndOffsets
 from streamfeat.runtime.fencing import FenceWatch
 from streamfeat.runtime.health import Health, Probe, ProbeThread
 from streamfeat.runtime.publish import FeatureSink, OnRetry, Publisher
+from streamfeat.runtime.recompute import Recomputer
 from streamfeat.runtime.repartition import (
     KafkaRepartition,
     RepartitionOutput,
@@ -58,6 +66,10 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("streamfeat.worker")
 
+CHANGE_SLICE_BUSY_S = 0.25
+"""Time given to a definition change between two batches while records flow."""
+CHANGE_SLICE_IDLE_S = 1.0
+"""... and when none came."""
 PROBE_TIMEOUT_S = 2.0
 """How long a health probe (Kafka metadata, Redis PING) waits for an answer."""
 
@@ -73,7 +85,8 @@ class Worker:
     def __init__(self, config: WorkerConfig, *, consumer: GroupConsumer | None = None,
                  sinks: Mapping[str, FeatureSink] | None = None,
                  dead_letters: DeadLetterOutput | None = None,
-                 repartition: RepartitionOutput | None = None) -> None:
+                 repartition: RepartitionOutput | None = None,
+                 history: TopicHistory | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
         self.health = Health(self.metrics, unhealthy_after_s=config.unhealthy_after_s)
@@ -114,6 +127,8 @@ class Worker:
         self.assignment = Assignment(self.plans, config.state_dir, config.generation,
                                      self._snapshot_factory(), repartition)
         self.end = EndOffsets(sorted(self.repartitions))
+        self.history = history if history is not None else KafkaHistory(settings)
+        self.recomputers: dict[tuple[TP, str], Recomputer] = {}
         self.server: MetricsServer | None = None
         self._stopping = False
         self._failed = False  # after a failure nothing more is committed (see _shutdown)
@@ -150,7 +165,8 @@ class Worker:
             self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
                 self.health.beat()
-                batch = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
+                batch = self.consumer.poll(self.config.batch_size,
+                                           0.0 if self.recomputers else self.config.poll_timeout_s)
                 if batch:
                     self.health.ok("kafka", source="client")  # records arrive: Kafka works
                     self._handle(batch)
@@ -159,6 +175,7 @@ class Worker:
                         with self.checkpoint.batch():  # held re-keyed records, as time allows
                             self.checkpoint.track(self._release())
                     self.kafka_probe.run_if_due(self._last_batch)
+                self._apply_changes(busy=bool(batch))
                 stored = self._commit_if_due(idle=not batch)
                 self._tell_group(stored)
                 self._report_gauges()
@@ -261,6 +278,7 @@ class Worker:
             if tp in self.assignment:  # assigned again without a revoke
                 self._on_revoke([tp])
             starts[tp] = start = self.assignment.open(tp)
+            self._watch_changes(tp)
             if start > 0:
                 # Tell the group where this owner stands, so that workers waiting on the
                 # group's offsets (--stop-at-end) see a partition whose state is already
@@ -273,10 +291,66 @@ class Worker:
         if not self._failed:  # what was processed is stored before letting go
             self._commit(set(partitions))
         for tp in partitions:
+            for key in [k for k in self.recomputers if k[0] == tp]:
+                del self.recomputers[key]  # not committed: the next owner starts it again
+                self.metrics.recomputing.labels(key[1], str(tp[1])).set(0)
+            self.history.done(tp)
             self.assignment.close(tp)
             if self._snapshot_failures.pop(tp, None) is not None:
                 self.health.ok("snapshots", source=f"{tp[0]}[{tp[1]}]")  # no longer ours
             log.info("revoked %s[%d]", *tp)
+
+    # ------------------------------------------------------------------ definition changes
+    def _watch_changes(self, tp: TP) -> None:
+        """Start applying the definition change of each pipeline of ``tp`` that has one."""
+        for pipeline in self.assignment.pipelines.get(tp, []):
+            change = pipeline.change
+            if not change.needs_refresh:
+                continue
+            name = pipeline.topology.name
+            log.warning("%s %s[%d]: the definition changed since the state was stored: %s",
+                        name, tp[0], tp[1], change.summary())
+            snapshot_dir = None if self.config.snapshot_dir is None else str(
+                self.config.snapshot_dir)
+            self.recomputers[(tp, name)] = Recomputer(
+                tp, pipeline, self.history, snapshot_dir, self.publisher.sinks[name])
+            self.metrics.recomputing.labels(name, str(tp[1])).set(1 if pipeline.pending else 0)
+
+    def _apply_changes(self, *, busy: bool) -> None:
+        """Give the definition changes in progress a slice of time (shorter while records
+        flow, so that the other features stay within their freshness); submit each refresh
+        once its feature-windows are ready."""
+        if not self.recomputers:
+            return
+        deadline = time.monotonic() + (CHANGE_SLICE_BUSY_S if busy else CHANGE_SLICE_IDLE_S)
+        for key, recomputer in list(self.recomputers.items()):
+            tp, name = key
+            pipeline = recomputer.pipeline
+            before = recomputer.records
+            pending = bool(pipeline.pending)
+            try:
+                with self.checkpoint.batch():
+                    updates = recomputer.step(deadline)
+                    if pending and not pipeline.pending:  # adopted: its state is to store
+                        self.checkpoint.track([(tp, pipeline)])
+                    if updates:
+                        self.publisher.submit(name, updates, None)
+                        pipeline.refreshed()
+                        self.checkpoint.track([(tp, pipeline)])
+            except (SinkError, SourceError) as exc:
+                # Reading history or listing entities failed: nothing was changed; retry.
+                log.warning("%s: %s; retrying", recomputer.label, exc)
+                return
+            labels = (name, str(tp[1]))
+            self.metrics.recomputed.labels(*labels).inc(recomputer.records - before)
+            if pending and not pipeline.pending:
+                self.metrics.recomputing.labels(*labels).set(0)
+                for field, since in recomputer.partial.items():
+                    self.metrics.partial_since.labels(name, str(tp[1]), field).set(since)
+            if recomputer.done:
+                del self.recomputers[key]
+            if time.monotonic() >= deadline:
+                return
 
     def _snapshot_factory(self) -> SnapshotFactory | None:
         directory, config = self.config.snapshot_dir, self.config
@@ -291,7 +365,8 @@ class Worker:
 
     # ------------------------------------------------------------------ stopping
     def _own_done(self) -> bool:
-        return self._assigned_once and self.end.own_caught_up(self.assignment)
+        return (self._assigned_once and not self.recomputers
+                and self.end.own_caught_up(self.assignment))
 
     def _caught_up(self) -> bool:
         return self._own_done() and self.end.caught_up(self.assignment, self.consumer)
@@ -330,6 +405,7 @@ class Worker:
         finally:
             self.assignment.close_all()
             self.dlq.output.close()
+            self.history.close()
             if self.repartition is not None:
                 self.repartition.close()
             self._stopping = True  # a write still retrying gives up: nothing more commits

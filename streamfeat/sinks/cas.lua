@@ -16,6 +16,9 @@
 --                row    one value_text per name, in names order; false: HDEL it
 --              version  _v text, fixed-width, so text order is version order
 --              asof     _asof text, event time in ms
+-- ARGV[3]  "newer": apply a write only if its version is newer than the stored one;
+--          "refresh": also if it is equal (a changed definition's values for the same
+--          records, written again once recomputed), never if the stored one is newer
 --
 -- Feature names and values travel in one msgpack string instead of thousands
 -- of arguments: packing arguments dominates the client's cost otherwise.
@@ -39,6 +42,7 @@ local CHUNK = 2000  -- arguments per HSET/HDEL, well below Lua's unpack limit
 local ttl = tonumber(ARGV[1])
 local payload = cmsgpack.unpack(ARGV[2])
 local names, items = payload[1], payload[2]
+local refresh = ARGV[3] == 'refresh'
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 
@@ -58,7 +62,7 @@ for k = 1, #KEYS do
   local item = items[k]
   local v = item[1]
   local cur = redis.call('HGET', key, '_v')
-  if cur and cur == v then
+  if cur and cur == v and not refresh then
     results[k] = 0
   elseif cur and v < cur then
     results[k] = -1

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -44,7 +44,7 @@ from streamfeat.sinks.values import (
     parse_version,
     version,
 )
-from streamfeat.topology.definitions import TopologyDef
+from streamfeat.topology.definitions import RESERVED_FIELDS, TopologyDef
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect"]
 
@@ -53,6 +53,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect"]
 DEFAULT_CHUNK_SIZE = 500
 
 _APPLIED, _DUPLICATE, _STALE = 1, 0, -1
+_NEWER, _REFRESH = "newer", "refresh"  # cas.lua ARGV[3]: when a write applies
 
 
 def _script_text() -> str:
@@ -156,6 +157,36 @@ class RedisSink:
         except ValueError:
             return None
 
+    def partition_entities(self, partition: int, *, count: int = 1000) -> Iterator[list[str]]:
+        """Ids of the entities whose hash was last written from ``partition`` (its ``_v``
+        says so), one ``SCAN`` page at a time: the entities a definition change rewrites.
+
+        Raises :class:`SinkError` when Redis fails (start again: it is a read).
+        """
+        prefix = self.topology.redis_key("").encode()
+        pattern = _glob_escape(prefix) + b"*"
+        cursor = 0
+        try:
+            while True:
+                cursor, keys = self._redis.scan(cursor, match=pattern, count=count)
+                if keys:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for key in keys:
+                        pipe.hget(key, "_v")
+                    found = []
+                    for key, raw in zip(keys, pipe.execute(), strict=True):
+                        text = None if raw is None else raw.decode("ascii", "replace")
+                        if text is not None and is_version(text) and \
+                                parse_version(text)[1] == partition:
+                            name = key if isinstance(key, bytes) else key.encode()
+                            found.append(name[len(prefix):].decode("utf-8", "surrogatepass"))
+                    yield found
+                if cursor == 0:
+                    return
+        except RedisError as e:
+            raise SinkError(f"listing the entities of topology {self.topology.name!r} in "
+                            f"Redis failed: {e}; check that Redis is reachable") from e
+
     def ping(self) -> bool:
         """Whether Redis answers now (for health checks); never raises."""
         try:
@@ -215,21 +246,24 @@ class RedisSink:
                 f"an UpdateBatch needs one column per name: {len(batch.names)} names, "
                 f"{len(batch.columns)} columns"
             )
-        by_name = dict(zip(batch.names, batch.columns, strict=True))
-        unknown = sorted(set(by_name) - set(self._names))
+        known = set(self._names)
+        unknown = [name for name in batch.names if name not in known]
         if unknown:
             raise ValueError(
                 f"{unknown[0]!r} is not a field of topology {self.topology.name!r} "
                 "(fields look like 'orders__1h')"
             )
+        if len(set(batch.names)) != len(batch.names):
+            raise ValueError(f"an UpdateBatch names a field twice: {list(batch.names)}")
+        bad = [d for d in batch.deletes if d in known or d in RESERVED_FIELDS]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} cannot be deleted: it is a field of topology "
+                f"{self.topology.name!r} or a reserved field; deletes are for fields no "
+                "longer declared"
+            )
         encoded: list[list[str | bool]] = []
-        for name in self._names:
-            col = by_name.get(name)
-            if col is None:
-                raise ValueError(
-                    f"an UpdateBatch must name every field of topology "
-                    f"{self.topology.name!r}; {name!r} is missing (use Update for some fields)"
-                )
+        for name, col in zip(batch.names, batch.columns, strict=True):
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for {n} entities")
             try:
@@ -239,17 +273,19 @@ class RedisSink:
             if None in texts:
                 texts = [False if t is None else t for t in texts]
             encoded.append(texts)
+        encoded += [[False] * n for _ in batch.deletes]
         head = [batch.version, str(int(batch.asof_ms))]
-        rows = list(zip(*encoded, strict=True))
+        rows = list(zip(*encoded, strict=True)) if encoded else [() for _ in range(n)]
         prefix = self.topology.redis_key("")
         keys = [prefix + e for e in batch.entity_ids]
-        names = list(self._names)
+        names = [*batch.names, *batch.deletes]
+        mode = _REFRESH if batch.refresh else _NEWER
         calls: list[tuple[list[str], list[str | bytes]]] = []
         size = self.chunk_size
         for i in range(0, n, size):
             items = [[*head, row] for row in rows[i : i + size]]
             payload = msgspec.msgpack.encode([names, items])
-            calls.append((keys[i : i + size], [self._ttl_arg, payload]))
+            calls.append((keys[i : i + size], [self._ttl_arg, payload, mode]))
         return calls
 
     def _encode_chunk(self, updates: Sequence[Update]) -> tuple[list[str], list[str | bytes]]:
@@ -283,7 +319,7 @@ class RedisSink:
                     sets.append(text)
             keys.append(self.topology.redis_key(u.entity_id))
             items.append([u.version, str(int(u.asof_ms)), sets, dels])
-        return keys, [self._ttl_arg, msgspec.msgpack.encode([self._names, items])]
+        return keys, [self._ttl_arg, msgspec.msgpack.encode([self._names, items]), _NEWER]
 
     def _run(self, calls: list[tuple[list[str], list[str | bytes]]]) -> list[list[Any]]:
         return [list(r) for r in self._script.run(self._redis, calls)]
@@ -344,6 +380,16 @@ class LuaScript:
                 raise loaded
             self._loaded = True
         return replies
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` matched literally by a Redis glob pattern (``SCAN MATCH``)."""
+    out = bytearray()
+    for b in text:
+        if b in b"*?[]\\":
+            out += b"\\"
+        out.append(b)
+    return bytes(out)
 
 
 def connect(url: str) -> redis.Redis:

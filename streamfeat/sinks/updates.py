@@ -33,11 +33,17 @@ class Update:
 class UpdateBatch:
     """The new values of many entities, as columns: what the worker writes per batch.
 
-    ``columns[j][i]`` is the value of field ``names[j]`` for ``entity_ids[i]``; every
-    field of the topology is named, and a value of ``None`` deletes its field. All
+    ``columns[j][i]`` is the value of field ``names[j]`` for ``entity_ids[i]``; a value
+    of ``None`` deletes its field, and a field of the topology not named is left as stored
+    (a feature-window still being computed from history). ``deletes``: fields no longer
+    declared (a removed or renamed feature), deleted from every entity's hash. All
     entities share ``asof_ms`` and ``version`` (one micro-batch of one partition).
     Cheaper than one :class:`Update` per entity: no dict per entity, and the values are
     encoded a column at a time.
+
+    ``refresh``: the values of a changed definition as of a version already written (the
+    same records, newly computed): applied when the stored version is not newer, rather
+    than only when it is older.
     """
 
     entity_ids: Sequence[str]
@@ -45,6 +51,8 @@ class UpdateBatch:
     columns: Sequence[Sequence[Any]]
     asof_ms: int
     version: str
+    deletes: Sequence[str] = ()
+    refresh: bool = False
 
     def __len__(self) -> int:
         return len(self.entity_ids)

@@ -8,7 +8,7 @@ raise :class:`Crash` just before the n-th effect, as a process killed between tw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,14 +68,24 @@ class MemorySink:
                                    strict=True):
                 key = f"{self.topology}:{entity}"
                 held = self.redis.hashes.get(key)
-                if held is not None and held[0] >= v:
+                if held is not None and (held[0] > v or (held[0] == v and not batch.refresh)):
                     stale += 1
                     continue
-                values = dict(zip(batch.names, row, strict=True))
-                self.redis.hashes[key] = (v, {**values, "_asof": batch.asof_ms})
+                # Redis's rule: named fields set (None: deleted), others left, retired ones gone
+                values = {} if held is None else dict(held[1])
+                values.update(zip(batch.names, row, strict=True))
+                values["_asof"] = batch.asof_ms
+                for name in [*batch.deletes, *(n for n, x in values.items() if x is None)]:
+                    values.pop(name, None)
+                self.redis.hashes[key] = (v, values)
                 applied += 1
             self.redis.acked[v[1]] = max(self.redis.acked.get(v[1], -1), v[2])
         return WriteResult(applied=applied, stale=stale)
+
+    def partition_entities(self, partition: int) -> Iterator[list[str]]:
+        prefix = f"{self.topology}:"
+        yield [k[len(prefix):] for k, (v, _values) in self.redis.hashes.items()
+               if k.startswith(prefix) and v[1] == partition]
 
     def stored_version(self, entity_id: str) -> tuple[int, int, int] | None:
         held = self.redis.hashes.get(f"{self.topology}:{entity_id}")

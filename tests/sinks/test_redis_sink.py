@@ -374,7 +374,12 @@ def test_a_batch_and_single_updates_mix_in_order(
 
 @pytest.mark.parametrize(("make", "match"), [
     (lambda: batch(["u1"], 1, [{}], names=["orders__1h", "nope__1h"]), "not a field"),
-    (lambda: batch(["u1"], 1, [{}], names=["orders__1h"]), "every field"),
+    (lambda: UpdateBatch(["u1"], ["orders__1h", "orders__1h"], [[1], [2]], 0,
+                         version(1, 0, 1)), "twice"),
+    (lambda: UpdateBatch(["u1"], ["orders__1h"], [[1]], 0, version(1, 0, 1),
+                         deletes=["orders__1d"]), "cannot be deleted"),
+    (lambda: UpdateBatch(["u1"], ["orders__1h"], [[1]], 0, version(1, 0, 1),
+                         deletes=["_v"]), "cannot be deleted"),
     (lambda: UpdateBatch(["u1"], ["orders__1h", "orders__1d", "amount_mean__1h",
                                   "last_items__1h"], [[1], [1], [1.0], [[]]], 0, "v1"),
      "not in the form"),
@@ -388,3 +393,32 @@ def test_invalid_batches_fail_before_touching_redis(
     with pytest.raises(ValueError, match=match):
         sink.write([make()])
     assert not stored(r, topology, "u1")
+
+
+def test_a_batch_naming_some_fields_leaves_the_others_and_deletes_retired_ones(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    """A definition change: fields still being recomputed are not named (left as stored);
+    fields no longer declared are deleted."""
+    r.hset(topology.redis_key("u1"), mapping={"orders__1d": "7", "gone__1h": "3"})
+    sink.write([UpdateBatch(["u1"], ["orders__1h"], [[2]], 5, version(1, 0, 1),
+                            deletes=["gone__1h"])])
+    h = stored(r, topology, "u1")
+    assert (h["orders__1h"], h["orders__1d"], h["_asof"]) == ("2", "7", "5")
+    assert "gone__1h" not in h
+
+
+def test_a_refresh_applies_at_an_equal_version_but_never_below(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    def write(v: int, value: int, *, refresh: bool) -> tuple[int, int, int]:
+        res = sink.write([UpdateBatch(["u1"], ["orders__1h"], [[value]], 5, version(1, 0, v),
+                                      refresh=refresh)])
+        return res.applied, res.duplicate, res.stale
+
+    assert write(4, 1, refresh=False) == (1, 0, 0)
+    assert write(4, 2, refresh=False) == (0, 1, 0)  # the same version again: a duplicate
+    assert write(4, 3, refresh=True) == (1, 0, 0)   # recomputed values of the same records
+    assert stored(r, topology, "u1")["orders__1h"] == "3"
+    assert write(3, 9, refresh=True) == (0, 0, 1)   # an older version stays refused
+    assert stored(r, topology, "u1")["orders__1h"] == "3"

@@ -19,6 +19,7 @@ from streamfeat.runtime.consumers.base import (
     OnAssign,
     OnRevoke,
 )
+from streamfeat.runtime.consumers.history import KafkaHistory, MemoryHistory, TopicHistory
 from streamfeat.runtime.consumers.memory import MemoryConsumer, MemoryLog
 
 __all__ = [
@@ -26,10 +27,13 @@ __all__ = [
     "TP",
     "ConsumerSettings",
     "GroupConsumer",
+    "KafkaHistory",
     "MemoryConsumer",
+    "MemoryHistory",
     "MemoryLog",
     "OnAssign",
     "OnRevoke",
+    "TopicHistory",
     "open_consumer",
 ]
 
