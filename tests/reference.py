@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamfeat.topology import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
+from streamfeat.topology.definitions import MAX_EVENT_TIME_MS
 from streamfeat.topology.expressions import compile_where
 
 
@@ -33,12 +34,20 @@ class Partition:
     accepted: list[Event] = field(default_factory=list)
     late: int = 0
     malformed: int = 0
+    dead: list[int] = field(default_factory=list)  # arrival order (seq) of each late or
+    # malformed record: each is one dead letter
 
 
 def naive_decode(
-    topology: TopologyDef, value: bytes | None
+    topology: TopologyDef, value: bytes | None, kafka_ts: int | None = None
 ) -> tuple[str, int, dict[str, Any]] | None:
-    """The contract's malformed-record rules, written out plainly. None = malformed."""
+    """The contract's malformed-record rules, written out plainly. None = malformed.
+
+    Event times (section 3): negative, not finite, after 9999-12-31 or later than the
+    record's Kafka timestamp ``kafka_ts`` by more than ``max_future``: malformed. Without
+    ``kafka_ts`` the record is taken as stamped at its own event time (as the generator
+    stamps records), so only the range is checked.
+    """
     try:
         record = json.loads(value) if value is not None else None
     except (ValueError, UnicodeDecodeError):
@@ -49,7 +58,7 @@ def naive_decode(
     if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
         return None
     ts = record.get(topology.source.timestamp or "")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or ts < 0:
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
         return None
     for f in topology.features:
         if f.field and f.agg.numeric:
@@ -57,20 +66,34 @@ def naive_decode(
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                 return None
     ms = ts * 1000 if topology.source.timestamp_unit == "s" else ts
+    if ms > MAX_EVENT_TIME_MS:
+        return None
+    stamped = round(ms) if kafka_ts is None else kafka_ts
+    if stamped < 0 or round(ms) - stamped > topology.max_future_ms:
+        return None
     return str(key), round(ms), record
 
 
-def run_partition(topology: TopologyDef, values: Iterable[bytes | None]) -> Partition:
-    """Late decisions in offset order, exactly as the contract defines them."""
+def run_partition(topology: TopologyDef, values: Iterable[bytes | None],
+                  kafka_ts: Iterable[int] | None = None) -> Partition:
+    """Late decisions in offset order, exactly as the contract defines them.
+
+    ``kafka_ts``: the records' Kafka timestamps, for the ``max_future`` rule (see
+    :func:`naive_decode`)."""
     p = Partition()
+    values = list(values)
+    stamps = list(kafka_ts) if kafka_ts is not None else None
+    assert stamps is None or len(stamps) == len(values), (len(stamps), len(values))
     for seq, value in enumerate(values):
-        decoded = naive_decode(topology, value)
+        decoded = naive_decode(topology, value, stamps[seq] if stamps is not None else None)
         if decoded is None:
             p.malformed += 1
+            p.dead.append(seq)
             continue
         key, ts, record = decoded
         if p.stream_time is not None and ts < p.stream_time - topology.lateness_ms:
             p.late += 1
+            p.dead.append(seq)
             continue
         p.stream_time = ts if p.stream_time is None else max(p.stream_time, ts)
         p.accepted.append(Event(key, ts, seq, record))
@@ -167,23 +190,42 @@ def values_as_of(topology: TopologyDef, events: list[Event], t: int) -> dict[str
     return out
 
 
-def expected_final(topology: TopologyDef, partitions: Mapping[int, list[bytes | None]]) -> tuple[
-    dict[str, dict[str, Any]], int, int
-]:
-    """Values of every entity as of its partition's final stream time; late and malformed counts."""
-    result: dict[str, dict[str, Any]] = {}
-    late = malformed = 0
-    for values in partitions.values():
-        p = run_partition(topology, values)
-        late += p.late
-        malformed += p.malformed
+@dataclass
+class Expected:
+    """What the contract says a run over a topic ends with."""
+
+    values: dict[str, dict[str, Any]]  # entity -> every Redis field as of the end
+    late: int
+    malformed: int
+    dead: dict[int, list[int]]  # partition -> arrival order (seq) of each dead letter's record
+
+
+def expected_run(topology: TopologyDef, partitions: Mapping[int, list[bytes | None]],
+                 kafka_ts: Mapping[int, list[int]] | None = None) -> Expected:
+    """Values of every entity as of its partition's final stream time, and the dead letters.
+
+    ``kafka_ts``: each partition's Kafka timestamps, for the ``max_future`` rule."""
+    out = Expected({}, 0, 0, {})
+    for part, values in partitions.items():
+        p = run_partition(topology, values, kafka_ts[part] if kafka_ts is not None else None)
+        out.late += p.late
+        out.malformed += p.malformed
+        out.dead[part] = p.dead
         by_entity: dict[str, list[Event]] = defaultdict(list)
         for e in p.accepted:
             by_entity[e.key].append(e)
         for key, events in by_entity.items():
             assert p.stream_time is not None
-            result[key] = values_as_of(topology, events, p.stream_time)
-    return result, late, malformed
+            out.values[key] = values_as_of(topology, events, p.stream_time)
+    return out
+
+
+def expected_final(topology: TopologyDef, partitions: Mapping[int, list[bytes | None]]) -> tuple[
+    dict[str, dict[str, Any]], int, int
+]:
+    """Values of every entity as of its partition's final stream time; late and malformed counts."""
+    run = expected_run(topology, partitions)
+    return run.values, run.late, run.malformed
 
 
 def close(a: Any, b: Any, rel: float = 1e-9) -> bool:

@@ -35,6 +35,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(argnames, cases)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test with no case in this run (long only) is deselected, not skipped."""
+    which = "long" if config.getoption("--long") else "short"
+    idle = [item for item in items
+            if (mark := item.get_closest_marker("fault_cases")) is not None
+            and not mark.kwargs[which]]
+    if idle:
+        config.hook.pytest_deselected(items=idle)
+        items[:] = [item for item in items if item not in idle]
+
+
 @pytest.fixture
 def fault_rng(request: pytest.FixtureRequest) -> random.Random:
     """The test's random source (stream, fault timings): a fresh seed each run, printed;

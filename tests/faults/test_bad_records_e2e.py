@@ -1,5 +1,7 @@
 """Records that once stopped a worker for good, on real Kafka and Redis (issue: survive
-anything). Each ends as a dead letter, and the records after it are aggregated as usual."""
+anything). Each ends as a dead letter, and the records after it are aggregated as usual.
+
+(Every other fault test's stream carries such records too: ``harness.hostile_values``.)"""
 
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ from confluent_kafka import Producer
 from streamfeat.client import Client
 from streamfeat.runtime.deadletters import DLQ_OFFSET, DLQ_REASON, DLQ_TRUNCATED
 
-from harness import make_topology, read_messages, run_to_end
+from harness import HUGE, assert_survived, make_topology, read_messages, run_to_end
 
-pytestmark = pytest.mark.integration
-
-HUGE = 5 * 1024 * 1024  # 5 MiB, not JSON
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 T0 = 1_700_000_000_000
 
 
@@ -63,3 +63,4 @@ def test_a_5_mib_record_that_is_not_json_becomes_a_dead_letter(
         assert size == HUGE and DLQ_TRUNCATED not in headers
     else:
         assert size < dlq_limit and headers[DLQ_TRUNCATED] == str(HUGE).encode()
+    assert_survived(kafka_bootstrap, redis_url, topology, versions=None, hostile=1)

@@ -10,6 +10,7 @@ address learnt from metadata.)
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,32 +18,39 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    BIG_RECORDS,
+    DEFAULT_RUNTIME,
     GroupProgress,
     PrivateRedis,
+    VersionWatch,
     Workers,
+    assert_survived,
     free_port,
     make_topology,
-    produce,
+    produce_fault_stream,
     wait_for_health,
     worker_cmd,
     worker_env,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
+@pytest.mark.fault_cases("runtime", short=[DEFAULT_RUNTIME], long=["faust", "kafka"])
 def test_idle_worker_with_frozen_redis_turns_unhealthy_then_healthy(
     kafka_bootstrap: str, new_topic: Callable[..., str], unique_id: str, tmp_path: Path,
+    fault_rng: random.Random, runtime: str,
 ) -> None:
-    topic = new_topic("orders", partitions=2)
-    _topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 500, seed=31, entities=50)
+    topic = new_topic("orders", partitions=2, config=BIG_RECORDS)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    stream = produce_fault_stream(kafka_bootstrap, topic, 2000, fault_rng, entities=50)
     port = free_port()
     with (PrivateRedis(tmp_path) as redis,
+          VersionWatch.sample(redis.url, topology, stream, fault_rng, moving=False) as versions,
           Workers(tmp_path, worker_env(kafka_bootstrap, redis.url)) as workers,
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-        workers.start("worker", worker_cmd(path, tmp_path / "state", "--metrics-port",
-                                           str(port), "--commit-every", "0.5"))
+        workers.start("worker", worker_cmd(path, tmp_path / "state", "--runtime", runtime,
+                                           "--metrics-port", str(port), "--commit-every", "0.5"))
         group.wait_end(timeout_s=50, workers=workers)  # everything read: idle from now on
         wait_for_health(port, lambda code, body: code == 200 and body["ready"],
                         path="/health/ready", workers=workers)
@@ -50,7 +58,8 @@ def test_idle_worker_with_frozen_redis_turns_unhealthy_then_healthy(
         frozen = time.time()
         red, body = wait_for_health(port, lambda code, _b: code == 503, timeout_s=25,
                                     workers=workers)
-        print(f"frozen Redis: /health unhealthy after {red - frozen:.1f} s")
+        print(f"recovery[{runtime}] Redis frozen, idle worker: /health 503 after "
+              f"{red - frozen:.1f} s")
         assert red - frozen < 20
         assert set(body["failing"]) == {"redis"}, body
         assert body["failing"]["redis"]["unhealthy"] is True
@@ -62,18 +71,21 @@ def test_idle_worker_with_frozen_redis_turns_unhealthy_then_healthy(
         thawed = time.time()
         green, body = wait_for_health(port, lambda code, _b: code == 200, timeout_s=15,
                                       workers=workers)
-        print(f"thawed Redis: /health healthy after {green - thawed:.1f} s")
+        print(f"recovery[{runtime}] Redis thawed: /health 200 after {green - thawed:.1f} s")
         assert body["failing"] == {} and body["ready"] is True
         assert workers.stop("worker") == 0, workers.log("worker")
+        print(assert_survived(kafka_bootstrap, redis.url, topology, versions=versions,
+                              hostile=stream.hostile))
 
 
-def _restart_after_kill(kafka: str, redis_url: str, path: Path, tmp_path: Path,
+def _restart_after_kill(kafka: str, redis_url: str, path: Path, tmp_path: Path, topic: str,
                         name: str, *extra: str) -> float:
     """Seconds from starting a worker, after SIGKILL of the one before it, to its having
-    every partition again (both with the same arguments and state)."""
+    every partition again (both with the same arguments and state, in group ``name``); the
+    second reads to the end."""
     port = free_port()
     state = tmp_path / f"state-{name}"
-    cmd = [*worker_cmd(path, state, "--metrics-port", str(port), *extra), "--runtime", "kafka"]
+    cmd = worker_cmd(path, state, "--metrics-port", str(port), "--group", name, *extra)
     with Workers(tmp_path, worker_env(kafka, redis_url)) as workers:
         workers.start(f"{name}-1", cmd)
         wait_for_health(port, lambda _c, body: len(body.get("assigned", [])) == 2,
@@ -83,22 +95,30 @@ def _restart_after_kill(kafka: str, redis_url: str, path: Path, tmp_path: Path,
         workers.start(f"{name}-2", cmd)
         back, _body = wait_for_health(port, lambda _c, body: len(body.get("assigned", [])) == 2,
                                       timeout_s=40, workers=workers)
+        with GroupProgress(kafka, name, topic) as group:
+            group.wait_end(workers=workers)
         assert workers.stop(f"{name}-2") == 0, workers.log(f"{name}-2")
     return back - started
 
 
+@pytest.mark.fault_cases("runtime", short=["kafka"], long=["faust", "kafka"])
 def test_static_membership_gives_a_killed_worker_its_partitions_back_at_once(
     kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
-    tmp_path: Path,
+    tmp_path: Path, fault_rng: random.Random, runtime: str,
 ) -> None:
-    topic = new_topic("orders", partitions=2)
-    _topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 200, seed=32, entities=20)
-    static = _restart_after_kill(kafka_bootstrap, redis_url, path, tmp_path, "static",
-                                 "--instance-id", f"{unique_id}-0", "--group", f"{unique_id}-s")
-    dynamic = _restart_after_kill(kafka_bootstrap, redis_url, path, tmp_path, "dynamic",
-                                  "--group", f"{unique_id}-d")
-    print(f"partitions back after SIGKILL + restart: {static:.1f} s with --instance-id, "
-          f"{dynamic:.1f} s without")
-    assert static < 6.0, static  # process start and join; no wait for the old session
-    assert dynamic > static + 4.0, (static, dynamic)  # the 10 s session timeout
+    topic = new_topic("orders", partitions=2, config=BIG_RECORDS)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    stream = produce_fault_stream(kafka_bootstrap, topic, 1000, fault_rng, entities=40)
+    with VersionWatch.sample(redis_url, topology, stream, fault_rng,
+                             moving=False) as versions:  # a backlog read at once
+        static = _restart_after_kill(kafka_bootstrap, redis_url, path, tmp_path, topic,
+                                     f"{unique_id}-s", "--runtime", runtime,
+                                     "--instance-id", f"{unique_id}-0")
+        dynamic = _restart_after_kill(kafka_bootstrap, redis_url, path, tmp_path, topic,
+                                      f"{unique_id}-d", "--runtime", runtime)
+        print(f"recovery[{runtime}] restart after kill -9: partitions back after "
+              f"{static:.1f} s with --instance-id, {dynamic:.1f} s without")
+        assert static < 6.0, static  # process start and join; no wait for the old session
+        assert dynamic > static + 4.0, (static, dynamic)  # the 10 s session timeout
+        print(assert_survived(kafka_bootstrap, redis_url, topology, versions=versions,
+                              hostile=stream.hostile))

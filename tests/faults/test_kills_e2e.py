@@ -1,9 +1,13 @@
-"""The worker end to end, on real Kafka and Redis: every Redis value equals the reference."""
+"""Workers stopped hard or softly mid-stream, on real Kafka and Redis: kill -9 at random
+points, one of two workers killed, SIGTERM then a restart, and a state directory lost
+between runs. Every stream carries the hostile records of ``harness.hostile_values``; every
+test ends as an uninterrupted run would (``harness.assert_survived``).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
+import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,131 +15,141 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    BIG_RECORDS,
     COMMIT_OFTEN,
-    STREAM,
+    DEFAULT_RUNTIME,
     GroupProgress,
+    LiveStream,
+    VersionWatch,
     Workers,
-    assert_redis_matches_reference,
-    count_topic,
+    assert_survived,
     kill_at_random_points,
     make_topology,
-    produce,
     run_to_end,
     worker_cmd,
     worker_env,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+BOTH = ["faust", "kafka"]
+SHORT = [DEFAULT_RUNTIME]
 
 
-
+@pytest.mark.fault_cases("runtime,kills", short=[(DEFAULT_RUNTIME, 4)],
+                         long=[("faust", 8), ("kafka", 8)])
 def test_worker_killed_at_random_points_equals_uninterrupted(
     kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
-    tmp_path: Path,
+    tmp_path: Path, fault_rng: random.Random, runtime: str, kills: int,
 ) -> None:
-    topic = new_topic("orders", partitions=2)
+    topic = new_topic("orders", partitions=2, config=BIG_RECORDS)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 30_000, seed=2, **STREAM)
-    state = tmp_path / "state"
-    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+    # each restart waits out the killed member's 10 s session: ~12 s a kill
+    stream = LiveStream(kafka_bootstrap, topic, 30_000, fault_rng, seconds=20 * kills)
+    state, snaps = tmp_path / "state", tmp_path / "snapshots"
+    runtime_args = ("--runtime", runtime, "--snapshot-dir", str(snaps))
+    with (stream, VersionWatch.sample(redis_url, topology, stream, fault_rng) as versions,
+          Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
         mid_stream = kill_at_random_points(
-            workers, group, worker_cmd(path, state, "--batch-size", "500", *COMMIT_OFTEN))
-    assert mid_stream > 0, "no kill came mid-stream"
-    run_to_end(path, state, kafka_bootstrap, redis_url)
-    _entities, late, malformed = assert_redis_matches_reference(
-        kafka_bootstrap, redis_url, topology
-    )
-    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == late + malformed
+            workers, group, worker_cmd(path, state, *runtime_args, "--batch-size", "500",
+                                       *COMMIT_OFTEN), rng=fault_rng, runs=kills, live=stream)
+        assert mid_stream == kills, f"{kills - mid_stream} kills came after the stream"
+        stream.finish()
+        run_to_end(path, state, kafka_bootstrap, redis_url, *runtime_args)
+        print(assert_survived(kafka_bootstrap, redis_url, topology, versions=versions,
+                              snapshot_dir=snaps, hostile=stream.hostile))
 
 
+@pytest.mark.fault_cases("runtime", short=SHORT, long=BOTH)
 def test_two_workers_one_killed_mid_stream(
     kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
-    tmp_path: Path,
+    tmp_path: Path, fault_rng: random.Random, runtime: str,
 ) -> None:
-    topic = new_topic("orders", partitions=4)
+    topic = new_topic("orders", partitions=4, config=BIG_RECORDS)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 30_000, seed=4, **STREAM)
-    with (Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+    stream = LiveStream(kafka_bootstrap, topic, 30_000, fault_rng, seconds=60)
+    snaps = tmp_path / "snapshots"
+
+    def cmd(state: str) -> list[str]:
+        return worker_cmd(path, tmp_path / state, "--runtime", runtime, "--snapshot-dir",
+                          str(snaps), "--batch-size", "300", *COMMIT_OFTEN)
+
+    with (stream, VersionWatch.sample(redis_url, topology, stream, fault_rng) as versions,
+          Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
           GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-        workers.start("a", worker_cmd(path, tmp_path / "a", "--batch-size", "300", *COMMIT_OFTEN))
-        workers.start("b", worker_cmd(path, tmp_path / "b", "--batch-size", "300", *COMMIT_OFTEN))
-        done, total = group.wait(workers=workers)
-        assert 0 < done < total, f"kill must come mid-stream: {done} of {total} committed"
+        workers.start("a", cmd("a"))
+        workers.start("b", cmd("b"))
+        group.wait(workers=workers)
+        time.sleep(fault_rng.uniform(0.0, 5.0))
+        assert stream.running, "the kill must come mid-stream"
         workers.kill("a")  # its partitions move to b after the session timeout
+        killed = time.time()
+        stream.finish()
         group.wait_end(workers=workers)
-        status = workers.stop("b")
-        assert status == 0, workers.log("b")
-    _entities, late, malformed = assert_redis_matches_reference(
-        kafka_bootstrap, redis_url, topology
-    )
-    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == late + malformed
+        print(f"recovery[{runtime}] one of two workers killed: b at the end "
+              f"{time.time() - killed:.1f} s after the kill")
+        assert workers.stop("b") == 0, workers.log("b")
+        print(assert_survived(kafka_bootstrap, redis_url, topology, versions=versions,
+                              snapshot_dir=snaps, hostile=stream.hostile))
 
 
-def test_redis_down_for_ten_seconds_mid_stream(
-    kafka_bootstrap: str, new_topic: Callable[..., str], unique_id: str, tmp_path: Path,
+@pytest.mark.fault_cases("runtime", short=SHORT, long=BOTH)
+def test_sigterm_mid_stream_then_restart(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path, fault_rng: random.Random, runtime: str,
 ) -> None:
-    import shutil
-    import socket
-
-    import redis as redis_lib
-
-    server = shutil.which("redis-server")
-    assert server, "redis-server is needed for this test; deploy/local/up installs it"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    private = f"redis://127.0.0.1:{port}/0"
-
-    def start_redis() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if redis_lib.Redis.from_url(private).ping():
-                    return proc
-            except redis_lib.ConnectionError:
-                time.sleep(0.1)
-        proc.kill()
-        proc.wait(30)
-        raise AssertionError("private redis-server did not start")
-
-    topic = new_topic("orders", partitions=2)
+    """SIGTERM mid-stream: the worker stops soon (state, Redis, dead letters and snapshots
+    flushed) with status 0; a restart carries on from there."""
+    topic = new_topic("orders", partitions=2, config=BIG_RECORDS)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 30_000, seed=5, **STREAM)
-    redis_proc = start_redis()
-    try:
-        with (Workers(tmp_path, worker_env(kafka_bootstrap, private)) as workers,
-              GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
-            worker = workers.start(
-                "worker", worker_cmd(path, tmp_path / "state", "--batch-size", "300", *COMMIT_OFTEN)
-            )
-            done, total = group.wait(workers=workers)
-            assert 0 < done < total, (
-                f"the outage must come mid-stream: {done} of {total} committed"
-            )
-            # SHUTDOWN SAVE: Redis writes dump.rdb (in --dir) and exits; the restart loads it.
-            # Keep Redis's data across the outage: it is the online store, its loss is not
-            # the test.
-            with contextlib.suppress(redis_lib.ConnectionError):
-                redis_lib.Redis.from_url(private).shutdown(save=True)
-            redis_proc.wait(30)
-            stalled, _total = group.done()
-            assert stalled < total, "the outage must come mid-stream: the group finished"
-            time.sleep(10)
-            assert worker.poll() is None, "the worker must wait for Redis, not die:\n" + (
-                workers.log("worker")
-            )
-            redis_proc = start_redis()
-            group.wait_end(workers=workers)
-            status = workers.stop("worker")
-            assert status == 0, workers.log("worker")
-        _entities, late, malformed = assert_redis_matches_reference(
-            kafka_bootstrap, private, topology
-        )
-    finally:
-        redis_proc.terminate()
-        redis_proc.wait(30)
-    assert count_topic(kafka_bootstrap, f"{topic}.dlq") == late + malformed
+    stream = LiveStream(kafka_bootstrap, topic, 20_000, fault_rng, seconds=40)
+    state, snaps = tmp_path / "state", tmp_path / "snapshots"
+    runtime_args = ("--runtime", runtime, "--snapshot-dir", str(snaps))
+    with (stream, VersionWatch.sample(redis_url, topology, stream, fault_rng) as versions,
+          Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        workers.start("worker", worker_cmd(path, state, *runtime_args, "--batch-size", "300"))
+        group.wait(workers=workers)
+        time.sleep(fault_rng.uniform(0.0, 5.0))
+        assert stream.running, "SIGTERM must come mid-stream"
+        asked = time.time()
+        assert workers.stop("worker", timeout_s=30) == 0, workers.log("worker")
+        stopped = time.time() - asked
+        done, total = group.done()
+        print(f"recovery[{runtime}] SIGTERM mid-stream: exit 0 after {stopped:.1f} s, "
+              f"{done} of {total} records committed")
+        stream.finish()
+        run_to_end(path, state, kafka_bootstrap, redis_url, *runtime_args)
+        print(assert_survived(kafka_bootstrap, redis_url, topology, versions=versions,
+                              snapshot_dir=snaps, hostile=stream.hostile))
+
+
+@pytest.mark.fault_cases("runtime", short=SHORT, long=BOTH)
+def test_state_directory_lost_between_runs(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path, fault_rng: random.Random, runtime: str,
+) -> None:
+    """Killed mid-stream, then its state directory is gone (a new host, a lost disk): the
+    worker rebuilds the state from the topic; Redis never goes back, no dead letter or
+    snapshot record comes twice."""
+    topic = new_topic("orders", partitions=2, config=BIG_RECORDS)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    stream = LiveStream(kafka_bootstrap, topic, 20_000, fault_rng, seconds=40)
+    state, snaps = tmp_path / "state", tmp_path / "snapshots"
+    runtime_args = ("--runtime", runtime, "--snapshot-dir", str(snaps))
+    with (stream, VersionWatch.sample(redis_url, topology, stream, fault_rng) as versions,
+          Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers,
+          GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group):
+        workers.start("worker", worker_cmd(path, state, *runtime_args, "--batch-size", "300",
+                                           *COMMIT_OFTEN))
+        group.wait(workers=workers)
+        time.sleep(fault_rng.uniform(0.0, 5.0))
+        assert stream.running, "the kill must come mid-stream"
+        workers.kill("worker")
+        assert any(state.iterdir()), "the worker kept no state to lose"
+        shutil.rmtree(state)
+        stream.finish()
+        run_to_end(path, state, kafka_bootstrap, redis_url, *runtime_args)
+        print(assert_survived(kafka_bootstrap, redis_url, topology, versions=versions,
+                              snapshot_dir=snaps, hostile=stream.hostile))
