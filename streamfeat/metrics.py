@@ -94,7 +94,8 @@ class Metrics:
         )
         self.recomputing = Gauge(
             "streamfeat_recompute_pending",
-            "1 while a definition change is being computed from history on the partition",
+            "1 while a definition change is applied on the partition (feature-windows computed "
+            "from history, then every entity rewritten)",
             tp, registry=r)
         self.recomputed = Counter(
             "streamfeat_recompute_records", "Records of history read to compute changed "

@@ -258,7 +258,16 @@ class Worker:
 
     def _commit(self, only: set[TP] | None = None) -> dict[TP, int]:
         done = self.checkpoint.commit(only)
-        return {tp: self.assignment.position(tp) for tp in done if tp in self.assignment}
+        return {tp: self._group_position(tp, self.assignment.position(tp))
+                for tp in done if tp in self.assignment}
+
+    def _group_position(self, tp: TP, position: int) -> int:
+        """The offset told to the group for ``tp``: one short of ``position`` while a
+        definition change is applied there, so that no worker waiting on the group's offsets
+        (``--stop-at-end``) takes the partition for done before its new features are."""
+        if any(key[0] == tp for key in self.recomputers):
+            return max(0, position - 1)
+        return position
 
     def _tell_group(self, positions: dict[TP, int]) -> None:
         # Kafka's committed offsets are only for lag dashboards and stop-at-end; the resume
@@ -279,6 +288,7 @@ class Worker:
                 self._on_revoke([tp])
             starts[tp] = start = self.assignment.open(tp)
             self._watch_changes(tp)
+            start = self._group_position(tp, start)
             if start > 0:
                 # Tell the group where this owner stands, so that workers waiting on the
                 # group's offsets (--stop-at-end) see a partition whose state is already
@@ -314,7 +324,7 @@ class Worker:
                 self.config.snapshot_dir)
             self.recomputers[(tp, name)] = Recomputer(
                 tp, pipeline, self.history, snapshot_dir, self.publisher.sinks[name])
-            self.metrics.recomputing.labels(name, str(tp[1])).set(1 if pipeline.pending else 0)
+            self.metrics.recomputing.labels(name, str(tp[1])).set(1)
 
     def _apply_changes(self, *, busy: bool) -> None:
         """Give the definition changes in progress a slice of time (shorter while records
@@ -344,11 +354,12 @@ class Worker:
             labels = (name, str(tp[1]))
             self.metrics.recomputed.labels(*labels).inc(recomputer.records - before)
             if pending and not pipeline.pending:
-                self.metrics.recomputing.labels(*labels).set(0)
                 for field, since in recomputer.partial.items():
                     self.metrics.partial_since.labels(name, str(tp[1]), field).set(since)
             if recomputer.done:
                 del self.recomputers[key]
+                self.metrics.recomputing.labels(*labels).set(0)
+                self._announce[tp] = self._group_position(tp, self.assignment.position(tp))
             if time.monotonic() >= deadline:
                 return
 
