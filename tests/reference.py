@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -17,7 +19,6 @@ from typing import Any
 
 from streamfeat.topology import AggKind, FeatureDef, TopologyDef, WindowDef, WindowKind
 from streamfeat.topology.definitions import MAX_EVENT_TIME_MS
-from streamfeat.topology.expressions import compile_where
 
 
 @dataclass
@@ -132,10 +133,254 @@ def session_events(w: WindowDef, events: list[Event], t: int) -> list[Event]:
     return out
 
 
+# --------------------------------------------------------------------------- where
+# The contract's `where` (section 2: SQL's three-valued logic), parsed and evaluated here
+# from scratch: a recursive-descent parser into tuples and a plain interpreter, sharing
+# no code with streamfeat.topology.expressions. None is null, which is also "unknown".
+
+_WHERE_OPS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "%", "(", ")", "[", "]",
+              ",")
+_WHERE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}
+
+
+def _where_tokens(text: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c.isdigit() or (c == "." and text[i + 1 : i + 2].isdigit()):
+            m = re.match(r"\d*(\.\d+)?([eE][+-]?\d+)?", text[i:])
+            assert m is not None
+            word = m.group(0)
+            out.append(("value", float(word) if m.group(1) or m.group(2) else int(word)))
+            i += len(word)
+        elif c.isalpha() or c == "_":
+            m = re.match(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", text[i:])
+            assert m is not None
+            word = m.group(0)
+            literals = {"true": True, "false": False, "null": None}
+            if word in literals:
+                out.append(("value", literals[word]))
+            elif word in ("and", "or", "not", "in"):
+                out.append(("op", word))
+            else:
+                out.append(("field", word.split(".")))
+            i += len(word)
+        elif c in "'\"":
+            j, chars = i + 1, []
+            while text[j] != c:
+                if text[j] == "\\":
+                    chars.append(_WHERE_ESCAPES[text[j + 1]])
+                    j += 2
+                else:
+                    chars.append(text[j])
+                    j += 1
+            out.append(("value", "".join(chars)))
+            i = j + 1
+        else:
+            op = next(o for o in _WHERE_OPS if text.startswith(o, i))
+            out.append(("op", op))
+            i += len(op)
+    out.append(("end", None))
+    return out
+
+
+class _WhereParser:
+    """expr: or; or: and {or and}; and: not {and not}; not: 'not' not | cmp;
+    cmp: sum [op sum]; sum: prod {+- prod}; prod: unary {*/% unary}; unary: '-' unary |
+    primary."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _where_tokens(text)
+        self.i = 0
+
+    def peek(self, *ops: str) -> bool:
+        kind, value = self.tokens[self.i]
+        return kind == "op" and value in ops
+
+    def take(self) -> tuple[str, Any]:
+        self.i += 1
+        return self.tokens[self.i - 1]
+
+    def parse(self) -> tuple[Any, ...]:
+        node = self.disjunction()
+        assert self.tokens[self.i][0] == "end", self.tokens[self.i]
+        return node
+
+    def disjunction(self) -> tuple[Any, ...]:
+        node = self.conjunction()
+        while self.peek("or"):
+            self.take()
+            node = ("or", node, self.conjunction())
+        return node
+
+    def conjunction(self) -> tuple[Any, ...]:
+        node = self.negation()
+        while self.peek("and"):
+            self.take()
+            node = ("and", node, self.negation())
+        return node
+
+    def negation(self) -> tuple[Any, ...]:
+        if self.peek("not"):
+            self.take()
+            return ("not", self.negation())
+        return self.comparison()
+
+    def comparison(self) -> tuple[Any, ...]:
+        left = self.sum()
+        if self.peek("==", "!=", "<", "<=", ">", ">=", "in"):
+            op = self.take()[1]
+            return ("cmp", op, left, self.sum())
+        if self.peek("not"):  # not in
+            self.take()
+            assert self.take() == ("op", "in")
+            return ("not", ("cmp", "in", left, self.sum()))
+        return left
+
+    def sum(self) -> tuple[Any, ...]:
+        node = self.product()
+        while self.peek("+", "-"):
+            node = ("arith", self.take()[1], node, self.product())
+        return node
+
+    def product(self) -> tuple[Any, ...]:
+        node = self.unary()
+        while self.peek("*", "/", "%"):
+            node = ("arith", self.take()[1], node, self.unary())
+        return node
+
+    def unary(self) -> tuple[Any, ...]:
+        if self.peek("-"):
+            self.take()
+            return ("neg", self.unary())
+        kind, value = self.take()
+        if kind in ("value", "field"):
+            return (kind, value)
+        if value == "(":
+            node = self.disjunction()
+            assert self.take() == ("op", ")")
+            return node
+        assert value == "[", (kind, value)
+        items = []
+        while not self.peek("]"):
+            items.append(self.disjunction())
+            if self.peek(","):
+                self.take()
+        self.take()
+        return ("list", items)
+
+
+def _where_kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list | tuple):
+        return "list"
+    if isinstance(v, Mapping):
+        return "object"
+    return "other"
+
+
+def _where_same(a: Any, b: Any) -> bool:
+    """Equality of JSON values: kind by kind, item by item (null equals null inside)."""
+    if _where_kind(a) != _where_kind(b):
+        return False
+    if _where_kind(a) == "list":
+        return len(a) == len(b) and all(map(_where_same, a, b))
+    if _where_kind(a) == "object":
+        return set(a) == set(b) and all(_where_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def _where_depth(v: Any) -> int:
+    """How deep lists and objects nest in ``v`` (``[]`` is 1, a scalar 0)."""
+    items = v if _where_kind(v) == "list" else v.values() if _where_kind(v) == "object" else None
+    return 0 if items is None else 1 + max(map(_where_depth, items), default=0)
+
+
+def _where_equal(a: Any, b: Any) -> bool | None:
+    if a is None or b is None or _where_kind(a) != _where_kind(b) or _where_kind(a) == "other":
+        return None
+    if max(_where_depth(a), _where_depth(b)) > 64:  # too deep to compare: unknown
+        return None
+    return _where_same(a, b)
+
+
+def _where_not(v: Any) -> bool | None:
+    return None if v is None or not isinstance(v, bool) else not v
+
+
+def _where_eval(node: tuple[Any, ...], record: Mapping[str, Any]) -> Any:
+    tag = node[0]
+    if tag == "value":
+        return node[1]
+    if tag == "field":
+        v: Any = record
+        for part in node[1]:
+            v = v.get(part) if isinstance(v, Mapping) else None
+        return v
+    if tag == "list":
+        return [_where_eval(item, record) for item in node[1]]
+    if tag == "neg":
+        v = _where_eval(node[1], record)
+        return -v if _where_kind(v) == "number" else None
+    if tag == "not":
+        return _where_not(_where_eval(node[1], record))
+    if tag in ("and", "or"):
+        a, b = _where_eval(node[1], record), _where_eval(node[2], record)
+        truths = {x if isinstance(x, bool) else None for x in (a, b)}
+        if tag == "and":
+            return False if False in truths else (True if truths == {True} else None)
+        return True if True in truths else (False if truths == {False} else None)
+    op, left, right = node[1], node[2], node[3]
+    a, b = _where_eval(left, record), _where_eval(right, record)
+    if tag == "arith":
+        if _where_kind(a) == "number" and _where_kind(b) == "number":
+            try:
+                return {"+": operator.add, "-": operator.sub, "*": operator.mul,
+                        "/": operator.truediv, "%": operator.mod}[op](a, b)
+            except (ZeroDivisionError, OverflowError):
+                return None
+        if op == "+" and _where_kind(a) == _where_kind(b) == "string":
+            return a + b
+        return None
+    if op in ("==", "!=") and ("value", None) in (left, right):  # IS NULL, IS NOT NULL
+        other = b if left == ("value", None) else a
+        return (other is None) is (op == "==")
+    if op == "==":
+        return _where_equal(a, b)
+    if op == "!=":
+        return _where_not(_where_equal(a, b))
+    if op == "in":
+        if _where_kind(b) == "list":  # x in [p, q] is x == p or x == q
+            answers = [_where_equal(a, item) for item in b]
+            return True if True in answers else (None if None in answers else False)
+        if _where_kind(a) == _where_kind(b) == "string":
+            return a in b
+        return None
+    if _where_kind(a) != _where_kind(b) or _where_kind(a) not in ("boolean", "number", "string"):
+        return None
+    return {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op](a, b)
+
+
+def where_truth(text: str, record: Mapping[str, Any]) -> bool | None:
+    """The truth of a ``where`` for one event: True, False or None (unknown)."""
+    v = _where_eval(_WhereParser(text).parse(), record)
+    return v if isinstance(v, bool) else None
+
+
 def aggregate(f: FeatureDef, events: list[Event]) -> Any:
-    if f.where is not None:
-        pred = compile_where(f.where)
-        events = [e for e in events if pred(e.record)]
+    if f.where is not None:  # kept only when the where is true (not false, not unknown)
+        where = _WhereParser(f.where).parse()
+        events = [e for e in events if _where_eval(where, e.record) is True]
     if f.agg is AggKind.COUNT:
         return len(events)
     assert f.field is not None
