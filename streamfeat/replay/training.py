@@ -4,7 +4,10 @@ Event time (the default): for a spine row ``(e, t)`` every feature is the value 
 ``t`` (contract section 2) over the events the stream *accepted* with ``ts <= t``.
 Acceptance is decided by the worker's own code, :class:`~streamfeat.pipeline.Acceptance`:
 records in offset order, the same decoding and the same running-maximum late rule.
-Nothing after ``t`` leaks in.
+Nothing after ``t`` leaks in, at any edge (contract section 6): a row whose entity has
+no accepted event at or before ``t`` gets the topology's ``defaults`` (``None`` for a
+field without one), exactly what :class:`~streamfeat.client.Client` serves for an entity
+Redis does not hold, whether the entity shows up later or never.
 
 Method, per partition (partitions run in parallel processes):
 
@@ -16,7 +19,8 @@ Method, per partition (partitions run in parallel processes):
    stream time, so a heap holding the events of the last ``lateness`` is enough. The
    sorted events feed a fresh :class:`~streamfeat.operators.PartitionOperator`; before
    the first event later than ``t`` is fed, the rows at ``t`` are answered with
-   ``values(entities, as_of=t)``.
+   ``values(entities, as_of=t)``, except those of entities not fed yet, which keep the
+   defaults.
 
 ``as_served=True``: the values the model was served at ``t``, i.e. what Redis held: the
 state after every record that had *arrived* by ``t``, in offset order, through the
@@ -142,8 +146,9 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
     n = len(job.times)
     times, ents, fields = job.times, job.entities, job.fields
     order = sorted(range(n), key=lambda i: (times[i], i))
-    cols: list[list[Any]] = [[None] * n for _ in fields]
+    cols: list[list[Any]] = [[topology.defaults.get(f)] * n for f in fields]
     op = PartitionOperator(topology, job.partition)
+    seen: set[str] = set()  # entities with an accepted event fed so far, i.e. at or before t
     keys: list[str] = []
     ts_l: list[int] = []
     recs: list[dict[str, Any]] = []
@@ -166,6 +171,9 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
             while j < n and times[order[j]] == t:
                 group.append(order[j])
                 j += 1
+            group = [g for g in group if ents[g] in seen]  # the others keep the defaults
+            if not group:
+                continue
             feed()
             values = op.values(sorted({ents[g] for g in group}), as_of=t)
             for g in group:
@@ -178,6 +186,7 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
             if j < n and times[order[j]] < ts:
                 answer(ts)
             keys.append(key)
+            seen.add(key)
             ts_l.append(ts)
             recs.append(record)
             if len(keys) >= job.batch_rows:

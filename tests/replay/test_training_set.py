@@ -116,10 +116,13 @@ def test_event_time_equals_reference(tmp_path: Path) -> None:
     assert table.column_names[:3] == ["user_id", "ts", "label"]
     assert table.column("label").to_pylist() == list(range(len(spine_e)))  # spine order kept
     defaults = {name: topology.defaults.get(name) for name in topology.redis_fields()}
+    # an entity with no accepted event at or before t is as unseen (contract section 6)
     want = [
-        values_as_of(topology, by_entity[e], t) if e in by_entity else defaults
+        values_as_of(topology, by_entity[e], t)
+        if any(x.ts <= t for x in by_entity.get(e, [])) else defaults
         for e, t in zip(spine_e, spine_t, strict=True)
     ]
+    assert sum(w is defaults for w in want) > 40  # rows before a first event, and never seen
     assert_rows_equal(topology, table.to_pylist(), want)
 
 
@@ -238,3 +241,92 @@ def test_as_served_differs_exactly_on_late_arrivals(tmp_path: Path) -> None:
     actual_diff = [i for i, (a, b) in enumerate(zip(event_time, served, strict=True))
                    if a["n__lifetime"] != b["n__lifetime"]]
     assert differs and actual_diff == differs
+
+
+# ----------------------------------------------------------------------------- every edge
+
+EDGES_YAML = """\
+version: 1
+name: pit
+source: {topic: pit, key: user_id, timestamp: ts}
+lateness: 1m
+features:
+  - {name: n, agg: count, windows: [10m, lifetime]}
+  - {name: total, agg: sum, field: amount, windows: [10m]}
+  - {name: big, agg: count, where: "amount > 50", windows: [10m]}
+  - {name: big_sum, agg: sum, field: amount, where: "amount > 50", windows: [lifetime]}
+  - {name: last_amount, agg: last, field: amount, windows: [lifetime]}
+  - {name: recent, agg: last_k, k: 2, field: amount, windows: [lifetime]}
+  - {name: spread, agg: max, field: amount, windows: [{type: session, gap: 5m}]}
+defaults:
+  n: 0
+  total: -1
+  last_amount: 0
+  recent: []
+"""
+T0 = 1_767_225_600_000
+MIN = 60_000
+
+
+def edge_records() -> list[RawRecord]:
+    """One partition, in arrival (offset) order, with each record's arrival time as its Kafka
+    timestamp: ``steady`` all along; ``newcomer`` from minute 20 (first arriving at 21);
+    ``late_only`` only late (aggregated never); ``bad_only`` only malformed."""
+    rows: list[tuple[int, int, str, Any]] = []  # (arrival, ts, user, amount)
+    for i in range(40):
+        rows.append((T0 + i * MIN + 500, T0 + i * MIN, "steady", 10 + i * 3))
+    for i in range(20, 40, 2):
+        rows.append((T0 + (i + 1) * MIN, T0 + i * MIN, "newcomer", 40 + i))
+    rows.append((T0 + 30 * MIN + 1, T0 + 2 * MIN, "late_only", 99))  # 28 min behind: late
+    rows.append((T0 + 5 * MIN + 1, T0 + 5 * MIN, "bad_only", "not a number"))
+    rows.sort(key=lambda r: r[0])
+    return [RawRecord(0, off, arrival, user.encode(),
+                      json.dumps({"user_id": user, "ts": ts, "amount": amount}).encode())
+            for off, (arrival, ts, user, amount) in enumerate(rows)]
+
+
+@pytest.mark.parametrize("as_served", [False, True], ids=["event_time", "as_served"])
+def test_no_event_by_then_gets_the_defaults_whatever_comes_later(tmp_path: Path,
+                                                                 as_served: bool) -> None:
+    """Contract section 6, point in time at every edge: a row whose entity had no accepted
+    event at or before its time (event time), or none arrived by then (--as-served), gets
+    the topology's defaults, and None where there is none: exactly what the client serves
+    for an unseen entity, however the entity is seen later."""
+    path = tmp_path / "pit.yaml"
+    path.write_text(EDGES_YAML)
+    topology = load_topology(path)
+    records = edge_records()
+    write_snapshots(tmp_path / "snap", "pit", {0: records})
+    users = ["steady", "newcomer", "never", "late_only", "bad_only"]
+    moments = [T0 - 1, T0, T0 + 10 * MIN, T0 + 20 * MIN - 1, T0 + 20 * MIN, T0 + 20 * MIN + 1,
+               T0 + 21 * MIN, T0 + 25 * MIN, T0 + 45 * MIN, T0 + 86_400_000]
+    spine_e = [u for u in users for _ in moments]
+    spine_t = [t for _ in users for t in moments]
+    got = training_set(topology, tmp_path / "snap", pa.table({"user_id": spine_e, "ts": spine_t}),
+                       None, as_served=as_served).to_pylist()
+
+    unseen = {name: topology.defaults.get(name) for name in topology.redis_fields()}
+    assert unseen["big__10m"] is None and unseen["total__10m"] == -1  # a default and none
+    whole = run_partition(topology, [r.value for r in records])
+    want = []
+    for e, t in zip(spine_e, spine_t, strict=True):
+        if as_served:
+            prefix = run_partition(topology, [r.value for r in records if r.kafka_ts <= t])
+            mine = [x for x in prefix.accepted if x.key == e]
+            asof = prefix.stream_time
+        else:
+            mine = [x for x in whole.accepted if x.key == e and x.ts <= t]
+            asof = t
+        want.append(values_as_of(topology, mine, asof) if mine else unseen)
+    assert_rows_equal(topology, got, want)
+
+    # The edges themselves, spelled out: the newcomer is unseen up to its first event
+    # (minute 20 in event time, its arrival at minute 21 as served), and seen after.
+    first = T0 + (21 if as_served else 20) * MIN
+    for row in got:
+        if row["user_id"] in ("never", "late_only", "bad_only") or (
+                row["user_id"] == "newcomer" and row["ts"] < first):
+            assert {k: as_python(topology, k, v) for k, v in row.items()
+                    if k in unseen} == unseen, row
+        if row["user_id"] == "newcomer" and row["ts"] >= first:
+            assert row["n__lifetime"] >= 1 and row["big__10m"] is not None, row
