@@ -86,13 +86,17 @@ class Health:
         self._alive = clock()  # the loop went round, or a retry attempt was made
 
     # ------------------------------------------------------------------ reports in
-    def failed(self, dependency: str, error: BaseException | str, *, source: str = "") -> None:
-        """``source`` saw ``dependency`` fail; its clock starts now unless already running."""
+    def failed(self, dependency: str, error: BaseException | str, *, source: str = "",
+               since: float | None = None) -> None:
+        """``source`` saw ``dependency`` fail; its clock starts now (or at ``since``, when the
+        failed call began: a call that timed out proves no answer from its start) unless
+        already running."""
         text = str(error) or type(error).__name__
-        now = self.clock()
+        start = self.clock() if since is None else since
         with self._lock:
             old = self._failing.get((dependency, source))
-            self._failing[(dependency, source)] = Failure(now if old is None else old.since, text)
+            self._failing[(dependency, source)] = Failure(start if old is None else old.since,
+                                                          text)
 
     def ok(self, dependency: str, *, source: str = "") -> None:
         """``source`` saw ``dependency`` work: clears what that source reported, only."""
@@ -208,11 +212,11 @@ class Probe:
         """Probe if idle since ``last_batch`` and not probed lately; returns whether it ran."""
         if not self.due(last_batch):
             return False
-        self._last = self.clock()
+        self._last = started = self.clock()
         try:
             self.check()
-        except Exception as exc:
-            self.health.failed(self.dependency, exc, source=self.source)
+        except Exception as exc:  # unanswered since it was asked (a timeout takes seconds)
+            self.health.failed(self.dependency, exc, source=self.source, since=started)
             log.debug("%s probe failed: %r", self.dependency, exc)
         else:
             self.health.ok(self.dependency, source=self.source)

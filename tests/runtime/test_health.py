@@ -170,6 +170,23 @@ def test_a_probe_runs_only_when_idle_and_not_too_often() -> None:
     assert h.failing() == {}
 
 
+def test_a_probe_that_times_out_counts_from_when_it_was_sent() -> None:
+    """A PING unanswered for its 2 s timeout: Redis has not answered since the PING was sent,
+    so the threshold runs from then (a 10 s threshold is not 12 s)."""
+    clock = Clock()
+    h = health(clock, unhealthy_after_s=10)
+
+    def check() -> None:
+        clock.now += 2.0  # the probe's timeout
+        raise TimeoutError("no answer")
+
+    probe = Probe(h, "redis", check, every_s=3.0, idle_after_s=2.0, clock=clock)
+    assert probe.run_if_due(last_batch=clock.now - 2.5)
+    assert h.failing()["redis"].since == 1_000.0
+    clock.now = 1_010.5
+    assert h.unhealthy() == ["redis"]
+
+
 def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
