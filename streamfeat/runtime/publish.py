@@ -37,6 +37,9 @@ class FeatureSink(Protocol):
 
     def partition_entities(self, partition: int) -> Iterator[list[str]]: ...
 
+    def mark_history(self, partition: int, recomputed: Sequence[str],
+                     partial: Mapping[str, int]) -> None: ...
+
     def close(self) -> None: ...
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +41,11 @@ READ_RECORDS = 20_000
 class EntityLister(Protocol):
     def partition_entities(self, partition: int) -> Iterator[list[str]]:
         """Entity ids whose stored values were last written from ``partition``."""
+        ...
+
+    def mark_history(self, partition: int, recomputed: Sequence[str],
+                     partial: Mapping[str, int]) -> None:
+        """Record which recomputed fields of ``partition`` are partial, since when."""
         ...
 
 
@@ -105,6 +110,8 @@ class Recomputer:
     _snapshots: Iterator[RecordBatch] | None = None
     _refresh_ids: set[str] = field(default_factory=set)
     _listing: Iterator[list[str]] | None = None
+    _recomputed: list[str] | None = None
+    """Fields recomputed, until their history is recorded (:meth:`EntityLister.mark_history`)."""
     done: bool = False
 
     @property
@@ -148,6 +155,7 @@ class Recomputer:
         self.history.done(self.tp)
         rec.next_offset = self.pipeline.next_offset  # past the end: nothing left to read
         self.partial = rec.partial_fields(self.pipeline.stream_time, plan.complete)
+        self._recomputed = list(rec.operator.field_names)
         seen = self.pipeline.adopt(rec)
         self._refresh_ids.update(seen)
         log.info("%s: %d records of history in %.1f s; %s ready", self.label, rec.records,
@@ -182,6 +190,9 @@ class Recomputer:
     # -- writing every entity with the new definition -------------------------------
 
     def _refresh(self, deadline: float) -> list[UpdateBatch]:
+        if self._recomputed is not None:
+            self.entities.mark_history(self.pipeline.partition, self._recomputed, self.partial)
+            self._recomputed = None
         if not self.pipeline.refresh_pending:
             self.done = True
             return []

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -46,7 +46,7 @@ from streamfeat.sinks.values import (
 )
 from streamfeat.topology.definitions import RESERVED_FIELDS, TopologyDef
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect", "partial_key"]
 
 #: Entities per ``EVALSHA``. Large enough to amortise the call, small enough that
 #: one script run blocks Redis for at most a few milliseconds.
@@ -186,6 +186,26 @@ class RedisSink:
         except RedisError as e:
             raise SinkError(f"listing the entities of topology {self.topology.name!r} in "
                             f"Redis failed: {e}; check that Redis is reachable") from e
+
+    def mark_history(self, partition: int, recomputed: Sequence[str],
+                     partial: Mapping[str, int]) -> None:
+        """Record, for the registry, where the history of recomputed feature-windows of
+        ``partition`` starts: ``partial`` field -> event time (ms) for those whose window
+        reaches before it; the other ``recomputed`` fields are complete (their mark goes).
+        Kept in the hash ``sfmeta:{topology}:partial``, fields ``{field}@{partition}``."""
+        key = partial_key(self.topology.name)
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            complete = [f"{name}@{partition}" for name in recomputed if name not in partial]
+            if complete:
+                pipe.hdel(key, *complete)
+            if partial:
+                pipe.hset(key, mapping={f"{name}@{partition}": str(int(since))
+                                        for name, since in partial.items()})
+            pipe.execute()
+        except RedisError as e:
+            raise SinkError(f"recording partial history of {self.topology.name!r} in Redis "
+                            f"failed: {e}; check that Redis is reachable") from e
 
     def ping(self) -> bool:
         """Whether Redis answers now (for health checks); never raises."""
@@ -380,6 +400,13 @@ class LuaScript:
                 raise loaded
             self._loaded = True
         return replies
+
+
+def partial_key(topology: str) -> str:
+    """The Redis hash of a topology's partial feature-windows (see
+    :meth:`RedisSink.mark_history`): field ``{field}@{partition}`` -> event time (ms) its
+    history starts at. Outside ``sf:{topology}:*``, so no entity id can collide with it."""
+    return f"sfmeta:{topology}:partial"
 
 
 def _glob_escape(text: bytes) -> bytes:

@@ -312,11 +312,11 @@ def assert_redis_matches_reference(
     """Every Redis value equals the naive reference; returns (entities, late, malformed)."""
     partitions = read_topic(kafka, topology.source.topic)
     expected, late, malformed = expected_final(topology, partitions)
-    _assert_cells(redis_url, topology, expected)
+    assert_cells(redis_url, topology, expected)
     return len(expected), late, malformed
 
 
-def _assert_cells(redis_url: str, topology: TopologyDef,
+def assert_cells(redis_url: str, topology: TopologyDef,
                   expected: dict[str, dict[str, Any]]) -> None:
     """Every Redis cell of every entity equals ``expected`` (percentiles within the
     sketch's 1 %)."""
@@ -582,7 +582,7 @@ def assert_survived(kafka: str, redis_url: str, topology: TopologyDef, *,
         topology, {p: [m.value() for m in ms] for p, ms in messages.items()},
         {p: [m.timestamp()[1] for m in ms] for p, ms in messages.items()})
     assert run.malformed >= hostile, (run.malformed, hostile)
-    _assert_cells(redis_url, topology, run.values)
+    assert_cells(redis_url, topology, run.values)
     letters = Counter(dead_letter_origins(kafka, topic))
     twice = {origin: n for origin, n in letters.items() if n > 1}
     assert not twice, f"{len(twice)} dead letters sent more than once, e.g. {list(twice)[:10]}"

@@ -23,11 +23,14 @@ from streamfeat.topology.definitions import RESERVED_FIELDS
 from harness import (
     STREAM,
     Workers,
+    assert_cells,
     assert_redis_matches_reference,
     dead_letter_origins,
+    expected_final,
     free_port,
     make_topology,
     produce,
+    read_topic,
     run_to_end,
     scrape_metrics,
     worker_cmd,
@@ -196,3 +199,52 @@ def test_two_workers_of_one_group_rebalance_in_the_middle_of_the_recomputation(
         assert "revoked" in workers.log("v2", 10**7), "no rebalance moved a partition"
         assert "definition change applied" in workers.log("b", 10**7), both[-4000:]
     assert_evolved(kafka_bootstrap, redis_url, v1, v2)
+
+
+def test_history_cut_by_retention_is_reported_partial(
+    kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+    tmp_path: Path,
+) -> None:
+    """Retention dropped the first records and there are no snapshots: the feature-windows
+    whose window reaches before the history left (a lifetime, a 1d window over 3 hours of
+    events) are logged, measured and registered as partial from its first event time."""
+    import json
+    import subprocess
+    import sys
+
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic = new_topic("orders", partitions=2)
+    _v1, path = make_topology(unique_id, topic, tmp_path)
+    v2, path2 = evolve(path, CHANGES["add"])
+    state = tmp_path / "state"
+    produce(kafka_bootstrap, topic, 4000, seed=49, **STREAM)
+    run_to_end(path, state, kafka_bootstrap, redis_url)
+    everything = read_topic(kafka_bootstrap, topic)  # before retention drops some
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    cut = [TopicPartition(topic, p, 500) for p in range(2)]
+    for future in admin.delete_records(cut, operation_timeout=30).values():
+        future.result(30)
+    log = run_to_end(path2, state, kafka_bootstrap, redis_url).read_text()
+    assert "the topic from offset 500" in log and "partial until their windows" in log, log
+    shown = subprocess.run(
+        [sys.executable, "-m", "streamfeat.cli", "registry", str(path2), "--redis", redis_url],
+        capture_output=True, text=True, check=True).stdout
+    entries = {e["field"]: e for e in map(json.loads, shown.splitlines())}
+    for field in ("statuses__lifetime", "statuses__session_10m"):
+        since = entries[field]["partial_since_ms"]
+        assert set(since) == {"0", "1"}, (field, since)
+    # orders__1d and amount_max_1d__1d share the state v1 kept for amount_sum__1d and
+    # amount_min__1d (count, sum, min and max of amount over 1d): served at once, complete
+    assert "orders__1d" not in log.split("the topic from offset 500")[0].rsplit("\n", 1)[-1]
+    for field in ("orders__1d", "amount_max_1d__1d", "orders__5m"):
+        assert entries[field]["partial_since_ms"] == {}, field
+
+    def without_statuses(doc: dict[str, Any]) -> None:
+        doc["features"] = [f for f in doc["features"] if f["name"] != "statuses"]
+
+    complete, _path = evolve(path, [add, without_statuses])
+    expected, _late, _malformed = expected_final(complete, everything)
+    assert_cells(redis_url, complete, expected)  # every field but statuses, over all records
+    assert v2.name == entries["orders__5m"]["topology"]

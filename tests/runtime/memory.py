@@ -8,7 +8,7 @@ raise :class:`Crash` just before the n-th effect, as a process killed between tw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ class MemoryRedis:
         self.delay_s = delay_s
         self.hashes: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
         self.acked: dict[int, int] = {}  # partition -> highest offset of an acknowledged write
+        self.partial: dict[str, dict[str, int]] = {}  # topology -> {field@partition: since}
 
     def sink(self, topology: str) -> MemorySink:
         return MemorySink(self, topology)
@@ -86,6 +87,13 @@ class MemorySink:
         prefix = f"{self.topology}:"
         yield [k[len(prefix):] for k, (v, _values) in self.redis.hashes.items()
                if k.startswith(prefix) and v[1] == partition]
+
+    def mark_history(self, partition: int, recomputed: Sequence[str],
+                     partial: Mapping[str, int]) -> None:
+        marks = self.redis.partial.setdefault(self.topology, {})
+        for name in recomputed:
+            marks.pop(f"{name}@{partition}", None)
+        marks.update({f"{name}@{partition}": since for name, since in partial.items()})
 
     def stored_version(self, entity_id: str) -> tuple[int, int, int] | None:
         held = self.redis.hashes.get(f"{self.topology}:{entity_id}")

@@ -268,6 +268,8 @@ def test_history_cut_short_marks_long_windows_partial(tmp_path: Path) -> None:
         assert since is not None and since >= T0
         assert first_kept is None or since <= first_kept + 60_000
         assert partial("orders__5m", p) is None  # not recomputed: its state continued
+        assert deployment.redis.partial["shop"][f"orders__lifetime@{p}"] == since
+        assert f"orders__5m@{p}" not in deployment.redis.partial["shop"]
     # what was recomputed from the retained records only, as v2 would from offset 40
     values = deployment.values()
     assert all("orders__lifetime" in v for v in values.values())

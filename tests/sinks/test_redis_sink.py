@@ -422,3 +422,39 @@ def test_a_refresh_applies_at_an_equal_version_but_never_below(
     assert stored(r, topology, "u1")["orders__1h"] == "3"
     assert write(3, 9, refresh=True) == (0, 0, 1)   # an older version stays refused
     assert stored(r, topology, "u1")["orders__1h"] == "3"
+
+
+def test_partition_entities_lists_the_hashes_last_written_from_a_partition(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    """What a definition change rewrites: every entity Redis holds for the partition, by its
+    ``_v``; odd ids (glob characters, unicode) included, other topologies' keys not."""
+    ids = {0: ["a", "b*", "[c]", "é?"], 1: ["d", "e\\\\f"]}
+    for p, entities in ids.items():
+        sink.write([UpdateBatch(entities, ["orders__1h"], [[1] * len(entities)], 5,
+                                version(1, p, 7))])
+    r.hset(topology.redis_key("no-version"), "orders__1h", "1")
+    other = RedisSink(sink._redis, make_topology(f"{topology.name}x"))
+    other.write([UpdateBatch(["a"], ["orders__1h"], [[1]], 5, version(1, 0, 1))])
+    try:
+        for p, entities in ids.items():
+            pages = list(sink.partition_entities(p, count=2))
+            assert sorted(e for page in pages for e in page) == sorted(entities)
+    finally:
+        r.delete(other.topology.redis_key("a"))
+
+
+def test_mark_history_keeps_one_mark_per_field_and_partition(
+    sink: RedisSink, r: redis.Redis, topology: TopologyDef
+) -> None:
+    from streamfeat.sinks.redis import partial_key
+
+    key = partial_key(topology.name)
+    try:
+        sink.mark_history(0, ["orders__1h", "orders__1d"], {"orders__1d": 1000})
+        sink.mark_history(1, ["orders__1d"], {"orders__1d": 2000})
+        assert r.hgetall(key) == {"orders__1d@0": "1000", "orders__1d@1": "2000"}
+        sink.mark_history(0, ["orders__1d"], {})  # recomputed again, from a full history
+        assert r.hgetall(key) == {"orders__1d@1": "2000"}
+    finally:
+        r.delete(key)
