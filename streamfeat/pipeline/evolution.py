@@ -17,7 +17,7 @@ pipeline adopts its state (:meth:`PartitionPipeline.adopt`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,7 +26,14 @@ from streamfeat.pipeline.acceptance import Acceptance
 from streamfeat.records import RecordBatch
 from streamfeat.topology import TopologyDef, WindowKind
 
-__all__ = ["DefinitionChange", "FieldChange", "FieldStatus", "Recomputation", "compare"]
+__all__ = [
+    "DefinitionChange",
+    "FieldChange",
+    "FieldStatus",
+    "Recomputation",
+    "compare",
+    "partial_fields",
+]
 
 
 class FieldStatus(StrEnum):
@@ -175,24 +182,38 @@ class Recomputation:
             self.first_event_ms = int(min(verdict.ts))
 
     def partial_fields(self, stream_time: int | None, complete: bool) -> dict[str, int]:
-        """Recomputed fields whose window reaches before the history (field -> the event
-        time the history starts at); empty when the history is ``complete`` (it starts at
-        the partition's first record)."""
-        if complete:
-            return {}
-        start = self.first_event_ms if self.first_event_ms is not None else (stream_time or 0)
-        now = stream_time if stream_time is not None else start
-        out: dict[str, int] = {}
-        for f in self.topology.features:
-            for w in f.windows:
-                name = f.redis_field(w)
-                if name not in self.operator.field_names:
-                    continue
-                if w.kind in (WindowKind.LIFETIME, WindowKind.SESSION):
-                    out[name] = start
-                    continue
-                size = int(w.size_ms or 0)
-                reach = size + int(w.hop_ms or 0) + (size if w.emit_final else 0)
-                if now - reach < start + self.topology.lateness_ms:
-                    out[name] = start
-        return out
+        """Recomputed fields whose window reaches before the history fed (see
+        :func:`partial_fields`)."""
+        return partial_fields(self.topology, self.operator.field_names, self.first_event_ms,
+                              stream_time, complete)
+
+
+def partial_fields(topology: TopologyDef, recomputed: Collection[str],
+                   first_event_ms: int | None, stream_time: int | None, complete: bool
+                   ) -> dict[str, int]:
+    """Of the ``recomputed`` fields of ``topology``, those whose window reaches before the
+    history they are computed from (field -> the event time the history starts at): a
+    lifetime or session window always, a sized one when its reach (size, hop, and the
+    previous window of an ``emit_final`` one) from ``stream_time`` goes back past the
+    history's first event time (``first_event_ms``) plus the lateness. Empty when the
+    history is ``complete`` (it starts at the partition's first record). The worker
+    (:meth:`Recomputation.partial_fields`) and ``streamfeat plan`` share this rule."""
+    if complete:
+        return {}
+    start = first_event_ms if first_event_ms is not None else (stream_time or 0)
+    now = stream_time if stream_time is not None else start
+    wanted = set(recomputed)
+    out: dict[str, int] = {}
+    for f in topology.features:
+        for w in f.windows:
+            name = f.redis_field(w)
+            if name not in wanted:
+                continue
+            if w.kind in (WindowKind.LIFETIME, WindowKind.SESSION):
+                out[name] = start
+                continue
+            size = int(w.size_ms or 0)
+            reach = size + int(w.hop_ms or 0) + (size if w.emit_final else 0)
+            if now - reach < start + topology.lateness_ms:
+                out[name] = start
+    return out

@@ -7,13 +7,15 @@ and nothing is counted twice.
 
 from __future__ import annotations
 
+import shutil
 import struct
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 from streamfeat.errors import StateError
 
@@ -26,6 +28,7 @@ _ENTITY = b"e:"
 _FORMAT = b"\x00format"
 _FORMAT_VERSION = b"1"
 _WRITE_BUFFER_BYTES = 8 * 1024 * 1024
+_SECONDARY_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +42,22 @@ class Committed:
 
 
 class PartitionStore:
-    """State of one topology on one partition, under ``{state_dir}/{topology}/{topic}-{p}``."""
+    """State of one topology on one partition, under ``{state_dir}/{topology}/{topic}-{p}``.
+
+    ``read_only``: open an existing store to read it while a worker may hold it open
+    (``streamfeat plan``); :meth:`commit` and :meth:`clear` then refuse.
+    """
 
     def __init__(
         self, state_dir: str | Path, topology: str, topic: str, partition: int,
-        *, lock_wait_s: float = 30.0,
+        *, lock_wait_s: float = 30.0, read_only: bool = False,
     ) -> None:
         self.path = Path(state_dir) / topology / f"{topic}-{partition}"
+        self.read_only = read_only
+        self._secondary: Path | None = None
+        if read_only:
+            self._db = self._open_secondary()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
@@ -77,6 +89,57 @@ class PartitionStore:
                 f"{_FORMAT_VERSION!r}; delete the directory to rebuild it from the source topic"
             )
 
+    def _open_secondary(self) -> Rdict:
+        """Open an existing store to read only, whether or not a worker has it open.
+
+        A RocksDB *secondary* instance: it takes no lock and writes nothing in the store's
+        directory (its own log goes to a temporary directory, removed on :meth:`close`). A
+        plain read-only open failed now and then while the worker compacted (a file deleted
+        while it opened: 1 open in 300 against a busy writer, none of 300 secondary opens);
+        a secondary open that fails all the same is tried again a few times.
+        """
+        if not (self.path / "CURRENT").is_file():
+            raise StateError(f"no state at {self.path}: not a RocksDB directory")
+        options = Options(raw_mode=True)
+        options.create_if_missing(False)
+        options.set_max_open_files(-1)  # required of a secondary instance
+        for attempt in range(_SECONDARY_ATTEMPTS):
+            self._secondary = Path(tempfile.mkdtemp(prefix="streamfeat-state-reader-"))
+            try:
+                db = Rdict(str(self.path), options=options,
+                           access_type=AccessType.secondary(str(self._secondary)))
+            except Exception as exc:  # rocksdict raises plain Exception subclasses
+                shutil.rmtree(self._secondary, ignore_errors=True)
+                self._secondary = None
+                if attempt + 1 < _SECONDARY_ATTEMPTS:
+                    time.sleep(0.05)
+                    continue
+                raise StateError(f"cannot read the state at {self.path}: {exc}") from exc
+            stored = db.get(_FORMAT)
+            if stored is not None and stored != _FORMAT_VERSION:
+                db.close()
+                shutil.rmtree(self._secondary, ignore_errors=True)
+                self._secondary = None
+                raise StateError(
+                    f"state at {self.path} has format {stored!r}, this streamfeat reads "
+                    f"{_FORMAT_VERSION!r}; a worker would ask for it to be rebuilt")
+            return db
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def partitions(state_dir: str | Path, topology: str, topic: str) -> list[int]:
+        """The partitions of ``topic`` that have a store of ``topology`` under ``state_dir``."""
+        root = Path(state_dir) / topology
+        prefix = f"{topic}-"
+        try:
+            names = [p.name for p in root.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot list the state in {root}: {exc}") from exc
+        return sorted(int(n[len(prefix):]) for n in names
+                      if n.startswith(prefix) and n[len(prefix):].isdigit())
+
     def committed(self) -> Committed:
         raw = self._db.get(_OFFSET)
         next_offset = None if raw is None else struct.unpack(">q", raw)[0]
@@ -97,6 +160,7 @@ class PartitionStore:
         """Atomically store changed entity states, delete those of ``deleted`` (left with no
         state), and store the operator meta, the resume offset and (re-keyed streams) the
         source offsets seen."""
+        self._writable()
         batch = WriteBatch(raw_mode=True)
         for entity, data in entities:
             batch.put(_ENTITY + entity.encode(), data)
@@ -113,6 +177,7 @@ class PartitionStore:
 
     def clear(self) -> None:
         """Forget everything (used when the state must be rebuilt from the source)."""
+        self._writable()
         keys = list(self._db.keys())
         batch = WriteBatch(raw_mode=True)
         for key in keys:
@@ -120,5 +185,12 @@ class PartitionStore:
                 batch.delete(key)
         self._db.write(batch)
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StateError(f"the state at {self.path} was opened to read only")
+
     def close(self) -> None:
         self._db.close()
+        if self._secondary is not None:
+            shutil.rmtree(self._secondary, ignore_errors=True)
+            self._secondary = None
