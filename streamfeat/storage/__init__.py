@@ -1,0 +1,15 @@
+"""Where files outside the worker's host live: :class:`ObjectStore`, local or remote.
+
+Snapshots (Parquet) and durable state checkpoints are written to a store named by a local
+path or an object-store URL (``s3://bucket/prefix``; contract section 11). Every store
+writes an object whole or not at all: a reader never sees half an object.
+
+Owns: the :class:`ObjectStore` protocol and :func:`open_store`. Must not import: anything of
+streamfeat but the errors.
+"""
+
+from __future__ import annotations
+
+from streamfeat.storage.objects import LocalStore, ObjectStore, open_store
+
+__all__ = ["LocalStore", "ObjectStore", "open_store"]
