@@ -7,6 +7,7 @@ the worker are compared with it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -371,15 +372,20 @@ def _where_eval(node: tuple[Any, ...], record: Mapping[str, Any]) -> Any:
     return {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op](a, b)
 
 
+@functools.lru_cache(maxsize=256)
+def _where_tree(text: str) -> tuple[Any, ...]:
+    return _WhereParser(text).parse()
+
+
 def where_truth(text: str, record: Mapping[str, Any]) -> bool | None:
     """The truth of a ``where`` for one event: True, False or None (unknown)."""
-    v = _where_eval(_WhereParser(text).parse(), record)
+    v = _where_eval(_where_tree(text), record)
     return v if isinstance(v, bool) else None
 
 
 def aggregate(f: FeatureDef, events: list[Event]) -> Any:
     if f.where is not None:  # kept only when the where is true (not false, not unknown)
-        where = _WhereParser(f.where).parse()
+        where = _where_tree(f.where)
         events = [e for e in events if _where_eval(where, e.record) is True]
     if f.agg is AggKind.COUNT:
         return len(events)
