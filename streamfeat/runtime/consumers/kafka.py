@@ -6,7 +6,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streamfeat.records import Origins, RecordBatch
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
@@ -45,6 +52,7 @@ class KafkaConsumer:
         })
         self._rekeyed = settings.rekeyed_topics
         self._topics: list[str] = []
+        self._fatal: KafkaError | None = None  # the client cannot go on (error_cb)
 
     def subscribe(self, topics: Sequence[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self._topics = list(topics)
@@ -66,6 +74,8 @@ class KafkaConsumer:
         self.consumer.subscribe(list(topics), on_assign=assign, on_revoke=revoke, on_lost=revoke)
 
     def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
+        if self._fatal is not None:  # fail the worker (a restart recovers) rather than hang
+            raise KafkaException(self._fatal)
         msgs = self.consumer.consume(max_records, timeout_s)
         if not msgs:
             return {}
@@ -116,10 +126,20 @@ class KafkaConsumer:
 
     def _client_error(self, err: KafkaError) -> None:
         log.warning("Kafka: %s", err)
+        if err.fatal():
+            self._fatal = err
         if self._on_error is not None:
             self._on_error(str(err))
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
+        # A member whose session timed out (a broker away longer than session.timeout.ms)
+        # has no member id until it joins again; librdkafka would send this commit with an
+        # empty member id, which the coordinator answers a static member (--instance-id)
+        # with FENCED_INSTANCE_ID: a fatal error, the end of the consumer. These commits are
+        # advisory (lag, --stop-at-end): the next one after the rejoin says the same.
+        if not self.consumer.memberid():
+            log.debug("not a group member (session timed out): commit skipped")
+            return
         self.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True
         )
