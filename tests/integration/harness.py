@@ -509,6 +509,7 @@ class VersionWatch:
                 if raw is None:
                     if before is not None:
                         self.backwards.append(f"{key}: _v {before} vanished")
+                        del self.last[key]
                     continue
                 now = parse_version(raw)
                 if before is not None and now < before:
