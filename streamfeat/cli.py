@@ -152,6 +152,21 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from streamfeat.runtime.plan import exit_code, plan, render, to_json
+    from streamfeat.topology import load_topology
+
+    topologies = [load_topology(p) for p in args.topologies]
+    plans = plan(topologies, args.state_dir, snapshot_dir=args.snapshot_dir,
+                 kafka=None if args.no_kafka else resolve_kafka(args.kafka))
+    if args.json:
+        json.dump(to_json(plans), sys.stdout, indent=2)
+        print()
+    else:
+        print(render(plans))
+    return exit_code(plans)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamfeat", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -214,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topologies", nargs="+")
     p.add_argument("--feature", help="show one feature or field")
     p.set_defaults(run=_registry)
+
+    p = sub.add_parser(
+        "plan", help="what a worker starting these topologies on this state will recompute, "
+                     "from which data, how long; exit 2 when some history is missing")
+    p.add_argument("topologies", nargs="+")
+    p.add_argument("--state-dir", required=True, help="the workers' --state-dir")
+    p.add_argument("--snapshot-dir", default=None)
+    p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    p.add_argument("--no-kafka", action="store_true",
+                   help="do not ask Kafka: the topic part of the history is unknown")
+    p.add_argument("--json", action="store_true", help="the plan as JSON, for tooling")
+    p.set_defaults(run=_plan)
 
     from streamfeat.cli_replay import add_replay_commands
 
