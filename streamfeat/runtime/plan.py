@@ -624,8 +624,9 @@ def _partial_text(row: _FieldRow) -> str:
         return "-"
     parts = []
     if row.partial:
-        since = min(row.partial.values())
-        parts.append(f"PARTIAL from {_when(since)} ({len(row.partial)}/"
+        first, last = min(row.partial.values()), max(row.partial.values())
+        since = _when(first) if first == last else f"{_when(first)} .. {_when(last)}"
+        parts.append(f"PARTIAL from {since} ({len(row.partial)}/"
                      f"{len(row.recomputed)} partitions)")
     if row.unknown:
         parts.append(f"unknown ({len(row.unknown)} partitions)")
