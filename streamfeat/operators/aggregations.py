@@ -20,8 +20,9 @@ Families (aggregations that can share one state):
 - :class:`Ends`: ``first`` and ``last`` by ``(ts, seq)``.
 - :class:`Recent`: ``last_k``: the ``k`` values with the largest ``(ts, seq)``.
 - :class:`Frequencies`: ``top_k``: exact counts while a state holds at most
-  :data:`TOP_K_MAX_VALUES` distinct values; beyond that the least frequent
-  values are evicted (the answer is then approximate).
+  ``exact_up_to`` distinct values (default 10000); beyond that a Misra-Gries summary
+  (mergeable): a count is then low by at most ``N / (exact_up_to + 1)`` for ``N`` events
+  in the window, and a value more frequent than that is never lost.
 
 Every aggregation except ``count`` skips an event whose field is missing or
 null; the numeric ones also skip non-numbers (``bool`` counts as a number,
@@ -40,11 +41,10 @@ from typing import Any, Protocol, Self
 
 from streamfeat.errors import StateError
 from streamfeat.operators.sketches import DDSketch, HyperLogLog, hash64_many
-from streamfeat.topology.definitions import AggKind, FeatureDef
+from streamfeat.topology.definitions import TOP_K_EXACT_UP_TO, AggKind, FeatureDef
 
 __all__ = [
     "STATE_CLASSES",
-    "TOP_K_MAX_VALUES",
     "AggState",
     "Distinct",
     "Ends",
@@ -60,9 +60,6 @@ __all__ = [
     "numeric",
     "state_from_obj",
 ]
-
-TOP_K_MAX_VALUES = 10_000
-"""Memory cap of a ``top_k`` state: distinct values kept per bucket."""
 
 PERCENTILE_RELATIVE_ACCURACY = 0.01
 HLL_PRECISION = 14
@@ -114,11 +111,21 @@ def numeric(value: Any) -> float | None:
 
 
 def _sort_key(value: Any) -> tuple[str, Any]:
+    """Total order of values of any kinds: numbers by value (ints and floats together),
+    then by kind name for the others (contract section 2: ties by value ascending)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ("number", value)
     return (type(value).__name__, value)
 
 
 def _k(feature: FeatureDef) -> int:
     return 1 if feature.k is None else feature.k
+
+
+def _cap(feature: FeatureDef) -> int:
+    """Distinct values a ``top_k`` state counts exactly (a feature built in code may carry
+    count_distinct's default; the loader gives top_k its own)."""
+    return feature.exact_up_to
 
 
 class AggState(Protocol):
@@ -429,34 +436,43 @@ class Recent:
 
 
 class Frequencies:
-    """``top_k``: exact value counts, capped at :data:`TOP_K_MAX_VALUES` values."""
+    """``top_k``: value counts, exact up to ``cap`` (``exact_up_to``) distinct values, then
+    a Misra-Gries summary: a new value when ``cap`` are held takes one from every count
+    instead (those reaching 0 go), and a merge beyond ``cap`` subtracts the (cap+1)-th
+    largest count from all. Each count is then at most ``N / (cap + 1)`` low."""
 
-    __slots__ = ("counts", "k")
+    __slots__ = ("cap", "counts", "k")
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, cap: int = TOP_K_EXACT_UP_TO) -> None:
         self.k = k
+        self.cap = cap
         self.counts: dict[Any, int] = {}
-        """Events per value (at most :data:`TOP_K_MAX_VALUES` values)."""
+        """Events per value (at most ``cap`` values)."""
 
     @classmethod
     def new(cls, feature: FeatureDef) -> Frequencies:
-        return cls(_k(feature))
+        return cls(_k(feature), _cap(feature))
 
-    def _cap(self) -> None:
-        if len(self.counts) > TOP_K_MAX_VALUES:
-            keep = sorted(self.counts.items(), key=lambda i: (-i[1], *_sort_key(i[0])))
-            self.counts = dict(keep[:TOP_K_MAX_VALUES])
+    def _trim(self) -> None:
+        if len(self.counts) > self.cap:
+            cut = sorted(self.counts.values(), reverse=True)[self.cap]
+            self.counts = {v: n - cut for v, n in self.counts.items() if n > cut}
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         if value is None:
             return
-        self.counts[value] = self.counts.get(value, 0) + 1
-        self._cap()
+        counts = self.counts
+        if value in counts:
+            counts[value] += 1
+        elif len(counts) < self.cap:
+            counts[value] = 1
+        else:  # Misra-Gries: this event and one of every held value cancel out
+            self.counts = {v: n - 1 for v, n in counts.items() if n > 1}
 
     def merge(self, other: Frequencies) -> None:
         for value, count in other.counts.items():
             self.counts[value] = self.counts.get(value, 0) + count
-        self._cap()
+        self._trim()
 
     def empty(self) -> bool:
         return not self.counts
@@ -472,7 +488,7 @@ class Frequencies:
 
     @classmethod
     def from_obj(cls, obj: list[Any], feature: FeatureDef) -> Frequencies:
-        st = cls(_k(feature))
+        st = cls(_k(feature), _cap(feature))
         st.counts = {v: c for v, c in obj[0]}
         return st
 

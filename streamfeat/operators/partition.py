@@ -40,6 +40,7 @@ from streamfeat.topology.definitions import (
     DAY,
     MAX_DURATION_MS,
     MAX_EVENT_TIME_MS,
+    TOP_K_EXACT_UP_TO,
     AggKind,
     FeatureDef,
     TopologyDef,
@@ -264,8 +265,11 @@ class PartitionOperator:
             params: list[int | None] = []
             if fam is Family.DISTINCT:
                 params = [f.exact_up_to]
-            elif fam in (Family.RECENT, Family.FREQUENCIES):
+            elif fam is Family.RECENT:
                 params = [f.k]
+            elif fam is Family.FREQUENCIES:
+                # the cap joined the key only when set: states of the default cap keep theirs
+                params = [f.k] if f.exact_up_to == TOP_K_EXACT_UP_TO else [f.k, f.exact_up_to]
             text = json.dumps(
                 [fam.value, w.canonical(), f.where, fld, params], sort_keys=True
             )

@@ -34,8 +34,8 @@ __all__ = ["EntityLister", "HistoryPlan", "Recomputer"]
 
 log = logging.getLogger("streamfeat.worker")
 
-READ_RECORDS = 20_000
-"""Records read from the topic per call."""
+READ_RECORDS = 5_000
+"""Records read from the topic per call (session windows slow down with larger batches)."""
 
 
 class EntityLister(Protocol):

@@ -29,9 +29,11 @@ from typing import Any
 __all__ = [
     "ASOF_FIELD",
     "DEFAULT_MAX_FUTURE_MS",
+    "DISTINCT_EXACT_UP_TO",
     "MAX_DURATION_MS",
     "MAX_EVENT_TIME_MS",
     "RESERVED_FIELDS",
+    "TOP_K_EXACT_UP_TO",
     "UPDATED_FIELD",
     "VERSION_FIELD",
     "AggKind",
@@ -66,6 +68,10 @@ MAX_DURATION_MS = 365_000 * DAY
 """The longest duration a topology may declare (365000d, about 1000 years)."""
 DEFAULT_MAX_FUTURE_MS = HOUR
 """``max_future`` when a topology does not set it (contract section 3)."""
+DISTINCT_EXACT_UP_TO = 1000
+"""``exact_up_to`` of ``count_distinct`` when not set: exact, then HyperLogLog."""
+TOP_K_EXACT_UP_TO = 10_000
+"""``exact_up_to`` of ``top_k`` when not set: exact counts, then a Misra-Gries summary."""
 
 _UNITS = (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND), ("ms", MS))
 _DEFAULT_HOPS = (
@@ -168,7 +174,7 @@ class FeatureDef:
     where: str | None = None
     q: float | None = None
     k: int | None = None
-    exact_up_to: int = 1000
+    exact_up_to: int = DISTINCT_EXACT_UP_TO
     line: int = 0
 
     def redis_field(self, window: WindowDef) -> str:

@@ -45,9 +45,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from streamfeat.errors import TopologyError
 from streamfeat.topology.definitions import (
     DEFAULT_MAX_FUTURE_MS,
+    DISTINCT_EXACT_UP_TO,
     MAX_DURATION_MS,
     RESERVED_FIELDS,
     SECOND,
+    TOP_K_EXACT_UP_TO,
     AggKind,
     FeatureDef,
     SourceDef,
@@ -473,7 +475,8 @@ class _Loader:
             where=where,
             q=q,
             k=k,
-            exact_up_to=exact_up_to if exact_up_to is not None else 1000,
+            exact_up_to=exact_up_to if exact_up_to is not None
+            else TOP_K_EXACT_UP_TO if agg is AggKind.TOP_K else DISTINCT_EXACT_UP_TO,
             line=_line(node),
         )
 
@@ -551,8 +554,9 @@ class _Loader:
     def exact_up_to(self, node: Any, agg: AggKind | None, label: str) -> int | None:
         if node is _MISSING:
             return None
-        if agg is not AggKind.COUNT_DISTINCT:
-            self.error(node, f"{label}: exact_up_to is only for count_distinct; remove it")
+        if agg not in (AggKind.COUNT_DISTINCT, AggKind.TOP_K):
+            self.error(node, f"{label}: exact_up_to is only for count_distinct and top_k; "
+                       "remove it")
             return None
         value = self.scalar(node) if isinstance(node, ScalarNode) else None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

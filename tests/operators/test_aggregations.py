@@ -15,6 +15,8 @@ from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, Wind
 
 LIFETIME = WindowDef(WindowKind.LIFETIME, None, None, "lifetime")
 FEATURE = FeatureDef("f", AggKind.TOP_K, (LIFETIME,), field="v", k=2, q=0.5, exact_up_to=5)
+#: top_k within its cap (exact, so merges are associative); beyond it: its own test below
+EXACT_TOP_K = FeatureDef("f", AggKind.TOP_K, (LIFETIME,), field="v", k=2, exact_up_to=10_000)
 
 values_st = st.one_of(st.none(), st.integers(-1000, 1000), st.sampled_from(["a", "b", "c"]))
 
@@ -27,8 +29,11 @@ def parts_st(draw: st.DrawFn) -> list[list[tuple[Any, int, int]]]:
     return [seqd[: cuts[0]], seqd[cuts[0]: cuts[1]], seqd[cuts[1]:]]
 
 
-def build(family: Family, events: list[tuple[Any, int, int]]) -> Any:
-    state = new_state(family, FEATURE)
+def build(family: Family, events: list[tuple[Any, int, int]],
+          feature: FeatureDef | None = None) -> Any:
+    if feature is None:
+        feature = EXACT_TOP_K if family is Family.FREQUENCIES else FEATURE
+    state = new_state(family, feature)
     for v, ts, seq in events:
         if family in (Family.MOMENTS, Family.QUANTILES) and isinstance(v, str):
             v = None
@@ -108,3 +113,24 @@ def test_late_mask_equals_sequential_scan(ts: list[int], start: int | None, late
         cur = t if cur is None else max(cur, t)
     assert late.tolist() == expected
     assert end == cur
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts_st())
+def test_top_k_beyond_its_cap_is_low_by_at_most_n_over_cap_plus_one(
+    parts: list[list[tuple[Any, int, int]]]
+) -> None:
+    """Misra-Gries beyond ``exact_up_to``: however the events are split and merged, every
+    count is at most N / (cap + 1) below the true one, and never above it."""
+    cap = FEATURE.exact_up_to
+    merged = build(Family.FREQUENCIES, parts[0], FEATURE)
+    for part in parts[1:]:
+        merged.merge(build(Family.FREQUENCIES, part, FEATURE))
+    values = [v for part in parts for v, _ts, _seq in part if v is not None]
+    truth: dict[Any, int] = {}
+    for v in values:
+        truth[v] = truth.get(v, 0) + 1
+    assert len(merged.counts) <= cap
+    for value, count in truth.items():
+        got = merged.counts.get(value, 0)
+        assert count - len(values) / (cap + 1) <= got <= count, (value, got, count)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamfeat.operators import PartitionOperator, aggregations
+from streamfeat.operators import PartitionOperator
 from streamfeat.topology import AggKind, TopologyDef, load_topology
 from streamfeat.topology.definitions import FeatureDef, SourceDef, WindowDef, WindowKind
 
@@ -101,8 +101,6 @@ def test_top_k_pairs_count_descending_then_value_ascending(tmp_path: Path) -> No
     assert value(op, "t__lifetime") == [["c", 3], ["a", 2], ["b", 2]]
 
 
-@pytest.mark.xfail(strict=True, reason="operators/aggregations.py ranks ties by type name "
-                   "first (float before int); contract section 2: ties by value ascending")
 def test_top_k_ties_of_integers_and_floats_by_value(tmp_path: Path) -> None:
     topo = topology(tmp_path, "  - {name: t, agg: top_k, k: 3, field: v, windows: [lifetime]}\n")
     op = PartitionOperator(topo, 0)
@@ -120,8 +118,6 @@ def test_top_k_is_exact_up_to_10000_distinct_values(tmp_path: Path) -> None:
     assert value(op, "t__lifetime") == [[9999, 3], [5, 2]]
 
 
-@pytest.mark.xfail(strict=True, reason="the loader refuses exact_up_to on top_k (only "
-                   "count_distinct), and the operator's cap is the constant TOP_K_MAX_VALUES")
 def test_top_k_takes_exact_up_to(tmp_path: Path) -> None:
     topo = topology(tmp_path, "  - {name: t, agg: top_k, k: 2, field: v, exact_up_to: 50, "
                               "windows: [lifetime]}\n"
@@ -129,12 +125,8 @@ def test_top_k_takes_exact_up_to(tmp_path: Path) -> None:
     assert [f.exact_up_to for f in topo.features] == [50, 10_000]
 
 
-@pytest.mark.xfail(strict=True, reason="beyond its cap a top_k state evicts its least "
-                   "frequent values, so a frequent value can be evicted every time it comes "
-                   "back: no error bound (a mergeable Misra-Gries summary gives N/(cap+1))")
 def test_top_k_beyond_exact_up_to_has_a_bounded_error(monkeypatch: pytest.MonkeyPatch) -> None:
     cap = 3
-    monkeypatch.setattr(aggregations, "TOP_K_MAX_VALUES", cap, raising=False)  # today's cap
     lifetime = WindowDef(WindowKind.LIFETIME, None, None, "lifetime")
     feature = FeatureDef("t", AggKind.TOP_K, (lifetime,), field="v", k=1, exact_up_to=cap)
     op = PartitionOperator(TopologyDef("edges", SourceDef("edges", "user_id"), (feature,)), 0)

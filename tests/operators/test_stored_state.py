@@ -34,15 +34,18 @@ WHERES: dict[str, Any] = {
     "v > 0": lambda r: isinstance(r.get("v"), int | float) and r["v"] > 0,
 }
 
+# The top_k feature's exact_up_to (part of its definition hash, stored with its state) went
+# from 3 (unused then) to 10000 when top_k began to honour it (#13): the digests below moved
+# with it; the values did not (VALUES_DIGEST).
 STATE_DIGESTS = {
-    "a": "2435218d26d1149083a20378ed082c2341cae2a7cbd6e76bbe4c3a3fb6b83b01",
-    "b": "f39522f15fcfbdaed8fca3293212a911baa650405e9b9f91053f859b1cd34490",
-    "c": "d6ff7037f51929937a23b4642422208c775427b3fa5f90ed54d568fda199d5e4",
-    "d": "13459ef8782c7d7941d0fc84b9a155f681f706fe72a5c401f9360f81faab9204",
+    "a": "e53adb4926c95e74e5bfea78a18d912348e0618629041decb69aaacc24ca3fa6",
+    "b": "df096665c0e3bca1d6f88ddef32217ff08926fd8ceb9455ab0e68a50157c2753",
+    "c": "1505c0ad2f0ac428df01747170981e1e1d91bffd57662b1bc6c462f050d89c45",
+    "d": "a1fcef5c9a92962a604b1f4ef4f860871bdbdefce5b2f0b4725c210c310a74cf",
 }
 # Meta gained "slots" and "fields" (what the state holds, for definition changes, #13);
 # meta without them still loads.
-META_DIGEST = "8ffb62786360f5b2eef18fcf48d6d33f422c7cd7308b271eaa757ecbd2bcbea6"
+META_DIGEST = "f4cb13079af8eb33dd29876c98e0a4704a9bfd8c27194c5fb07eb1ec46c39d2a"
 VALUES_DIGEST = "8a41cbc0a503047ca09ec205455281af20d3171b8f84149f840f5c840ae38d4f"
 
 
@@ -63,7 +66,8 @@ def topology() -> TopologyDef:
             where="v > 0" if i % 3 == 1 else None,
             q=0.9 if agg is AggKind.PERCENTILE else None,
             k=2 if agg in (AggKind.LAST_K, AggKind.TOP_K) else None,
-            exact_up_to=3,  # count_distinct goes to HyperLogLog
+            # count_distinct goes to HyperLogLog; top_k stays exact (its own default cap)
+            exact_up_to=10_000 if agg is AggKind.TOP_K else 3,
         )
         for i, agg in enumerate(AggKind)
     )
