@@ -70,7 +70,7 @@ def _worker(args: argparse.Namespace) -> int:
         kafka=resolve_kafka(args.kafka),
         redis=resolve_redis(args.redis),
         state_dir=Path(args.state_dir),
-        snapshot_dir=Path(args.snapshot_dir) if args.snapshot_dir else None,
+        snapshot_dir=args.snapshot_dir or None,  # a path or a URL: kept as text
         metrics_port=args.metrics_port,
         stop_at_end=args.stop_at_end,
         group_id=args.group,
@@ -81,8 +81,18 @@ def _worker(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         unhealthy_after_s=args.unhealthy_after,
         instance_id=args.instance_id,
+        checkpoint_dir=_checkpoint_dir(args),
     )
     return Worker(config).run()
+
+
+def _checkpoint_dir(args: argparse.Namespace) -> str | None:
+    """``--checkpoint-dir``: the given place, none for ``none``, else beside the snapshots."""
+    if args.checkpoint_dir is not None:
+        return None if args.checkpoint_dir == "none" else str(args.checkpoint_dir)
+    if args.snapshot_dir:
+        return str(args.snapshot_dir).rstrip("/") + "/_checkpoints"
+    return None
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:
@@ -92,7 +102,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             "--commit-every", str(args.commit_every),
             "--runtime", args.runtime, "--unhealthy-after", str(args.unhealthy_after)]
     for flag, value in (("--kafka", args.kafka), ("--redis", args.redis),
-                        ("--snapshot-dir", args.snapshot_dir), ("--group", args.group)):
+                        ("--snapshot-dir", args.snapshot_dir), ("--group", args.group),
+                        ("--checkpoint-dir", args.checkpoint_dir)):
         if value:
             argv += [flag, value]
     if args.stop_at_end:
@@ -138,18 +149,41 @@ def _registry(args: argparse.Namespace) -> int:
 
     for path in args.topologies:
         t = load_topology(path)
+        partial = _partial_marks(args.redis, t.name) if args.redis else {}
         for f in t.features:
             for w in f.windows:
                 if args.feature and args.feature not in (f.name, f.redis_field(w)):
                     continue
-                print(json.dumps({
+                entry = {
                     "field": f.redis_field(w), "topology": t.name, "owner": t.owner,
                     "entity": t.entity, "source": t.source.topic, "agg": f.agg.value,
                     "input": f.field, "where": f.where, "window": w.canonical(),
                     "version": f.state_hash(w), "file": f"{t.path}:{f.line}",
                     "consumes": consumed_topic(t), "path": _path_of(t),
-                }))
+                }
+                if args.redis:
+                    # partition -> event time (ms) its recomputed history starts at
+                    entry["partial_since_ms"] = partial.get(f.redis_field(w), {})
+                print(json.dumps(entry))
     return 0
+
+
+def _partial_marks(url: str, topology: str) -> dict[str, dict[str, int]]:
+    """field -> {partition: event time its history starts at}: feature-windows computed
+    from history shorter than their window after a definition change (contract 10)."""
+    from streamfeat.sinks.redis import connect, partial_key
+
+    client = connect(url)
+    try:
+        raw = client.hgetall(partial_key(topology))
+    finally:
+        client.close()
+    out: dict[str, dict[str, int]] = {}
+    for key, since in raw.items():
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        field, _at, partition = text.rpartition("@")
+        out.setdefault(field, {})[partition] = int(since)
+    return out
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -182,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", help="Redis URL (env STREAMFEAT_REDIS)")
     p.add_argument("--state-dir", default="./streamfeat-state")
     p.add_argument("--snapshot-dir", default=None)
+    p.add_argument("--checkpoint-dir", default=None, metavar="PATH|URL|none",
+                   help="where each partition's state is made durable at every commit, so "
+                   "that another host can take it over (contract 11); default: "
+                   "<snapshot-dir>/_checkpoints when snapshots are on; none: local state only")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--stop-at-end", action="store_true",
                    help="process up to the end offsets found at start, flush, exit 0")
@@ -228,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("registry", help="list features with owner, entity, source, version")
     p.add_argument("topologies", nargs="+")
     p.add_argument("--feature", help="show one feature or field")
+    p.add_argument("--redis", help="also show, from this Redis, the feature-windows whose "
+                   "history was cut short when they were computed (partial_since_ms)")
     p.set_defaults(run=_registry)
 
     p = sub.add_parser(

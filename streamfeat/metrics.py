@@ -92,6 +92,20 @@ class Metrics:
             "streamfeat_feature_staleness_seconds",
             "Wall clock minus the stream time the served values are as of", tp, registry=r,
         )
+        store = ["store", "partition"]
+        self.restore_seconds = Gauge(
+            "streamfeat_state_restore_seconds",
+            "Time the last restore of the partition's state from its checkpoints took", store,
+            registry=r)
+        self.restore_bytes = Gauge(
+            "streamfeat_state_restore_bytes", "Bytes of checkpoints read by the last restore",
+            store, registry=r)
+        self.durable_offset = Gauge(
+            "streamfeat_state_durable_offset",
+            "Next offset of the partition's last durable checkpoint", store, registry=r)
+        self.durable_age = Gauge(
+            "streamfeat_state_checkpoint_age_seconds",
+            "Seconds since the partition's state was last made durable", store, registry=r)
         self.recomputing = Gauge(
             "streamfeat_recompute_pending",
             "1 while a definition change is applied on the partition (feature-windows computed "

@@ -26,6 +26,7 @@ from streamfeat.runtime.consumers import TP
 from streamfeat.runtime.repartition import Repartitioner, RepartitionOutput
 from streamfeat.snapshot import SnapshotWriter
 from streamfeat.state import PartitionStore
+from streamfeat.state.durable import Checkpoints, DurableStore
 from streamfeat.topology import TopologyDef
 
 __all__ = ["Assignment", "SnapshotFactory", "TopicPlan", "plan_stages"]
@@ -58,9 +59,11 @@ class Assignment:
     """Stages and snapshot writers of the assigned partitions."""
 
     def __init__(self, plans: dict[str, TopicPlan], state_dir: Path, generation: int,
-                 snapshots: SnapshotFactory | None, rekey: RepartitionOutput | None) -> None:
+                 snapshots: SnapshotFactory | None, rekey: RepartitionOutput | None,
+                 checkpoints: Checkpoints | None = None) -> None:
         self.plans = plans
         self.state_dir = state_dir
+        self.checkpoints = checkpoints
         self.generation = generation
         self._new_snapshot = snapshots
         self._rekey = rekey
@@ -83,14 +86,13 @@ class Assignment:
         plan = self.plans[topic]
         self.pipelines[tp] = [
             PartitionPipeline(topology, partition, generation=self.generation,
-                              store=PartitionStore(self.state_dir, topology.name, topic,
-                                                   partition))
+                              store=self._store(topology.name, topic, partition))
             for topology in plan.pipelines]
         rekeyers = []
         for topology in plan.rekeyed:
             if self._rekey is None:
                 raise RuntimeError("a re-keyed topology needs a repartition output")
-            store = PartitionStore(self.state_dir, f"{topology.name}.rekey", topic, partition)
+            store = self._store(f"{topology.name}.rekey", topic, partition)
             rekeyers.append(Repartitioner(topology, partition, self._rekey, store))
         self.rekeyers[tp] = rekeyers
         start = self.position(tp)
@@ -100,6 +102,21 @@ class Assignment:
             start = min(start, writer.next_offset or 0)
         log.info("assigned %s[%d] from offset %d", topic, partition, start)
         return start
+
+    def _store(self, name: str, topic: str, partition: int) -> PartitionStore:
+        """The partition's local state; with checkpoints, made durable at every commit and
+        restored from them when they are ahead (another host had the partition)."""
+        if self.checkpoints is None:
+            return PartitionStore(self.state_dir, name, topic, partition)
+        return DurableStore(self.state_dir, name, topic, partition,
+                            checkpoints=self.checkpoints)
+
+    def durable_stores(self) -> Iterator[tuple[TP, DurableStore]]:
+        """The durable stores of the assigned partitions (for the metrics)."""
+        for tp in self.pipelines:
+            for stage in self.stages(tp):
+                if isinstance(stage.store, DurableStore):
+                    yield tp, stage.store
 
     def stages(self, tp: TP) -> list[PartitionPipeline | Repartitioner]:
         return [*self.pipelines.get(tp, []), *self.rekeyers.get(tp, [])]

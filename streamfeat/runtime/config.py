@@ -18,7 +18,7 @@ class WorkerConfig:
     kafka: str
     redis: str
     state_dir: Path
-    snapshot_dir: Path | None = None
+    snapshot_dir: str | Path | None = None  # a path or an object-store URL (s3://bucket/prefix)
     metrics_port: int | None = None
     stop_at_end: bool = False
     group_id: str | None = None
@@ -32,6 +32,7 @@ class WorkerConfig:
     runtime: str = "faust"  # one of streamfeat.runtime.consumers.RUNTIMES
     unhealthy_after_s: float = 10.0  # a dependency failing this long: /health unhealthy
     instance_id: str | None = None  # Kafka static group membership (group.instance.id)
+    checkpoint_dir: str | None = None  # durable state: a path or an object-store URL
 
     @property
     def group(self) -> str:

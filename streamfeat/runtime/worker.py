@@ -60,7 +60,9 @@ from streamfeat.runtime.repartition import (
     release_in_time_order,
 )
 from streamfeat.sinks import RedisSink, UpdateBatch
-from streamfeat.snapshot import SnapshotWriter
+from streamfeat.snapshot import SnapshotWriter, snapshot_store
+from streamfeat.state.durable import Checkpoints
+from streamfeat.storage import open_store
 
 __all__ = ["Worker"]
 
@@ -124,8 +126,11 @@ class Worker:
             repartition = KafkaRepartition(settings, self._on_retry("kafka", "repartition"))
         self.repartition = repartition
         self.checkpoint = Checkpoint(self._settle, every_s=config.commit_every_s)
+        checkpoints = None
+        if config.checkpoint_dir is not None:
+            checkpoints = Checkpoints(open_store(config.checkpoint_dir), prefix="")
         self.assignment = Assignment(self.plans, config.state_dir, config.generation,
-                                     self._snapshot_factory(), repartition)
+                                     self._snapshot_factory(), repartition, checkpoints)
         self.end = EndOffsets(sorted(self.repartitions))
         self.history = history if history is not None else KafkaHistory(settings)
         self.recomputers: dict[tuple[TP, str], Recomputer] = {}
@@ -287,6 +292,11 @@ class Worker:
             if tp in self.assignment:  # assigned again without a revoke
                 self._on_revoke([tp])
             starts[tp] = start = self.assignment.open(tp)
+            for _tp, store in self.assignment.durable_stores():
+                if _tp == tp and store.restored_bytes:
+                    labels = (store.name, str(tp[1]))
+                    self.metrics.restore_seconds.labels(*labels).set(store.restore_s)
+                    self.metrics.restore_bytes.labels(*labels).set(store.restored_bytes)
             self._watch_changes(tp)
             start = self._group_position(tp, start)
             if start > 0:
@@ -367,9 +377,10 @@ class Worker:
         directory, config = self.config.snapshot_dir, self.config
         if directory is None:
             return None
+        store = snapshot_store(directory)  # a URL's bucket and credentials are checked now
 
         def open_writer(topic: str, partition: int) -> SnapshotWriter:
-            return SnapshotWriter(directory, topic, partition, every_s=config.snapshot_every_s,
+            return SnapshotWriter(store, topic, partition, every_s=config.snapshot_every_s,
                                   max_rows=config.snapshot_max_rows)
 
         return open_writer
@@ -510,3 +521,9 @@ class Worker:
                 continue
             position = self.assignment.position(tp)
             self.metrics.lag.labels(tp[0], str(tp[1])).set(max(0, high - position))
+        for tp, store in self.assignment.durable_stores():
+            labels = (store.name, str(tp[1]))
+            if store.durable_offset is not None:
+                self.metrics.durable_offset.labels(*labels).set(store.durable_offset)
+            if store.durable_at is not None:
+                self.metrics.durable_age.labels(*labels).set(max(0.0, now - store.durable_at))

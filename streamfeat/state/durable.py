@@ -1,0 +1,246 @@
+"""State that survives its host: checkpoints of each partition store in an object store.
+
+Contract section 11: a partition's window state, stream time and next offset are durable
+outside the host, consistent with each other, at every commit, so that a worker taking the
+partition over on another host restores them and never needs a source record older than
+the restored offset.
+
+Layout, under the store's ``_checkpoints/{store name}/`` (store name
+``{topology}/{topic}-{partition}``, the local RocksDB's): one object per commit,
+``{next_offset:020d}-delta.ckpt``, holding the entities changed since the previous commit
+(their whole state, not a difference), those deleted, the operator meta, the origins of a
+re-keyed stream and the next offset; and from time to time ``{next_offset:020d}-base.ckpt``,
+the whole state. Restoring reads the latest base and the deltas after it, in offset order.
+Each object is written whole or not at all (:class:`~streamfeat.storage.ObjectStore`), and
+before the local commit it mirrors, so the durable state is never behind what the local
+state says was done.
+
+Objects are msgpack, zstd-compressed, after a magic line and their uncompressed size. A base is written when the deltas since the last one
+add up to more than it (or 64 MiB), then older objects are deleted: storage stays within
+about twice the state, and a restore reads at most about twice the state.
+
+Two writers of one partition (a zombie that has not noticed its partition moved) write the
+same states: processing is deterministic, so any writer's state at an offset is the state
+at that offset, and applying deltas in offset order ends at the latest one.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+from rocksdict import WriteBatch
+
+from streamfeat.errors import StateError
+from streamfeat.state.store import PartitionStore
+from streamfeat.storage import ObjectStore
+
+__all__ = ["Checkpoints", "DurableStore"]
+
+log = logging.getLogger("streamfeat.state")
+
+_FORMAT = 1
+_MAGIC = b"SFCKPT1\n"
+_BASE_MIN_BYTES = 64 * 1024 * 1024
+_RESTORE_CHUNK = 20_000
+_ENTITY = b"e:"
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """One object of a partition's chain."""
+
+    path: str
+    offset: int
+    base: bool
+
+
+class Checkpoints:
+    """The checkpoint chains of every partition store, in one object store."""
+
+    def __init__(self, store: ObjectStore, prefix: str = "_checkpoints") -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self._codec = pa.Codec("zstd")
+
+    def _folder(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def chain(self, name: str) -> list[_Checkpoint]:
+        """The objects a restore of store ``name`` reads: the latest base and the deltas
+        after it, in offset order."""
+        found = []
+        for path in self.store.list(self._folder(name)):
+            stem = path.rsplit("/", 1)[-1]
+            if not stem.endswith(".ckpt"):
+                continue
+            offset, _dash, kind = stem.removesuffix(".ckpt").partition("-")
+            if kind in ("base", "delta") and offset.isdigit():
+                found.append(_Checkpoint(path, int(offset), kind == "base"))
+        found.sort(key=lambda c: (c.offset, not c.base))
+        bases = [c for c in found if c.base]
+        if bases:
+            start = bases[-1].offset
+            return [bases[-1], *(c for c in found if not c.base and c.offset > start)]
+        return [c for c in found if not c.base]
+
+    def write(self, name: str, next_offset: int, obj: dict[str, Any], *, base: bool) -> int:
+        """Write one object of ``name``'s chain; returns its size in bytes."""
+        raw = msgspec.msgpack.encode({"v": _FORMAT, **obj})
+        data = _MAGIC + struct.pack(">Q", len(raw)) + self._codec.compress(raw, asbytes=True)
+        kind = "base" if base else "delta"
+        self.store.put(f"{self._folder(name)}/{next_offset:020d}-{kind}.ckpt", data)
+        return len(data)
+
+    def read(self, checkpoint: _Checkpoint) -> tuple[dict[str, Any], int]:
+        """One object's content and its size in bytes."""
+        data = self.store.get(checkpoint.path)
+        try:
+            if not data.startswith(_MAGIC):
+                raise ValueError("not a streamfeat checkpoint")
+            head = len(_MAGIC) + 8
+            (size,) = struct.unpack(">Q", data[len(_MAGIC):head])
+            if size > 1000 * len(data) + (1 << 20):
+                raise ValueError(f"an uncompressed size of {size} bytes cannot be right")
+            raw = self._codec.decompress(data[head:], decompressed_size=size, asbytes=True)
+            obj = msgspec.msgpack.decode(raw)
+        except (pa.ArrowException, msgspec.DecodeError, OSError, struct.error,
+                ValueError) as exc:
+            raise StateError(
+                f"checkpoint {checkpoint.path} in {self.store.url} is corrupt ({exc}); delete "
+                "it (the restore then stops at the object before it) or the whole folder "
+                "(the partition is rebuilt from the topic)") from exc
+        if not isinstance(obj, dict) or obj.get("v") != _FORMAT:
+            raise StateError(f"checkpoint {checkpoint.path} has an unknown format; upgrade "
+                             "streamfeat or delete the folder to rebuild from the topic")
+        return obj, len(data)
+
+    def prune(self, name: str, upto: int) -> None:
+        """Delete the objects of ``name`` made obsolete by a base at ``upto``."""
+        old = [c.path for c in self._all(name) if c.offset < upto or (
+            c.offset == upto and not c.base)]
+        self.store.delete(old)
+
+    def _all(self, name: str) -> list[_Checkpoint]:
+        out = []
+        for path in self.store.list(self._folder(name)):
+            stem = path.rsplit("/", 1)[-1].removesuffix(".ckpt")
+            offset, _dash, kind = stem.partition("-")
+            if offset.isdigit() and kind in ("base", "delta"):
+                out.append(_Checkpoint(path, int(offset), kind == "base"))
+        return out
+
+
+class DurableStore(PartitionStore):
+    """A :class:`PartitionStore` whose every commit is first made durable in
+    :class:`Checkpoints`; opened behind them (a new host, or a crash between the two), it
+    restores the local RocksDB from them first."""
+
+    def __init__(self, state_dir: str | Path, topology: str, topic: str, partition: int,
+                 *, checkpoints: Checkpoints, lock_wait_s: float = 30.0) -> None:
+        super().__init__(state_dir, topology, topic, partition, lock_wait_s=lock_wait_s)
+        self.checkpoints = checkpoints
+        self.name = f"{topology}/{topic}-{partition}"
+        self.restored_bytes = 0
+        self.restore_s = 0.0
+        self.durable_offset: int | None = None
+        self.durable_at: float | None = None
+        """Wall clock of the last durable write (or of the restore)."""
+        self._base_bytes = 0
+        self._since_base = 0
+        self._open_durably()
+
+    # -- opening: restore, or start the chain ---------------------------------------
+
+    def _open_durably(self) -> None:
+        chain = self.checkpoints.chain(self.name)
+        local = self.committed().next_offset
+        durable = chain[-1].offset if chain else None
+        if durable is not None and (local is None or local < durable):
+            self._restore(chain)
+        elif local is not None and (durable is None or local > durable or not any(
+                c.base for c in chain)):
+            # state kept only here so far (durability just turned on, or the store emptied)
+            self._write_base()
+        else:
+            self.durable_offset = durable
+            self.durable_at = time.time()
+            self._base_bytes = _BASE_MIN_BYTES
+
+    def _restore(self, chain: list[_Checkpoint]) -> None:
+        started = time.perf_counter()
+        log.info("%s: restoring from %s: %d objects up to offset %d", self.name,
+                 self.checkpoints.store.url, len(chain), chain[-1].offset)
+        self.clear()  # no offset until the last object is in: a kill restarts the restore
+        size = 0
+        last: dict[str, Any] | None = None
+        for checkpoint in chain:
+            obj, n = self.checkpoints.read(checkpoint)
+            size += n
+            if checkpoint.base:
+                self._base_bytes = n
+            else:
+                self._since_base += n
+            self._apply(obj["entities"], obj.get("deleted", []))
+            last = obj
+        if last is None:
+            return
+        super().commit(int(last["next_offset"]), last["meta"], [], (),
+                       origins=last.get("origins"))
+        self.restored_bytes = size
+        self.restore_s = time.perf_counter() - started
+        self.durable_offset = int(last["next_offset"])
+        self.durable_at = time.time()
+        log.info("%s: restored from %s up to offset %d (%d objects, %.1f MB) in %.1f s",
+                 self.name, self.checkpoints.store.url, self.durable_offset, len(chain),
+                 size / 1e6, self.restore_s)
+
+    def _apply(self, entities: Sequence[Sequence[Any]], deleted: Sequence[str]) -> None:
+        for i in range(0, max(len(entities), len(deleted)), _RESTORE_CHUNK):
+            batch = WriteBatch(raw_mode=True)
+            for entity, data in entities[i:i + _RESTORE_CHUNK]:
+                batch.put(_ENTITY + str(entity).encode(), bytes(data))
+            for entity in deleted[i:i + _RESTORE_CHUNK]:
+                batch.delete(_ENTITY + str(entity).encode())
+            self._db.write(batch)
+
+    def _write_base(self) -> None:
+        committed = self.committed()
+        if committed.next_offset is None or committed.meta is None:
+            return
+        entities = [[e, d] for e, d in self.entities()]
+        self._base_bytes = self.checkpoints.write(self.name, committed.next_offset, {
+            "next_offset": committed.next_offset, "meta": committed.meta,
+            "origins": committed.origins, "entities": entities, "deleted": []}, base=True)
+        self._since_base = 0
+        self.checkpoints.prune(self.name, committed.next_offset)
+        self.durable_offset = committed.next_offset
+        self.durable_at = time.time()
+
+    # -- committing ----------------------------------------------------------------------
+
+    def commit(self, next_offset: int, meta: bytes, entities: list[tuple[str, bytes]],
+               deleted: Sequence[str] = (), *, origins: bytes | None = None) -> None:
+        """Make the commit durable, then store it locally (a crash between the two: the next
+        open finds the checkpoints ahead and restores from them)."""
+        try:
+            self._since_base += self.checkpoints.write(self.name, next_offset, {
+                "next_offset": next_offset, "meta": meta, "origins": origins,
+                "entities": [[e, d] for e, d in entities], "deleted": list(deleted)},
+                base=False)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the checkpoint of {self.name} to "
+                f"{self.checkpoints.store.url}: {exc}") from exc
+        super().commit(next_offset, meta, entities, deleted, origins=origins)
+        self.durable_offset = next_offset
+        self.durable_at = time.time()
+        if self._since_base > max(self._base_bytes, _BASE_MIN_BYTES):
+            self._write_base()
