@@ -1,10 +1,15 @@
-"""Session fixtures: a real Kafka broker and a real Redis server, never mocks.
+"""Session fixtures: a real Kafka broker, a real Redis server and a real S3-compatible
+server, never mocks.
 
-Where they come from, in order:
+Where Kafka and Redis come from, in order:
 1. ``STREAMFEAT_KAFKA`` / ``STREAMFEAT_REDIS`` when set (an existing broker and server);
 2. testcontainers, when a Docker engine answers;
 3. ``deploy/local/up`` (Kafka from Maven Central jars, Redis from Debian), stopped again at
    the end of the session if this session started it (set ``STREAMFEAT_KEEP_STACK=1`` to keep it).
+
+S3 (fixture ``s3``, and ``s3_bucket``: a bucket per test): ``STREAMFEAT_S3`` (an endpoint
+URL, e.g. a MinIO's) or ``AWS_ENDPOINT_URL`` when set, else moto's standalone server on
+loopback from ``deploy/local/s3`` (its own process, its own venv), stopped at the end as above.
 
 Pure tests never touch these fixtures, so they run without any broker.
 """
@@ -19,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +134,74 @@ def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., st
             # Best-effort cleanup: a test may have stopped the broker or deleted the topic.
             with contextlib.suppress(Exception):
                 future.result(timeout=30)
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str  # http://host:port
+    env: dict[str, str]  # the AWS_* settings that reach it (also set in os.environ)
+
+    def client(self) -> Any:
+        """A boto3 S3 client of the server: the tests' own, independent of pyarrow's."""
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.env["AWS_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """An S3-compatible server on loopback; its AWS_* settings are put in this process's
+    environment for the session, so that streamfeat and the workers the tests start reach it
+    (``AWS_EC2_METADATA_DISABLED``: credentials are never asked of an instance-metadata
+    address)."""
+    endpoint = os.environ.get("STREAMFEAT_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    script = ROOT / "deploy" / "local" / "s3"
+    started_here = False
+    if endpoint:
+        env = {"AWS_ENDPOINT_URL": endpoint,
+               "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+               "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+               "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1")}
+    else:
+        started_here = not (ROOT / ".local" / "run" / "s3.pid").exists()
+        done = subprocess.run([str(script), "up"], capture_output=True, text=True,
+                              timeout=600, check=False)
+        if done.returncode != 0:
+            pytest.exit(f"deploy/local/s3 up failed:\n{done.stderr}", returncode=3)
+        env = dict(line.split("=", 1) for line in done.stdout.splitlines()
+                   if line.startswith("AWS_"))
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)  # would take precedence
+            mp.delenv("AWS_DEFAULT_REGION", raising=False)
+            for name, value in env.items():
+                mp.setenv(name, value)
+            yield S3(env["AWS_ENDPOINT_URL"], env)
+    finally:
+        if started_here and not os.environ.get("STREAMFEAT_KEEP_STACK"):
+            subprocess.run([str(script), "down"], capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def s3_bucket(s3: S3) -> Iterator[str]:
+    """A new, empty bucket for this test (its name); emptied and deleted afterwards."""
+    client = s3.client()
+    name = "sf-" + uuid.uuid4().hex[:20]
+    client.create_bucket(Bucket=name)
+    yield name
+    with contextlib.suppress(Exception):  # best effort: the server may hold megabytes
+        for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"],
+                                          UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=name)
