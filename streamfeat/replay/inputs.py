@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from streamfeat.errors import ConfigError
+from streamfeat.snapshot import snapshot_store
+from streamfeat.storage import LocalStore
 from streamfeat.topology import TopologyDef, load_topology
 
 __all__ = ["TopologyLike", "resolve_topology", "select_partitions", "snapshot_root"]
@@ -27,11 +29,16 @@ def resolve_topology(topology: TopologyLike) -> TopologyDef:
 
 
 def snapshot_root(snapshot_dir: str | os.PathLike[str]) -> str:
-    """``snapshot_dir`` as text, once it is known to be a directory."""
-    snap = str(snapshot_dir)
-    if not Path(snap).is_dir():
-        raise ConfigError(f"snapshot directory {snap!r} does not exist; pass --snapshot-dir")
-    return snap
+    """``snapshot_dir`` as text (a path or an object-store URL), once it is known to exist:
+    a local directory, or a bucket that exists and these credentials may read (else a
+    :class:`ConfigError` saying what to set)."""
+    snap = os.fspath(snapshot_dir)
+    store = snapshot_store(snap)
+    if isinstance(store, LocalStore):
+        if not store.root.is_dir():
+            raise ConfigError(f"snapshot directory {snap!r} does not exist; pass --snapshot-dir")
+        return snap
+    return store.url
 
 
 def select_partitions(

@@ -1,55 +1,72 @@
 """Read snapshot files back, one partition at a time, in offset order.
 
-Pruning is by directory name only: the date directories of the topic are listed, those
-outside ``[date_from, date_to]`` are skipped without looking inside, and in the others
-only ``partition=N`` is entered; only the files found there are opened. Files are read
-in offset order; a record at or below an offset already yielded (overlapping or
-duplicated files, e.g. copied by hand) is skipped.
+The snapshots are in a local directory or an object store (``s3://bucket/prefix``); both are
+read through their :class:`~streamfeat.storage.ObjectStore`. Pruning is by folder name only:
+the date folders of the topic are listed, those outside ``[date_from, date_to]`` are
+skipped without looking inside, and in the others only ``partition=N`` is listed; only the
+files found there are opened (from an object store, in ranges: the footer, then the columns
+read). Files are read in offset order; a record at or below an offset already yielded
+(overlapping or duplicated files, e.g. copied by hand) is skipped.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date as Date
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError, StateError
 from streamfeat.records import Origins, RecordBatch
-from streamfeat.snapshot.writer import parse_file_name
+from streamfeat.snapshot.layout import (
+    PART_DIR,
+    SnapshotLocation,
+    date_folders,
+    list_folders,
+    parse_file_name,
+    partition_prefix,
+    snapshot_store,
+)
 
 __all__ = [
     "DateLike",
     "SnapshotFile",
     "iter_files",
     "iter_partition",
+    "open_file",
     "parse_date",
     "partitions",
     "snapshot_files",
 ]
 
 DateLike = str | Date
-_DATE_DIR = re.compile(r"\Adate=(\d{4}-\d{2}-\d{2})\Z")
-_PART_DIR = re.compile(r"\Apartition=(\d+)\Z")
 _COLUMNS = ["offset", "kafka_ts", "key", "value"]
 _ORIGIN_COLUMNS = ["origin_partition", "origin_offset"]
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotFile:
-    """One snapshot file: where it is and the offsets its name says it holds."""
+    """One snapshot file: where it is and the offsets its name says it holds.
 
-    path: Path
+    Plain data (it crosses process boundaries): ``root`` is the snapshot location (a path
+    or a URL, :attr:`ObjectStore.url`), ``key`` the file's path in it.
+    """
+
+    root: str
+    key: str
     date: str
     partition: int
     first_offset: int
     last_offset: int
+
+    @property
+    def path(self) -> str:
+        """The file's full path or URL, for messages."""
+        return f"{self.root.rstrip('/')}/{self.key}"
 
 
 def parse_date(value: DateLike | None, flag: str = "date") -> str | None:
@@ -64,38 +81,27 @@ def parse_date(value: DateLike | None, flag: str = "date") -> str | None:
         raise ConfigError(f"{flag} {value!r} is not a date; write it as YYYY-MM-DD") from None
 
 
-def _dates(root: Path, date_from: str | None, date_to: str | None) -> list[str]:
-    try:
-        names = [entry.name for entry in os.scandir(root) if entry.is_dir()]
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StateError(f"cannot list snapshots in {root}: {exc}; check --snapshot-dir") from exc
-    out = []
-    for name in names:
-        m = _DATE_DIR.match(name)
-        if m is None:
-            continue
-        d = m[1]
-        if (date_from is None or d >= date_from) and (date_to is None or d <= date_to):
-            out.append(d)
-    return sorted(out)
+def _listing_failed(root: str, exc: OSError) -> StateError:
+    return StateError(f"cannot list snapshots in {root}: {exc}; check --snapshot-dir")
 
 
-def partitions(snapshot_dir: str | os.PathLike[str], topic: str) -> list[int]:
-    """Partitions that have snapshot directories under ``{snapshot_dir}/{topic}``."""
-    root = Path(snapshot_dir) / topic
+def partitions(snapshot_dir: SnapshotLocation, topic: str) -> list[int]:
+    """Partitions that have snapshot folders under ``{snapshot_dir}/{topic}``."""
+    store = snapshot_store(snapshot_dir)
     found: set[int] = set()
-    for d in _dates(root, None, None):
-        for entry in os.scandir(root / f"date={d}"):
-            m = _PART_DIR.match(entry.name)
-            if m is not None and entry.is_dir():
-                found.add(int(m[1]))
+    try:
+        for d in date_folders(store, topic):
+            for name in store.folders(f"{topic}/date={d}"):
+                m = PART_DIR.match(name)
+                if m is not None:
+                    found.add(int(m[1]))
+    except OSError as exc:
+        raise _listing_failed(f"{store.url}/{topic}", exc) from exc
     return sorted(found)
 
 
 def snapshot_files(
-    snapshot_dir: str | os.PathLike[str],
+    snapshot_dir: SnapshotLocation,
     topic: str,
     partition: int,
     *,
@@ -103,28 +109,38 @@ def snapshot_files(
     date_to: DateLike | None = None,
 ) -> list[SnapshotFile]:
     """The files of one partition within the dates (inclusive), in offset order."""
-    root = Path(snapshot_dir) / topic
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
     if lo is not None and hi is not None and lo > hi:
         raise ConfigError(f"--from {lo} is after --to {hi}; swap them")
+    store = snapshot_store(snapshot_dir)
+    try:
+        dates = date_folders(store, topic, lo, hi)
+        prefixes = [partition_prefix(topic, d, partition) for d in dates]
+        listed = list_folders(store, prefixes)
+    except OSError as exc:
+        raise _listing_failed(f"{store.url}/{topic}", exc) from exc
     files: list[SnapshotFile] = []
-    for d in _dates(root, lo, hi):
-        pdir = root / f"date={d}" / f"partition={partition}"
-        try:
-            entries = list(os.scandir(pdir))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            offsets = parse_file_name(entry.name)
-            if offsets is not None:
-                files.append(SnapshotFile(Path(entry.path), d, partition, *offsets))
+    for d, prefix, keys in zip(dates, prefixes, listed, strict=True):
+        for key in keys:
+            folder, _slash, name = key.rpartition("/")
+            offsets = parse_file_name(name)
+            if offsets is not None and folder == prefix:
+                files.append(SnapshotFile(store.url, key, d, partition, *offsets))
     files.sort(key=lambda f: (f.first_offset, f.last_offset))
     return files
 
 
-def _open(path: Path) -> Any:
+def open_file(f: SnapshotFile) -> pq.ParquetFile:
+    """One snapshot file, opened for reading (from an object store: in ranged reads, the
+    column chunks read ahead in few requests)."""
+    fs, root = snapshot_store(f.root).filesystem()
+    source = fs.open_input_file(f"{root}/{f.key}")
+    return pq.ParquetFile(source, pre_buffer=not isinstance(fs, pafs.LocalFileSystem))
+
+
+def _open(f: SnapshotFile) -> Any:
     """Open one snapshot file (a seam for tests that check which files are opened)."""
-    return pq.ParquetFile(path)
+    return open_file(f)
 
 
 def iter_files(
@@ -142,7 +158,7 @@ def iter_files(
         if f.last_offset < next_offset:
             continue  # wholly covered by files already read
         try:
-            pf = _open(f.path)
+            pf = _open(f)
             rekeyed = "origin_offset" in pf.schema_arrow.names
             columns = [*_COLUMNS, *_ORIGIN_COLUMNS] if rekeyed else _COLUMNS
             batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
@@ -173,7 +189,7 @@ def iter_files(
 
 
 def iter_partition(
-    snapshot_dir: str | os.PathLike[str],
+    snapshot_dir: SnapshotLocation,
     topic: str,
     partition: int,
     *,
@@ -183,7 +199,7 @@ def iter_partition(
 ) -> Iterator[RecordBatch]:
     """Records of one partition in offset order, from the files of the dates asked for.
 
-    Only the directories of those dates and of this partition are entered, and only
+    Only the folders of those dates and of this partition are listed, and only
     their files are opened. Duplicated or overlapping records are skipped.
     """
     files = snapshot_files(snapshot_dir, topic, partition, date_from=date_from, date_to=date_to)

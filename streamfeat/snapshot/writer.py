@@ -1,36 +1,37 @@
-"""Raw records of one partition to Parquet snapshot files (contract section 5).
+"""Raw records of one partition to Parquet snapshot files (contract sections 5 and 11).
 
-Layout, pruned by directory name (topic, then date, then partition)::
+Layout, pruned by folder name (topic, then date, then partition)::
 
     {snapshot_dir}/{topic}/date=YYYY-MM-DD/partition=N/{first:020d}-{last:020d}.parquet
 
-Columns ``partition`` int32, ``offset`` int64, ``kafka_ts`` int64 (ms), ``key`` and
-``value`` binary; zstd. A file is written as ``*.tmp`` in its final directory, fsynced,
-then renamed with ``os.replace`` (and the directory fsynced): a crash leaves either no
-file or a whole one, never a half file under a ``.parquet`` name. ``*.tmp`` leftovers
-are deleted when a writer opens the partition.
+in a local directory or an object store (``s3://bucket/prefix``): workers on many hosts
+write one layout. Columns ``partition`` int32, ``offset`` int64, ``kafka_ts`` int64 (ms),
+``key`` and ``value`` binary; zstd. Each file is written whole or not at all at its final
+path, through the :class:`~streamfeat.storage.ObjectStore`: locally a temporary file in its
+folder, fsynced, renamed (temporary leftovers are deleted when a writer opens the
+partition); in an object store one upload to the final key, completed only once whole (a
+worker killed mid-upload leaves no object). A crash never leaves a half file under a
+``.parquet`` name.
 
 Dates: a record's date is the UTC date of the running maximum of ``kafka_ts`` over the
 partition (so dates never go backwards in offset order and each flush splits at most at
 day boundaries, giving files whose offset ranges never overlap). With broker-assigned
 timestamps (``LogAppendTime``) that is simply the record's own date; with producer
-timestamps a record stamped a little before midnight can land in the next day's directory.
+timestamps a record stamped a little before midnight can land in the next day's folder.
 
-Exactly-once on disk: :attr:`SnapshotWriter.next_offset` is computed from the file names
-on open, and :meth:`SnapshotWriter.append` drops every record below it, so re-running
-over already snapshotted offsets never duplicates a record.
+Exactly-once in the store: :attr:`SnapshotWriter.next_offset` is computed from the file
+names listed on open (whichever host wrote them), and :meth:`SnapshotWriter.append` drops
+every record below it, so re-running over already snapshotted offsets never duplicates a
+record.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -39,6 +40,16 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
 from streamfeat.records import RawRecord, RecordBatch, as_batch
+from streamfeat.snapshot.layout import (
+    SnapshotLocation,
+    date_folders,
+    file_name,
+    list_folders,
+    parse_file_name,
+    partition_dir,
+    partition_prefix,
+    snapshot_store,
+)
 from streamfeat.topology.definitions import MAX_EVENT_TIME_MS
 
 __all__ = [
@@ -68,28 +79,8 @@ ORIGIN_FIELDS = [
 the source partition and offset where each record was first written."""
 REKEYED_SCHEMA = pa.schema([*SCHEMA, *ORIGIN_FIELDS])
 
-_FILE_RE = re.compile(r"\A(\d{20})-(\d{20})\.parquet\Z")
 _DEFAULT_MAX_ROWS = 500_000
 _DAY_MS = 86_400_000
-
-
-def file_name(first_offset: int, last_offset: int) -> str:
-    """``{first:020d}-{last:020d}.parquet``: zero-padded so names sort as offsets do."""
-    return f"{first_offset:020d}-{last_offset:020d}.parquet"
-
-
-def parse_file_name(name: str) -> tuple[int, int] | None:
-    """``(first_offset, last_offset)`` of a snapshot file name, ``None`` for anything else."""
-    m = _FILE_RE.match(name)
-    if m is None:
-        return None
-    return int(m[1]), int(m[2])
-
-
-def partition_dir(snapshot_dir: str | os.PathLike[str], topic: str, date: str,
-                  partition: int) -> Path:
-    """``{snapshot_dir}/{topic}/date={date}/partition={partition}``."""
-    return Path(snapshot_dir) / topic / f"date={date}" / f"partition={partition}"
 
 
 def _utc_date(ms: int) -> str:
@@ -124,14 +115,6 @@ def _background() -> ThreadPoolExecutor:
         return _executor
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SnapshotWriter:
     """Buffers the raw records of one topic partition and writes them as Parquet files.
 
@@ -144,7 +127,7 @@ class SnapshotWriter:
 
     def __init__(
         self,
-        snapshot_dir: str | os.PathLike[str],
+        snapshot_dir: SnapshotLocation,
         topic: str,
         partition: int,
         *,
@@ -153,7 +136,8 @@ class SnapshotWriter:
     ) -> None:
         if every_s < 0 or max_rows < 1:
             raise ValueError(f"every_s must be >= 0 and max_rows >= 1, got {every_s}, {max_rows}")
-        self.snapshot_dir = Path(snapshot_dir)
+        self.store = snapshot_store(snapshot_dir)
+        self.snapshot_dir = self.store.url
         self.topic = topic
         self.partition = partition
         self.every_s = every_s
@@ -171,30 +155,24 @@ class SnapshotWriter:
         self._accept_from = self._durable or 0
 
     def _scan(self) -> int | None:
-        """One past the last durable offset, from file names; deletes ``*.tmp`` leftovers."""
-        root = self.snapshot_dir / self.topic
-        if not root.is_dir():
-            return None
-        last = -1
-        wanted = f"partition={self.partition}"
+        """One past the last durable offset, from the names of the partition's files in every
+        date folder; deletes leftovers of interrupted local writes."""
+        store, topic = self.store, self.topic
         try:
-            for date_dir in root.iterdir():
-                if not date_dir.name.startswith("date="):
-                    continue
-                pdir = date_dir / wanted
-                if not pdir.is_dir():
-                    continue
-                for entry in pdir.iterdir():
-                    if entry.name.endswith(".tmp"):
-                        entry.unlink(missing_ok=True)
-                        continue
-                    offsets = parse_file_name(entry.name)
+            prefixes = [partition_prefix(topic, d, self.partition)
+                        for d in date_folders(store, topic)]
+            for prefix in prefixes:
+                store.clean(prefix)
+            last = -1
+            for keys in list_folders(store, prefixes):
+                for key in keys:
+                    offsets = parse_file_name(key.rpartition("/")[2])
                     if offsets is not None:
                         last = max(last, offsets[1])
         except OSError as exc:
             raise StateError(
-                f"cannot read snapshots of {self.topic}[{self.partition}] under {root}: {exc}; "
-                "check --snapshot-dir (exists, readable, writable)"
+                f"cannot read snapshots of {topic}[{self.partition}] under "
+                f"{store.url}/{topic}: {exc}; check --snapshot-dir (exists, readable, writable)"
             ) from exc
         return last + 1 if last >= 0 else None
 
@@ -332,9 +310,7 @@ class SnapshotWriter:
 
     def _write(self, date: str, records: RecordBatch) -> None:
         first, last = records.offsets[0], records.offsets[-1]
-        directory = partition_dir(self.snapshot_dir, self.topic, date, self.partition)
-        final = directory / file_name(first, last)
-        tmp = final.with_name(final.name + ".tmp")
+        key = f"{partition_prefix(self.topic, date, self.partition)}/{file_name(first, last)}"
         columns = [
             pa.array(np.full(len(records), self.partition, dtype=np.int32)),
             pa.array(records.offsets, pa.int64()),
@@ -348,19 +324,15 @@ class SnapshotWriter:
             columns += [pa.array(records.origins.partitions, pa.int32()),
                         pa.array(records.origins.offsets, pa.int64())]
             table = pa.table(columns, schema=REKEYED_SCHEMA)
+        out = pa.BufferOutputStream()
+        pq.write_table(table, out, compression="zstd")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(directory)
+            self.store.put(key, out.getvalue().to_pybytes())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StateError(
-                f"cannot write snapshot {final} of {self.topic}[{self.partition}]: {exc}; "
-                "check --snapshot-dir (free space, permissions); the records stay buffered"
+                f"cannot write snapshot {self.store.url}/{key} of {self.topic}[{self.partition}]: "
+                f"{exc}; check --snapshot-dir (free space, permissions; for an object store "
+                "the bucket and the AWS_* settings); the records stay buffered"
             ) from exc
 
     def close(self) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from streamfeat.errors import StateError
 from streamfeat.records import RawRecord
-from streamfeat.snapshot import SnapshotWriter, iter_partition, partitions, reader, writer
+from streamfeat.snapshot import SnapshotFile, SnapshotWriter, iter_partition, partitions, reader
+from streamfeat.storage import LocalStore, objects
 
 DAY = 86_400_000
 JAN1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -110,7 +111,7 @@ def test_failed_rename_leaves_no_visible_file(tmp_path: Path, monkeypatch: pytes
     def crash(*_: object) -> None:
         raise OSError("disk pulled out")
 
-    monkeypatch.setattr(writer.os, "replace", crash)
+    monkeypatch.setattr(objects.os, "replace", crash)  # the local store's rename
     w.append(data[20:])
     with pytest.raises(StateError, match="snapshot-dir"):
         w.flush()
@@ -126,13 +127,14 @@ def test_crash_mid_write_is_invisible_and_cleaned(tmp_path: Path) -> None:
     """A process killed between writing the temp file and renaming it."""
     script = f"""
 import os, signal
-from streamfeat.snapshot import SnapshotWriter, writer
+from streamfeat.snapshot import SnapshotWriter
+from streamfeat.storage import objects
 from streamfeat.records import RawRecord
 w = SnapshotWriter({str(tmp_path)!r}, "t", 0)
 w.append([RawRecord(0, i, {JAN1} + i, b"k", b"v") for i in range(10)])
 w.flush()
 w.append([RawRecord(0, i, {JAN1} + i, b"k", b"v") for i in range(10, 20)])
-writer.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+objects.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 w.flush()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60,
@@ -153,28 +155,29 @@ def test_pruning_opens_only_the_needed_files(tmp_path: Path,
         for day in range(4):
             w.append(records(p, day * 10, 10, JAN1 + day * DAY))
             w.flush()
-    opened: list[Path] = []
+    opened: list[str] = []
     real = reader._open
 
-    def spy(path: Path) -> Any:
-        opened.append(path)
-        return real(path)
+    def spy(f: SnapshotFile) -> Any:
+        opened.append(f.key)
+        return real(f)
 
     monkeypatch.setattr(reader, "_open", spy)
     got = read_all(tmp_path, "t", 1, date_from="2026-01-02", date_to="2026-01-03")
     assert [r.offset for r in got] == list(range(10, 30))
-    assert sorted(str(p.relative_to(tmp_path)) for p in opened) == [
+    assert sorted(opened) == [
         "t/date=2026-01-02/partition=1/00000000000000000010-00000000000000000019.parquet",
         "t/date=2026-01-03/partition=1/00000000000000000020-00000000000000000029.parquet",
     ]
     listed: list[str] = []
-    real_scandir = os.scandir
+    for method in ("list", "folders"):
+        real_method = getattr(LocalStore, method)
 
-    def scandir_spy(path: Any) -> Any:
-        listed.append(str(Path(path).relative_to(tmp_path)))
-        return real_scandir(path)
+        def listing_spy(self: LocalStore, prefix: str, real_method: Any = real_method) -> Any:
+            listed.append(prefix)
+            return real_method(self, prefix)
 
-    monkeypatch.setattr(reader.os, "scandir", scandir_spy)
+        monkeypatch.setattr(LocalStore, method, listing_spy)
     read_all(tmp_path, "t", 1, date_from="2026-01-02", date_to="2026-01-02")
     assert listed == ["t", "t/date=2026-01-02/partition=1"]
 
@@ -214,7 +217,7 @@ def test_failed_background_write_keeps_the_records(tmp_path: Path,
     def crash(*_: object) -> None:
         raise OSError("disk pulled out")
 
-    monkeypatch.setattr(writer.os, "replace", crash)
+    monkeypatch.setattr(objects.os, "replace", crash)
     w.append(data[:20])
     w.flush(wait=False)
     w.append(data[20:30])  # arrives while the write fails in the background
