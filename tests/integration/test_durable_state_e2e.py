@@ -75,13 +75,17 @@ def check(kafka: str, redis_url: str, topic: str, history: History, topology: ob
     assert len(letters) == late + malformed
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
 def test_a_new_host_after_retention_dropped_old_records(
     kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
-    tmp_path: Path,
+    tmp_path: Path, where: str, request: pytest.FixtureRequest,
 ) -> None:
+    """``s3``: the checkpoints in a bucket of the S3-compatible server (tests/conftest.py)."""
     topic = new_topic("orders", partitions=3)
     topology, path = make_topology(unique_id, topic, tmp_path)
-    store = tmp_path / "bucket" / "checkpoints"
+    store: Path | str = tmp_path / "bucket" / "checkpoints"
+    if where == "s3":
+        store = f"s3://{request.getfixturevalue('s3_bucket')}/checkpoints"
     produce(kafka_bootstrap, topic, 6000, seed=51, **STREAM)
     run_to_end(path, tmp_path / "host-a", kafka_bootstrap, redis_url,
                "--checkpoint-dir", str(store), "--commit-every", "0.5")
