@@ -180,6 +180,7 @@ class Worker:
                         with self.checkpoint.batch():  # held re-keyed records, as time allows
                             self.checkpoint.track(self._release())
                     self.kafka_probe.run_if_due(self._last_batch)
+                    self._flush_due_snapshots()  # idle: the buffered records too, on time
                 self._apply_changes(busy=bool(batch))
                 stored = self._commit_if_due(idle=not batch)
                 self._tell_group(stored)
