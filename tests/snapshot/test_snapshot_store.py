@@ -15,7 +15,7 @@ from conftest import S3
 from streamfeat.errors import ConfigError
 from streamfeat.generator import OrderEvents
 from streamfeat.records import RawRecord
-from streamfeat.replay import replay
+from streamfeat.replay import replay, training_set
 from streamfeat.snapshot import (
     SnapshotFile,
     SnapshotWriter,
@@ -135,6 +135,23 @@ def test_replay_from_a_bucket_equals_replay_from_a_directory(s3_bucket: str,
     assert result.records == 2000 and len(result.partitions) == 2
     order = [("user_id", "ascending")]
     assert pq.read_table(remote).sort_by(order).equals(pq.read_table(local).sort_by(order))
+
+
+def test_training_set_from_a_bucket_equals_one_from_a_directory(s3_bucket: str,
+                                                                 tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    topology = load_topology(ROOT / "topologies" / "orders.yaml")
+    parts = orders(1500, 2)
+    write(tmp_path / "snap", parts)
+    write(f"s3://{s3_bucket}/snaps", parts)
+    values = [r for rs in parts.values() for r in rs][::50]
+    users = [f"u{i % 60}" for i in range(len(values))]
+    spine = pa.table({"user_id": users, "ts": [r.kafka_ts for r in values]})
+    local = training_set(topology, tmp_path / "snap", spine, None, processes=1)
+    remote = training_set(topology, f"s3://{s3_bucket}/snaps", spine, None, processes=2)
+    assert remote.equals(local) and remote.num_rows == len(values)
+    assert sum(1 for v in local.column("orders__1h").to_pylist() if v) > len(values) // 4
 
 
 def test_a_missing_bucket_is_named(s3: S3, tmp_path: Path) -> None:
