@@ -2,25 +2,108 @@
 
 Skewed entity popularity (Zipf-like), event times mostly increasing with some disorder,
 a fraction of late events and, on request, malformed records. Deterministic for a seed.
+
+Encoded as JSON by default; :class:`AvroOrders` encodes the same events as Avro records
+(plain or Confluent-framed) of :data:`ORDER_AVRO_SCHEMA`, with malformed records of its
+own kinds (truncated, trailing bytes, wrong magic byte, unknown schema id).
 """
 
 from __future__ import annotations
 
 import bisect
+import io
 import random
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 
-__all__ = ["GeneratedEvent", "OrderEvents", "produce_events"]
+__all__ = [
+    "ORDER_AVRO_SCHEMA",
+    "AvroOrders",
+    "Encoding",
+    "GeneratedEvent",
+    "JsonOrders",
+    "OrderEvents",
+    "produce_events",
+]
 
 _STATUSES = ("completed", "completed", "completed", "pending", "cancelled")
+
+ORDER_AVRO_SCHEMA: dict[str, Any] = {
+    "type": "record", "name": "Order", "namespace": "streamfeat.demo",
+    "fields": [
+        {"name": "user_id", "type": "string"},
+        {"name": "ts", "type": "long"},
+        {"name": "amount", "type": "double"},
+        {"name": "merchant_id", "type": "string"},
+        {"name": "status", "type": "string"},
+    ],
+}
+"""The Avro schema of the order events (``topologies/orders.avsc`` holds the same)."""
+
+
+class Encoding(Protocol):
+    """How order events become record values."""
+
+    def encode(self, event: dict[str, Any]) -> bytes: ...
+
+    def malformed(self, rng: random.Random, user: str, ts: int) -> bytes:
+        """A record the topology must refuse (for ``malformed_fraction``)."""
+        ...
+
+
+class JsonOrders:
+    """Order events as JSON objects."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        return self._encoder.encode(event)
+
+    def malformed(self, rng: random.Random, user: str, ts: int) -> bytes:
+        return rng.choice([
+            b"{not json",
+            self._encoder.encode({"ts": ts, "amount": 1.0}),  # no key
+            self._encoder.encode({"user_id": user, "amount": 2.0}),  # no time
+            self._encoder.encode({"user_id": user, "ts": ts, "amount": "12"}),
+        ])
+
+
+class AvroOrders:
+    """Order events as Avro records of :data:`ORDER_AVRO_SCHEMA`; with ``schema_id``,
+    Confluent-framed (magic byte 0, the id as 4 big-endian bytes, the record)."""
+
+    def __init__(self, schema_id: int | None = None) -> None:
+        import fastavro
+
+        self._schema = fastavro.parse_schema(ORDER_AVRO_SCHEMA)
+        self._write = fastavro.schemaless_writer
+        self._header = b"" if schema_id is None else b"\x00" + struct.pack(">I", schema_id)
+        self.schema_id = schema_id
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        out.write(self._header)
+        self._write(out, self._schema, event)
+        return out.getvalue()
+
+    def malformed(self, rng: random.Random, user: str, ts: int) -> bytes:
+        good = self.encode({"user_id": user, "ts": ts, "amount": 2.0, "merchant_id": "m1",
+                            "status": "completed"})
+        kinds = [good[:-3], good + b"\x00", self.encode(
+            {"user_id": "", "ts": ts, "amount": 1.0, "merchant_id": "m1", "status": "pending"})]
+        if self.schema_id is not None:
+            kinds += [b"\x01" + good[1:],  # not the magic byte
+                      good[:1] + struct.pack(">I", self.schema_id + 1) + good[5:]]  # unknown id
+        return rng.choice(kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +114,8 @@ class GeneratedEvent:
 
 
 class OrderEvents:
-    """Order events: ``{"user_id", "ts", "amount", "merchant_id", "status"}`` as JSON."""
+    """Order events: ``{"user_id", "ts", "amount", "merchant_id", "status"}``, as JSON
+    unless ``encoding`` says otherwise."""
 
     def __init__(
         self,
@@ -45,6 +129,7 @@ class OrderEvents:
         malformed_fraction: float = 0.0,
         skew: float = 1.1,
         seed: int = 7,
+        encoding: Encoding | None = None,
     ) -> None:
         self.entities = entities
         self.start_ms = start_ms
@@ -61,7 +146,7 @@ class OrderEvents:
         for w in weights:
             acc += w / total
             self._cum.append(acc)
-        self._encoder = msgspec.json.Encoder()
+        self.encoding: Encoding = encoding if encoding is not None else JsonOrders()
 
     def _entity(self) -> int:
         return min(bisect.bisect_left(self._cum, self.rng.random()), self.entities - 1)
@@ -84,14 +169,9 @@ class OrderEvents:
                 ts -= self.late_ms
             user = f"u{self._entity()}"
             if rng.random() < self.malformed_fraction:
-                value = rng.choice([
-                    b"{not json",
-                    self._encoder.encode({"ts": ts, "amount": 1.0}),  # no key
-                    self._encoder.encode({"user_id": user, "amount": 2.0}),  # no time
-                    self._encoder.encode({"user_id": user, "ts": ts, "amount": "12"}),
-                ])
+                value = self.encoding.malformed(rng, user, ts)
             else:
-                value = self._encoder.encode({
+                value = self.encoding.encode({
                     "user_id": user,
                     "ts": ts,
                     "amount": round(rng.lognormvariate(3.0, 1.0), 2),

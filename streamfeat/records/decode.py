@@ -37,16 +37,24 @@ records differently) decide alike.
 The hot path decodes a whole batch into small structs (msgspec, twice as fast as building
 dicts) and checks the columns at once; a batch where any check fails is checked again
 record by record, which finds the culprits and their reasons.
+
+Avro and Protobuf (contract section 12; :mod:`.avro`, :mod:`.protobuf`) decode a batch
+into columns of the fields the topology reads, with each undecodable record's reason
+(truncated, garbled, a Confluent frame with a wrong magic byte or an unlisted schema
+id); the same checks then run on the columns, and the events (structs of the same kind
+as above) are built only when something reads them. The rules above hold for every format:
+Avro's and Protobuf's values are the same Python values (an Avro or Protobuf ``bytes``
+field is a bytes value, like msgpack's ``bin``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol, overload
 
 import msgspec
 import numpy as np
@@ -79,6 +87,8 @@ _HASHED_AGGS = frozenset({AggKind.COUNT_DISTINCT, AggKind.TOP_K})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = "9999-12-31T23:59:59.999Z"
 _NO_KAFKA_TS = "none: a message format before Kafka 0.10"
+_TOMBSTONE = ("record has no value (tombstone); produce events with a value, or keep "
+              "deletions out of this topic")
 
 
 @dataclass(slots=True)
@@ -91,10 +101,59 @@ class DecodedBatch:
 
     keys: list[str] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
-    records: list[Any] = field(default_factory=list)
+    records: Sequence[Any] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # input position of each good event
     errors: list[tuple[int, str]] = field(default_factory=list)  # (input position, reason)
     fields: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class _Columns(Protocol):
+    """A binary format's batch decoder (:mod:`.avro`, :mod:`.protobuf`)."""
+
+    def decode(self, values: Sequence[bytes]) -> tuple[
+            dict[str, list[Any]], list[int], list[tuple[int, str]]]: ...
+
+
+class _Rows(Sequence[Any]):
+    """Events built from columns when read (one struct per event, as the JSON path's)."""
+
+    __slots__ = ("columns", "make")
+
+    def __init__(self, make: type[Any], columns: list[list[Any]]) -> None:
+        self.make = make
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return list(map(self.make, *(c[index] for c in self.columns)))
+        return self.make(*(c[index] for c in self.columns))
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.make, *self.columns)
+
+
+def _columns_codec(topology: TopologyDef, reads: Sequence[str]) -> _Columns | None:
+    source = topology.source
+    if source.schema is None:
+        return None
+    if source.format == "avro":
+        from streamfeat.records.avro import AvroColumns
+
+        return AvroColumns(source.schema, reads)
+    if source.format == "protobuf":
+        from streamfeat.records.protobuf import ProtobufColumns
+
+        return ProtobufColumns(source.schema, reads)
+    raise ValueError(f"source.format {source.format!r} takes no schema")  # pragma: no cover
 
 
 def _event_type(attrs: Mapping[str, str]) -> type[Any]:
@@ -160,41 +219,90 @@ class Decoder:
         self._getters: dict[str, Callable[[Any], Any]] = {
             name: attrgetter(a) for name, a in attrs.items()
         }
+        self._reads = tuple(attrs)  # the struct's fields in order
+        self._codec = _columns_codec(topology, self._reads)
 
     # ------------------------------------------------------------------ the hot path
     def decode(self, values: Sequence[bytes | None], kafka_ts: Sequence[int]) -> DecodedBatch:
+        if self._codec is not None:
+            return self._decode_columns(self._codec, values, kafka_ts)
         try:
             events = list(map(self._decode_event, values))
         except (*_DECODE_ERRORS, TypeError):
             return self._decode_each(values, kafka_ts)  # one bad record: find it
-        n = len(events)
         get = self._getters
-        keys = list(map(get[self._key], events))
+        checked = self._checked(lambda name: list(map(get[name], events)), events, kafka_ts)
+        return self._decode_each(values, kafka_ts) if checked is None else checked
+
+    def _checked(self, column: Callable[[str], list[Any]], events: Sequence[Any],
+                 kafka_ts: Sequence[int]) -> DecodedBatch | None:
+        """The batch of decoded ``events`` when every one is good, checked a column at a
+        time (``column(name)``: the field's values); ``None`` when any is not."""
+        keys = column(self._key)
         key_types = set(map(type, keys))
         if not key_types <= {str, int} or "" in keys:
-            return self._decode_each(values, kafka_ts)
+            return None
         if int in key_types:
             keys = [k if type(k) is str else str(k) for k in keys]
-        ts = self._times(events, kafka_ts)
+        ts = self._times(column, kafka_ts)
         if ts is None:
-            return self._decode_each(values, kafka_ts)
+            return None
         columns: dict[str, list[Any]] = {}
         for name in self._numeric:
-            col = columns[name] = list(map(get[name], events))
+            col = columns[name] = column(name)
             types = set(map(type, col))
             if not types <= _NUMBER_TYPES:
-                return self._decode_each(values, kafka_ts)
+                return None
             if float in types and not _all_finite(col):
-                return self._decode_each(values, kafka_ts)
+                return None
             if int in types and not _fits_64_bits(col):
-                return self._decode_each(values, kafka_ts)
+                return None
         for name, hashed in self._stored:
-            col = columns[name] = list(map(get[name], events))
+            col = columns[name] = column(name)
             if not _storable(col, hashed):
-                return self._decode_each(values, kafka_ts)
-        return DecodedBatch(keys, ts, events, list(range(n)), [], columns)
+                return None
+        return DecodedBatch(keys, ts, events, list(range(len(keys))), [], columns)
 
-    def _times(self, events: list[Any], kafka_ts: Sequence[int]) -> list[int] | None:
+    def _decode_columns(self, codec: _Columns, values: Sequence[bytes | None],
+                        kafka_ts: Sequence[int]) -> DecodedBatch:
+        """A binary format's batch: decoded into columns, checked at once, or record by
+        record when any check fails (never decoded twice)."""
+        errors: list[tuple[int, str]] = []
+        present: list[int] | None = None
+        if None in values:
+            present = [pos for pos, v in enumerate(values) if v is not None]
+            errors = [(pos, _TOMBSTONE) for pos, v in enumerate(values) if v is None]
+            values = [values[pos] for pos in present]
+        columns, good, bad = codec.decode(values)  # type: ignore[arg-type]  # no None left
+        if present is not None:
+            good = [present[k] for k in good]
+            bad = [(present[k], reason) for k, reason in bad]
+        if bad:
+            errors = sorted(errors + bad) if errors else bad
+        events = _Rows(self.event_type, [columns[name] for name in self._reads])
+        kts = kafka_ts if len(good) == len(kafka_ts) else [kafka_ts[pos] for pos in good]
+        out = self._checked(columns.__getitem__, events, kts)
+        if out is not None:
+            out.positions = good
+            out.errors = errors
+            return out
+        out = DecodedBatch()
+        out.errors = errors
+        for k, event in enumerate(events):
+            checked = self._check(event, kts[k])
+            if isinstance(checked, str):
+                out.errors.append((good[k], checked))
+                continue
+            out.keys.append(checked[0])
+            out.ts.append(checked[1])
+            out.records.append(event)  # type: ignore[attr-defined]  # a list here
+            out.positions.append(good[k])
+        out.errors.sort()
+        out.fields = {name: [r.get(name) for r in out.records] for name in self._aggregated}
+        return out
+
+    def _times(self, column: Callable[[str], list[Any]],
+               kafka_ts: Sequence[int]) -> list[int] | None:
         """Event times of a batch, or ``None`` when any is missing or bad.
 
         Integer milliseconds (the common case) and Kafka timestamps are checked as numpy
@@ -206,7 +314,7 @@ class Decoder:
                     kafka.min() < 0 or kafka.max() > MAX_EVENT_TIME_MS)):
                 return None
             return list(kafka_ts)
-        raw = list(map(self._getters[self._ts_field], events))
+        raw = column(self._ts_field)
         if self._unit == "ms" and set(map(type, raw)) == {int}:  # no bool: type() is exact
             ts, kafka = _int64(raw), _int64(kafka_ts)
             if (ts is not None and kafka is not None and ts.min() >= 0
@@ -226,8 +334,7 @@ class Decoder:
         out = DecodedBatch()
         for pos, raw in enumerate(values):
             if raw is None:
-                out.errors.append((pos, "record has no value (tombstone); produce events "
-                                        "with a value, or keep deletions out of this topic"))
+                out.errors.append((pos, _TOMBSTONE))
                 continue
             event: Any
             try:
@@ -243,7 +350,7 @@ class Decoder:
                 continue
             out.keys.append(checked[0])
             out.ts.append(checked[1])
-            out.records.append(event)
+            out.records.append(event)  # type: ignore[attr-defined]  # a list here
             out.positions.append(pos)
         out.fields = {
             name: [r.get(name) for r in out.records] for name in self._aggregated

@@ -13,6 +13,7 @@ from __future__ import annotations
 from streamfeat.topology.definitions import (
     AggKind,
     FeatureDef,
+    SchemaDef,
     SourceDef,
     TopologyDef,
     WindowDef,
@@ -34,6 +35,7 @@ __all__ = [
     "ExpressionError",
     "FeatureDef",
     "Predicate",
+    "SchemaDef",
     "SourceDef",
     "TopologyDef",
     "WindowDef",

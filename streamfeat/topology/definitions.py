@@ -38,6 +38,7 @@ __all__ = [
     "VERSION_FIELD",
     "AggKind",
     "FeatureDef",
+    "SchemaDef",
     "SourceDef",
     "TopologyDef",
     "WindowDef",
@@ -205,13 +206,35 @@ class FeatureDef:
 
 
 @dataclass(frozen=True, slots=True)
+class SchemaDef:
+    """The schema of a binary source format (``avro``, ``protobuf``), read from the files
+    the topology names when it is loaded, so that every process that loads the topology
+    decodes with the same schema (contract section 12)."""
+
+    path: str
+    """Where it was read: the Avro schema file, the descriptor set file, or the generated
+    module (``module:NAME``), for messages."""
+    content: bytes
+    """avro: the schema's JSON text; protobuf: a serialized ``FileDescriptorSet`` holding the
+    message type's file and every file it imports."""
+    message: str = ""
+    """protobuf: the full name of the message type of each record (``shop.Order``)."""
+    framing: str = "plain"  # plain | confluent
+    """``confluent``: each value starts with the magic byte 0 and a 4-byte big-endian
+    schema id (then, for protobuf, the message indexes), as Confluent's serializers write."""
+    schema_ids: tuple[int, ...] = ()
+    """confluent: the schema registry ids whose schema this is; a record framed with
+    another id is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceDef:
     """Where a topology's events come from and how to read them (``source:``)."""
 
     topic: str
     key: str
     """The entity id field of each record's value (string or int)."""
-    format: str = "json"  # json | msgpack
+    format: str = "json"  # json | msgpack | avro | protobuf
     timestamp: str | None = None
     """The event-time field; ``None``: the Kafka record timestamp is the event time."""
     timestamp_unit: str = "ms"  # ms | s | iso8601
@@ -219,6 +242,8 @@ class SourceDef:
     """Whether the topic's records are keyed (so partitioned) by the entity id. When
     ``False`` the worker re-keys them through ``<topology>.repartition`` so that all
     events of an entity are aggregated in one place (contract section 3)."""
+    schema: SchemaDef | None = None
+    """avro and protobuf: the records' schema; ``None`` for json and msgpack."""
 
 
 @dataclass(frozen=True, slots=True)

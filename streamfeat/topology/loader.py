@@ -29,6 +29,15 @@ Decisions the contract leaves open (documented here, enforced below):
   lists for ``last_k``/``top_k``, and any scalar for ``first``/``last``.
   A full field name (``orders__1h``) overrides its feature's default.
 - A YAML mapping with the same key twice is an error (YAML would keep the last).
+- ``source.format: avro`` needs ``source.schema`` (an ``.avsc`` file); ``protobuf`` needs
+  ``source.message`` and one of ``source.descriptor`` (a descriptor set file) or
+  ``source.module`` (a generated ``*_pb2`` module). Paths are relative to the topology
+  file. The schema is read and checked here (:mod:`.schemas`) and kept in the definition.
+  ``source.framing`` (``plain`` | ``confluent``, default ``plain``) applies to both;
+  ``confluent`` needs ``source.schema_ids``, the registry ids of that schema (a record
+  framed with another id is malformed: there is no registry client). The fields a
+  topology reads (key, timestamp, aggregated and ``where`` fields) must be top-level
+  fields of the schema's record or message. These keys are refused on json and msgpack.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streamfeat.errors import TopologyError
+from streamfeat.topology import schemas
 from streamfeat.topology.definitions import (
     DEFAULT_MAX_FUTURE_MS,
     DISTINCT_EXACT_UP_TO,
@@ -52,6 +62,7 @@ from streamfeat.topology.definitions import (
     TOP_K_EXACT_UP_TO,
     AggKind,
     FeatureDef,
+    SchemaDef,
     SourceDef,
     TopologyDef,
     WindowDef,
@@ -59,7 +70,7 @@ from streamfeat.topology.definitions import (
     default_hop_ms,
     format_duration,
 )
-from streamfeat.topology.expressions import ExpressionError, canonical_where
+from streamfeat.topology.expressions import ExpressionError, canonical_where, fields_of
 
 __all__ = ["load_topology", "load_topology_text", "parse_duration"]
 
@@ -69,10 +80,17 @@ _TOP_KEYS: Final = (
 )  # fmt: skip
 _SOURCE_KEYS: Final = (
     "topic", "format", "key", "timestamp", "timestamp_unit", "keyed_by_entity",
+    "schema", "descriptor", "module", "message", "framing", "schema_ids",
 )  # fmt: skip
+_SCHEMA_KEYS: Final = {
+    "avro": ("schema", "framing", "schema_ids"),
+    "protobuf": ("descriptor", "module", "message", "framing", "schema_ids"),
+}
 _FEATURE_KEYS: Final = ("name", "agg", "field", "windows", "where", "q", "k", "exact_up_to")
 _WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
-_FORMATS: Final = ("json", "msgpack")
+_FORMATS: Final = ("json", "msgpack", "avro", "protobuf")
+_FRAMINGS: Final = ("plain", "confluent")
+_MAX_SCHEMA_ID: Final = 2**31 - 1  # Confluent's ids are positive 32-bit integers
 _TIMESTAMP_UNITS: Final = ("ms", "s", "iso8601")
 _EMITS: Final = ("current", "final")
 
@@ -160,6 +178,10 @@ class _Loader:
         self.declared: set[str] = set()  # feature names seen, valid or not
         self.window_lines: dict[int, list[int]] = {}  # feature line -> its windows' lines
         self.last_name: str | None = None  # the name the last feature() declared
+        # The schema's top-level field names, what to call it, and source key lines.
+        self.schema_fields: tuple[str, ...] | None = None
+        self.schema_label = ""
+        self.source_lines: dict[str, int] = {}
 
     # ------------------------------------------------------------ helpers
 
@@ -320,6 +342,8 @@ class _Loader:
 
         features = self.features(top["features"]) if "features" in top else []
         self.check_fields(features)
+        if source is not None:
+            self.check_schema_fields(source, features)
         defaults = self.defaults(top["defaults"], features) if "defaults" in top else {}
 
         if source is None or self.problems:
@@ -370,10 +394,132 @@ class _Loader:
                 )
                 return None
             keyed = value
+        self.source_lines = {k: _line(v) for k, v in src.items()}
+        schema = self.source_schema(node, src, fmt) if fmt is not None else None
         if topic is None or key is None or fmt is None:
             return None
+        if fmt in _SCHEMA_KEYS and schema is None:
+            return None
         return SourceDef(topic=topic, key=key, format=fmt, timestamp=ts, timestamp_unit=unit,
-                         keyed_by_entity=keyed)
+                         keyed_by_entity=keyed, schema=schema)
+
+    # ------------------------------------------------------------ binary formats
+
+    def source_schema(self, node: Node, src: dict[str, Node], fmt: str) -> SchemaDef | None:
+        """The schema of an avro or protobuf source, read and checked (``None`` for json and
+        msgpack, and when it has problems: they are reported)."""
+        allowed = _SCHEMA_KEYS.get(fmt, ())
+        for key in ("schema", "descriptor", "module", "message", "framing", "schema_ids"):
+            if key in src and key not in allowed:
+                where = ", ".join(f for f, keys in _SCHEMA_KEYS.items() if key in keys)
+                self.error(src[key], f"source.{key} is only for format {where}, not {fmt}; "
+                           "remove it, or set source.format")
+        if fmt not in _SCHEMA_KEYS:
+            return None
+        framing = "plain"
+        if "framing" in src:
+            framing = self.choice(src["framing"], "source.framing", _FRAMINGS) or ""
+        ids = self.schema_ids(node, src, framing)
+        base = Path(self.path).parent
+        content: bytes | None = None
+        where = ""
+        if fmt == "avro":
+            if "schema" not in src:
+                self.error(node, "source: format avro needs schema, the Avro schema file "
+                           "(.avsc, relative to the topology file); add schema: FILE")
+                return None
+            file = self.string(src["schema"], "source.schema")
+            if file is None:
+                return None
+            where = str(base / file)
+            try:
+                content, fields = schemas.read_avro(base / file)
+            except schemas.SchemaProblem as exc:
+                self.error(src["schema"], f"source.schema: {exc.reason}")
+                return None
+            message: str | None = ""
+        else:
+            message = self.string(src["message"], "source.message") if "message" in src else None
+            if "message" not in src:
+                self.error(node, "source: format protobuf needs message, the full name of each "
+                           "record's message type; add e.g. message: shop.Order")
+            given = [k for k in ("descriptor", "module") if k in src]
+            if len(given) != 1:
+                self.error(src[given[1]] if given else node,
+                           "source: format protobuf needs one of descriptor (a descriptor set "
+                           "file, protoc --include_imports --descriptor_set_out) or module (a "
+                           f"generated *_pb2 module){'; keep one' if given else '; add one'}")
+                return None
+            key = given[0]
+            value = self.string(src[key], f"source.{key}")
+            if value is None or message is None:
+                return None
+            try:
+                if key == "descriptor":
+                    where = str(base / value)
+                    content, fields = schemas.read_descriptor_set(base / value, message)
+                else:
+                    where = f"module:{value}"
+                    content, fields = schemas.read_generated_module(value, base, message)
+            except schemas.SchemaProblem as exc:
+                at = src["message"] if exc.about == "message" else src[key]
+                self.error(at, f"source.{'message' if exc.about == 'message' else key}: "
+                           f"{exc.reason}")
+                return None
+        if not framing or ids is None or message is None:
+            return None
+        self.schema_fields = fields
+        self.schema_label = (f"the record of {where}" if fmt == "avro"
+                             else f"message {message} ({where})")
+        return SchemaDef(path=where, content=content, message=message, framing=framing,
+                         schema_ids=ids)
+
+    def schema_ids(self, node: Node, src: dict[str, Node], framing: str) -> tuple[int, ...] | None:
+        if "schema_ids" not in src:
+            if framing == "confluent":
+                self.error(node, "source: framing confluent needs schema_ids, the schema "
+                           "registry ids of this schema (records framed with another id are "
+                           "malformed); add e.g. schema_ids: [12]")
+                return None
+            return ()
+        ids_node = src["schema_ids"]
+        if framing != "confluent":
+            self.error(ids_node, "source.schema_ids is only for framing: confluent; remove it, "
+                       "or set source.framing: confluent")
+            return None
+        value = self.scalar(ids_node) if isinstance(ids_node, SequenceNode | ScalarNode) else None
+        if isinstance(value, int):
+            value = [value]
+        if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+                or not all(isinstance(v, int) and not isinstance(v, bool)
+                           and 0 <= v <= _MAX_SCHEMA_ID for v in value)):
+            self.error(ids_node, "source.schema_ids must be a list of distinct schema registry "
+                       f"ids (integers 0 .. {_MAX_SCHEMA_ID}), e.g. [12, 15]; got {value!r}")
+            return None
+        return tuple(value)
+
+    def check_schema_fields(self, source: SourceDef, features: list[FeatureDef]) -> None:
+        """Every field the topology reads is a top-level field of the schema's records: one
+        that is not would be missing from every record."""
+        fields = self.schema_fields
+        if fields is None or source.schema is None:
+            return
+        known = set(fields)
+        reads: list[tuple[str, int, str]] = [
+            (source.key, self.source_lines.get("key", 1), "source.key")]
+        if source.timestamp is not None:
+            reads.append((source.timestamp, self.source_lines.get("timestamp", 1),
+                          "source.timestamp"))
+        for f in features:
+            if f.field is not None:
+                reads.append((f.field, f.line, f"feature {f.name!r}: field"))
+            if f.where is not None:
+                reads += [(n, f.line, f"feature {f.name!r}: where")
+                          for n in sorted(fields_of(f.where))]
+        for name, line, what in reads:
+            if name not in known:
+                self.error(line, f"{what} {name!r} is not a field of {self.schema_label}; "
+                           f"{_suggest(name, fields)}")
 
     # ------------------------------------------------------------ features
 

@@ -661,7 +661,9 @@ def test_where_must_be_text() -> None:
 @pytest.mark.parametrize(
     ("source", "line", "fragment"),
     [
-        ("{topic: orders, key: k, format: avro}", 2, "source.format must be one of json | msgpack"),
+        ("{topic: orders, key: k, format: xml}", 2,
+         "source.format must be one of json | msgpack | avro | protobuf, got 'xml'"),
+        ("{topic: orders, key: k, format: avro}", 2, "format avro needs schema"),
         (
             "{topic: orders, key: k, timestamp_unit: us}",
             2,
@@ -781,7 +783,7 @@ def test_all_problems_are_reported_at_once_in_line_order() -> None:
         source:
           topic: orders
           key: user_id
-          format: avro
+          format: xml
         lateness: 5
         features:
           - name: a
