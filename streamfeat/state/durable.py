@@ -15,9 +15,10 @@ Each object is written whole or not at all (:class:`~streamfeat.storage.ObjectSt
 before the local commit it mirrors, so the durable state is never behind what the local
 state says was done.
 
-Objects are msgpack, zstd-compressed, after a magic line and their uncompressed size. A base is written when the deltas since the last one
-add up to more than it (or 64 MiB), then older objects are deleted: storage stays within
-about twice the state, and a restore reads at most about twice the state.
+Objects are msgpack, zstd-compressed, after a magic line and their uncompressed size. A
+base is written when the deltas since the last one add up to more than it (or 64 MiB),
+then older objects are deleted: storage stays within about twice the state, and a restore
+reads at most about twice the state.
 
 Two writers of one partition (a zombie that has not noticed its partition moved) write the
 same states: processing is deterministic, so any writer's state at an offset is the state
