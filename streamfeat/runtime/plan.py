@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaException
 
 from streamfeat.errors import SourceError, StateError
@@ -42,6 +41,7 @@ from streamfeat.records import RecordBatch
 from streamfeat.runtime.consumers import TP, ConsumerSettings, KafkaHistory, TopicHistory
 from streamfeat.runtime.recompute import READ_RECORDS, HistoryPlan, plan_history
 from streamfeat.snapshot import SnapshotFile, iter_files, snapshot_files
+from streamfeat.snapshot.reader import open_file
 from streamfeat.state import PartitionStore
 from streamfeat.topology import TopologyDef
 
@@ -315,10 +315,10 @@ def _snapshot_records(files: Sequence[SnapshotFile], end: int) -> int:
             continue
         try:
             if f.first_offset >= next_offset and f.last_offset < end:
-                total += pq.read_metadata(f.path).num_rows
+                total += open_file(f).metadata.num_rows
                 next_offset = f.last_offset + 1
                 continue
-            offsets = pq.read_table(f.path, columns=["offset"]).column(0).to_pylist()
+            offsets = open_file(f).read(columns=["offset"]).column(0).to_pylist()
         except (OSError, pa.ArrowException) as exc:
             raise StateError(f"cannot read snapshot file {f.path}: {exc}") from exc
         kept = [o for o in offsets if next_offset <= o < end]
