@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/harness.py [--events 1000000] [--entities 10000]
         [--only streamfeat,quix,faust] [--quix-sliding hopping|exact] [--profile]
+        [--format json|avro|json,avro]
 
 Produces N skewed order events (streamfeat.generator.OrderEvents) into a fresh topic,
 then runs each engine on it as a subprocess until it has consumed all N: the streamfeat
@@ -12,6 +13,11 @@ its exit; the peak RSS of its process tree is sampled from /proc. The figures, w
 ``uname -a``, the CPU model and the date, are printed and appended to
 benchmarks/results/<date>-harness.md. Topics and Redis keys of the run are deleted at
 the end (``--keep`` keeps them).
+
+``--format avro`` produces the same events as Avro records (``AvroOrders``, the schema of
+``topologies/orders.avsc``) into a topic of their own and runs streamfeat on it
+(``streamfeat-<runtime>-avro``); ``--format json,avro`` runs both, in the same minutes,
+for a side-by-side figure. The peers read JSON only.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfeat.config import resolve_kafka, resolve_redis
-from streamfeat.generator import OrderEvents, produce_events
+from streamfeat.generator import ORDER_AVRO_SCHEMA, AvroOrders, OrderEvents, produce_events
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -101,14 +107,16 @@ def delete_topics(admin: AdminClient, run_id: str) -> None:
 
 
 def produce(kafka: str, topic: str, events: int, entities: int, seed: int,
-            event_rate: float = 200.0) -> float:
+            event_rate: float = 200.0, fmt: str = "json") -> float:
     """Produce the events; returns the seconds it took (generation included)."""
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20,
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.perf_counter()
     left = produce_events(producer, topic,
                           OrderEvents(entities=entities, seed=seed,
-                                      events_per_second=event_rate).events(events),
+                                      events_per_second=event_rate,
+                                      encoding=AvroOrders() if fmt == "avro" else None,
+                                      ).events(events),
                           flush_timeout_s=120)
     if left:
         raise SystemExit(f"{left} events were not delivered to {topic}")
@@ -280,9 +288,12 @@ def delete_keys(client: redis.Redis, name: str) -> None:
 
 # --------------------------------------------------------------------------- engines
 def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
-                   engine: str, *, rekeyed: bool = False) -> RunResult:
+                   engine: str, *, rekeyed: bool = False, fmt: str = "json") -> RunResult:
     topology = work / f"{name}.yaml"
     text = TOPOLOGY.read_text().replace("BENCH_NAME", name).replace("BENCH_TOPIC", topic)
+    if fmt == "avro":
+        (work / "orders.avsc").write_text(json.dumps(ORDER_AVRO_SCHEMA))
+        text = text.replace("  format: json\n", "  format: avro\n  schema: orders.avsc\n")
     if rekeyed:  # the same features per merchant: the topic is keyed by user
         text = text.replace("  key: user_id\n", "  key: merchant_id\n  keyed_by_entity: false\n"
                             ).replace("entity: user", "entity: merchant")
@@ -442,6 +453,9 @@ def main() -> None:
                         "worker's default), kafka, or faust,kafka (default: both)")
     parser.add_argument("--sf-processes", type=int, default=1,
                         help="streamfeat worker processes (one group; one core each)")
+    parser.add_argument("--format", default="json",
+                        help="record format(s) of the streamfeat runs: json, avro, or json,avro "
+                        "(each on a topic of its own, same events); the peers read json")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
     parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
@@ -459,6 +473,11 @@ def main() -> None:
     if not runtimes or set(runtimes) - {"faust", "kafka"}:
         parser.error(f"--sf-runtime takes faust, kafka or both (faust,kafka), not "
                      f"{args.sf_runtime!r}")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    if not formats or set(formats) - {"json", "avro"}:
+        parser.error(f"--format takes json, avro or json,avro, not {args.format!r}")
+    if "json" not in formats and any(not e.startswith("streamfeat") for e in engines):
+        parser.error("the peers read json only: add json to --format, or --only streamfeat")
     if args.profile or any(not e.startswith("streamfeat") for e in engines):
         peers_python()
 
@@ -470,23 +489,30 @@ def main() -> None:
     client = redis.Redis.from_url(args.redis)
     work = Path(tempfile.mkdtemp(prefix=f"streamfeat-{run_id}-"))
     results: list[RunResult] = []
+    topics = {fmt: topic if fmt == "json" else f"{topic}.{fmt}" for fmt in formats}
     try:
-        create_topic(admin, topic, args.partitions)
-        print(f"producing {args.events:,} events to {topic} ...", flush=True)
-        produce_s = produce(args.kafka, topic, args.events, args.entities, args.seed,
-                            args.event_rate)
-        print(f"  {args.events / produce_s:,.0f} events/s", flush=True)
+        produce_s = 0.0
+        for fmt, fmt_topic in topics.items():
+            create_topic(admin, fmt_topic, args.partitions)
+            print(f"producing {args.events:,} {fmt} events to {fmt_topic} ...", flush=True)
+            seconds = produce(args.kafka, fmt_topic, args.events, args.entities, args.seed,
+                              args.event_rate, fmt)
+            produce_s = produce_s or seconds  # the report's figure: the first format's
+            print(f"  {args.events / seconds:,.0f} events/s", flush=True)
         own = ("streamfeat", "streamfeat-rekeyed")
-        runs = [(f"{e}-{rt}", rt) if e in own else (e, "") for e in engines
-                for rt in (runtimes if e in own else ("",))]
-        for engine, runtime in runs:
+        runs = [(f"{e}-{rt}" + ("" if fmt == "json" else f"-{fmt}"), rt, fmt)
+                if e in own else (e, "", "json") for e in engines
+                for rt in (runtimes if e in own else ("",))
+                for fmt in (formats if e in own else ("json",))]
+        for engine, runtime, fmt in runs:
             name = f"{run_id}_{engine.replace('-', '_')}"
             print(f"running {engine} ...", flush=True)
             if runtime:
                 result = run_streamfeat(argparse.Namespace(**{**vars(args),
                                                                "sf_runtime": runtime}),
-                                        topic, name, work, engine,
-                                        rekeyed=engine.startswith("streamfeat-rekeyed"))
+                                        topics[fmt], name, work, engine,
+                                        rekeyed=engine.startswith("streamfeat-rekeyed"),
+                                        fmt=fmt)
             else:
                 result = PEER_RUNNERS[engine](args, topic, name, work)
             result.keys = count_keys(client, name)

@@ -274,7 +274,8 @@ class _Float(_Node):
             return None
         if self.size == 8:
             return b.win8[start].view("<f8").ravel().tolist()
-        return b.win4[start].view("<f4").ravel().astype(np.float64).tolist()
+        with np.errstate(invalid="ignore"):  # a signalling NaN stays a NaN, quietly
+            return b.win4[start].view("<f4").ravel().astype(np.float64).tolist()
 
     def one(self, r: _One, want: bool) -> Any:
         p = r.take(self.size, self.trunc)

@@ -127,7 +127,7 @@ def order_proto(name: str = "order.proto",
       uint64 big = 13; optional string note = 14; repeated Meta metas = 15;
       oneof choice { int64 number = 16; string word = 17; }
     }
-    message Other { string user_id = 1; }
+    message Other { string user_id = 1; int64 ts = 2; }
     """
     fd = descriptor_pb2.FileDescriptorProto(name=name, package=package, syntax="proto3")
     order = fd.message_type.add(name="Order")
@@ -141,13 +141,13 @@ def order_proto(name: str = "order.proto",
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
     entry.field.add(name="value", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    order.oneof_decl.add(name="choice")  # synthetic oneofs (optional fields) come last
     order.oneof_decl.add(name="_amount")
     order.oneof_decl.add(name="_note")
-    order.oneof_decl.add(name="choice")
     full = f".{package}.Order"
     for number, (field_name, kind, extra) in enumerate([
         ("user_id", F.TYPE_STRING, {}), ("ts", F.TYPE_INT64, {}),
-        ("amount", F.TYPE_DOUBLE, {"proto3_optional": True, "oneof_index": 0}),
+        ("amount", F.TYPE_DOUBLE, {"proto3_optional": True, "oneof_index": 1}),
         ("merchant", F.TYPE_STRING, {}),
         ("status", F.TYPE_ENUM, {"type_name": f"{full}.Status"}),
         ("qty", F.TYPE_INT32, {}), ("ratio", F.TYPE_FLOAT, {}), ("ok", F.TYPE_BOOL, {}),
@@ -156,14 +156,15 @@ def order_proto(name: str = "order.proto",
         ("attrs", F.TYPE_MESSAGE, {"type_name": f"{full}.AttrsEntry",
                                    "label": F.LABEL_REPEATED}),
         ("raw", F.TYPE_BYTES, {}), ("big", F.TYPE_UINT64, {}),
-        ("note", F.TYPE_STRING, {"proto3_optional": True, "oneof_index": 1}),
+        ("note", F.TYPE_STRING, {"proto3_optional": True, "oneof_index": 2}),
         ("metas", F.TYPE_MESSAGE, {"type_name": f"{full}.Meta", "label": F.LABEL_REPEATED}),
-        ("number", F.TYPE_INT64, {"oneof_index": 2}), ("word", F.TYPE_STRING, {"oneof_index": 2}),
+        ("number", F.TYPE_INT64, {"oneof_index": 0}), ("word", F.TYPE_STRING, {"oneof_index": 0}),
     ], start=1):
         order.field.add(name=field_name, number=number, type=kind,
                         label=extra.pop("label", F.LABEL_OPTIONAL), **extra)
     other = fd.message_type.add(name="Other")
     other.field.add(name="user_id", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    other.field.add(name="ts", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
     return fd
 
 
@@ -182,7 +183,7 @@ PROTO_FEATURES = """\
 features:
   - {name: spend, agg: sum, field: amount, windows: [1h]}
   - {name: shops, agg: count_distinct, field: merchant, windows: [1h]}
-  - {name: raws, agg: last, field: raw, windows: [1h]}
+  - {name: raws, agg: count, windows: [1h], where: "raw != null"}
   - {name: recent, agg: last_k, k: 2, field: meta, windows: [1h]}
   - {name: web, agg: count, windows: [1h], where: "meta.channel == 'web' and status == 'PENDING'"}
 """

@@ -270,7 +270,7 @@ _GOODS = [avro_encode(avro_good()), avro_encode(avro_good(
     "code": b"zz"}}, next=avro_good(user_id="n")))]
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=60)
 @given(st.one_of(_mutations(_GOODS), st.lists(st.binary(max_size=40), min_size=1, max_size=8)))
 def test_a_record_is_decoded_alike_alone_and_in_any_batch(tmp_path: Path,
                                                           values: list[bytes]) -> None:
