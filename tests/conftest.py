@@ -24,9 +24,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from objectstore import S3
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,21 +138,6 @@ def new_topic(kafka_bootstrap: str, unique_id: str) -> Iterator[Callable[..., st
 
 
 # --------------------------------------------------------------------------- S3
-
-
-@dataclass(frozen=True)
-class S3:
-    endpoint: str  # http://host:port
-    env: dict[str, str]  # the AWS_* settings that reach it (also set in os.environ)
-
-    def client(self) -> Any:
-        """A boto3 S3 client of the server: the tests' own, independent of pyarrow's."""
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=self.env["AWS_REGION"],
-            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import ROOT, S3
+from objectstore import ROOT, S3
 
 SCRIPT = str(ROOT / "deploy" / "local" / "s3")
 

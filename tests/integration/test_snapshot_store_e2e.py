@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Producer
-from conftest import S3
 
 from streamfeat.generator import OrderEvents
 from streamfeat.replay import replay
@@ -44,6 +43,7 @@ from harness import (
     worker_cmd,
     worker_env,
 )
+from objectstore import S3
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import S3
 
 from streamfeat.errors import ConfigError
 from streamfeat.generator import OrderEvents
@@ -26,6 +25,8 @@ from streamfeat.snapshot import (
 )
 from streamfeat.storage import ArrowStore
 from streamfeat.topology import load_topology
+
+from objectstore import S3
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3
 
 from streamfeat.errors import ConfigError
 from streamfeat.storage import LocalStore, ObjectStore, open_store
 from streamfeat.storage.remote import explain
+
+from objectstore import S3
 
 BIG = 32 * 1024 * 1024  # a multipart upload of 4 parts (pyarrow's parts are 10 MiB)
 
