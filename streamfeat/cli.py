@@ -6,12 +6,18 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+from streamfeat import logs
 from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
+from streamfeat.connections import parse_redis_url, resolve_kafka_config
 from streamfeat.errors import ConfigError, StreamfeatError
+from streamfeat.redact import redact
 
 if TYPE_CHECKING:
     from streamfeat.topology import TopologyDef
@@ -47,8 +53,23 @@ def _path_of(topology: TopologyDef) -> str:
     return f"aggregated from {src.topic} directly: its records are keyed by {src.key}"
 
 
+def _kafka(args: argparse.Namespace) -> tuple[str, dict[str, Any], str | None]:
+    """(bootstrap servers, the ``--kafka-config`` properties but them, the file)."""
+    props, file = resolve_kafka_config(getattr(args, "kafka_config", None))
+    from_file = props.pop("bootstrap.servers", None)
+    return resolve_kafka(args.kafka, from_file), props, file
+
+
+def _redis(flag: str | None) -> str:
+    """The Redis URL (``--redis``, ``STREAMFEAT_REDIS``, default), checked before use."""
+    url = resolve_redis(flag)
+    parse_redis_url(url)  # a bad URL or TLS file is named now; its password is registered
+    return url
+
+
 def _worker(args: argparse.Namespace) -> int:
     from streamfeat.runtime import Worker, WorkerConfig
+    from streamfeat.runtime.startup import check_connections
     from streamfeat.topology import load_topology
 
     if args.instance_id is not None and args.processes > 1:
@@ -58,17 +79,14 @@ def _worker(args: argparse.Namespace) -> int:
             "each, --instance-id $(POD_NAME)) or leave --instance-id out")
     if args.unhealthy_after <= 0:
         raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
-    if args.processes > 1:
-        from streamfeat.runtime.supervisor import run_processes
-
-        for p in args.topologies:  # refuse a bad topology before starting anything
-            load_topology(p)
-        return run_processes(_worker_argv(args), args.processes, args.metrics_port)
-    topologies = [load_topology(p) for p in args.topologies]
+    topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
+    kafka, kafka_config, kafka_config_file = _kafka(args)
     config = WorkerConfig(
         topologies=topologies,
-        kafka=resolve_kafka(args.kafka),
-        redis=resolve_redis(args.redis),
+        kafka=kafka,
+        kafka_config=kafka_config,
+        kafka_config_file=kafka_config_file,
+        redis=_redis(args.redis),
         state_dir=Path(args.state_dir),
         snapshot_dir=args.snapshot_dir or None,  # a path or a URL: kept as text
         metrics_port=args.metrics_port,
@@ -83,6 +101,11 @@ def _worker(args: argparse.Namespace) -> int:
         instance_id=args.instance_id,
         checkpoint_dir=_checkpoint_dir(args),
     )
+    check_connections(config)  # Kafka and Redis answer, or one line saying what to check
+    if args.processes > 1:
+        from streamfeat.runtime.supervisor import run_processes
+
+        return run_processes(_worker_argv(args), args.processes, args.metrics_port)
     return Worker(config).run()
 
 
@@ -102,6 +125,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             "--commit-every", str(args.commit_every),
             "--runtime", args.runtime, "--unhealthy-after", str(args.unhealthy_after)]
     for flag, value in (("--kafka", args.kafka), ("--redis", args.redis),
+                        ("--kafka-config", args.kafka_config),
                         ("--snapshot-dir", args.snapshot_dir), ("--group", args.group),
                         ("--checkpoint-dir", args.checkpoint_dir)):
         if value:
@@ -114,7 +138,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
 def _get(args: argparse.Namespace) -> int:
     from streamfeat.client import Client
 
-    client = Client(resolve_redis(args.redis))
+    client = Client(_redis(args.redis))
     features = args.features.split(",") if args.features else None
     rows = client.get(args.topology, args.entities, features=features)
     json.dump(rows, sys.stdout, indent=2, sort_keys=True, default=str)
@@ -126,9 +150,14 @@ def _generate(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from streamfeat.generator import OrderEvents, produce_events
+    from streamfeat.runtime.consumers import ConsumerSettings
+    from streamfeat.runtime.consumers.check import check_kafka
 
+    kafka, kafka_config, kafka_config_file = _kafka(args)
+    settings = ConsumerSettings(kafka, "streamfeat.generate", client_config=kafka_config)
+    check_kafka(settings, config_file=kafka_config_file)
     producer = Producer({
-        "bootstrap.servers": resolve_kafka(args.kafka), "linger.ms": 20,
+        **settings.librdkafka(), "linger.ms": 20,
         "enable.idempotence": True, "compression.type": "lz4",
     })
     events = OrderEvents(
@@ -149,7 +178,7 @@ def _registry(args: argparse.Namespace) -> int:
 
     for path in args.topologies:
         t = load_topology(path)
-        partial = _partial_marks(args.redis, t.name) if args.redis else {}
+        partial = _partial_marks(_redis(args.redis), t.name) if args.redis else {}
         for f in t.features:
             for w in f.windows:
                 if args.feature and args.feature not in (f.name, f.redis_field(w)):
@@ -171,11 +200,19 @@ def _registry(args: argparse.Namespace) -> int:
 def _partial_marks(url: str, topology: str) -> dict[str, dict[str, int]]:
     """field -> {partition: event time its history starts at}: feature-windows computed
     from history shorter than their window after a definition change (contract 10)."""
+    from redis.exceptions import RedisError
+
+    from streamfeat.connections import parse_redis_url
+    from streamfeat.errors import SinkError
     from streamfeat.sinks.redis import connect, partial_key
 
-    client = connect(url)
+    target = parse_redis_url(url)
+    client = connect(target)
     try:
         raw = client.hgetall(partial_key(topology))
+    except RedisError as e:
+        raise SinkError(f"reading the partial history marks from Redis at {target.address} "
+                        f"({target.display}) failed: {redact(e)}; check --redis") from None
     finally:
         client.close()
     out: dict[str, dict[str, int]] = {}
@@ -191,8 +228,9 @@ def _plan(args: argparse.Namespace) -> int:
     from streamfeat.topology import load_topology
 
     topologies = [load_topology(p) for p in args.topologies]
+    kafka, kafka_config, _file = _kafka(args)
     plans = plan(topologies, args.state_dir, snapshot_dir=args.snapshot_dir,
-                 kafka=None if args.no_kafka else resolve_kafka(args.kafka))
+                 kafka=None if args.no_kafka else kafka, kafka_config=kafka_config)
     if args.json:
         json.dump(to_json(plans), sys.stdout, indent=2)
         print()
@@ -213,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run topologies over Kafka, features to Redis")
     p.add_argument("topologies", nargs="+")
     p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
-    p.add_argument("--redis", help="Redis URL (env STREAMFEAT_REDIS)")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties in librdkafka's names (security.protocol, "
+                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
+    p.add_argument("--redis", help="Redis URL: redis:// or rediss:// (TLS), "
+                   "user:password@, TLS files as ?ssl_ca_certs=...&ssl_certfile=...&"
+                   "ssl_keyfile=... (env STREAMFEAT_REDIS)")
     p.add_argument("--state-dir", default="./streamfeat-state")
     p.add_argument("--snapshot-dir", default=None)
     p.add_argument("--checkpoint-dir", default=None, metavar="PATH|URL|none",
@@ -261,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late", type=float, default=0.002, help="fraction of late events")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--kafka")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties in librdkafka's names (security.protocol, "
+                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
     p.set_defaults(run=_generate)
 
     p = sub.add_parser("registry", help="list features with owner, entity, source, version")
@@ -277,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", required=True, help="the workers' --state-dir")
     p.add_argument("--snapshot-dir", default=None)
     p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties in librdkafka's names (security.protocol, "
+                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
     p.add_argument("--no-kafka", action="store_true",
                    help="do not ask Kafka: the topic part of the history is unknown")
     p.add_argument("--json", action="store_true", help="the plan as JSON, for tooling")
@@ -288,17 +337,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _excepthook(kind: type[BaseException], exc: BaseException,
+                tb: TracebackType | None) -> None:
+    """Python's report of an uncaught exception, redacted."""
+    print(redact("".join(traceback.format_exception(kind, exc, tb))), end="", file=sys.stderr)
+
+
+def _thread_excepthook(hook: threading.ExceptHookArgs) -> None:
+    if hook.exc_type is SystemExit:
+        return
+    name = hook.thread.name if hook.thread is not None else "?"
+    print(f"Exception in thread {name}:", file=sys.stderr)
+    _excepthook(hook.exc_type, hook.exc_value or hook.exc_type(), hook.exc_traceback)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(verbose=args.verbose)
+    sys.excepthook = _excepthook
+    threading.excepthook = _thread_excepthook
     try:
         return int(args.run(args))
     except StreamfeatError as exc:
-        print(f"streamfeat: {exc}", file=sys.stderr)
+        print(f"streamfeat: {redact(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from confluent_kafka import KafkaException
+        from redis.exceptions import RedisError
+
+        if isinstance(exc, RedisError):  # a command's Redis went away: its words suffice
+            logging.getLogger("streamfeat").debug("Redis client error", exc_info=True)
+            print(f"streamfeat: Redis: {redact(exc)}", file=sys.stderr)
+            return 1
+        if not isinstance(exc, KafkaException):
+            raise
+        # A Kafka client gave up (a broker lost at start, a fatal client error): its own
+        # words are the message; the traceback says nothing more.
+        logging.getLogger("streamfeat").debug("Kafka client error", exc_info=True)
+        err: Any = exc.args[0] if exc.args else exc
+        said = err.str() if callable(getattr(err, "str", None)) else str(err)
+        print(f"streamfeat: Kafka: {redact(said)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

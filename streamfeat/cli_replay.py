@@ -29,9 +29,19 @@ def _partitions(text: str | None) -> list[int] | None:
         ) from None
 
 
+def _redis_checked(url: str) -> str:
+    """``url`` once Redis answers there (one line saying what to check otherwise)."""
+    from streamfeat.sinks.redis import check
+
+    check(url)
+    return url
+
+
 def _replay(args: argparse.Namespace) -> int:
     from streamfeat.replay import replay
 
+    if args.to_redis:
+        _redis_checked(args.to_redis)
     replay(
         args.topology, args.snapshot_dir, partitions=_partitions(args.partitions),
         date_from=args.date_from, date_to=args.date_to, to_redis=args.to_redis,
@@ -58,7 +68,7 @@ def _training_set(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from streamfeat.replay import verify
 
-    report = verify(args.topology, args.snapshot_dir, resolve_redis(args.redis),
+    report = verify(args.topology, args.snapshot_dir, _redis_checked(resolve_redis(args.redis)),
                     sample=args.sample)
     for m in report.mismatches[:50]:
         print(f"mismatch {m.entity_id}.{m.field} (_v {m.version}): online={m.online!r} "

@@ -12,9 +12,10 @@ RUNTIMES = ("faust", "kafka")
 """The runtimes ``streamfeat worker --runtime`` accepts; the first is the default."""
 
 
-def resolve_kafka(flag: str | None = None) -> str:
-    """Bootstrap servers: ``--kafka``, then ``STREAMFEAT_KAFKA``, then ``localhost:9092``."""
-    return flag or os.environ.get("STREAMFEAT_KAFKA") or DEFAULT_KAFKA
+def resolve_kafka(flag: str | None = None, from_file: str | None = None) -> str:
+    """Bootstrap servers: ``--kafka``, then ``STREAMFEAT_KAFKA``, then ``bootstrap.servers``
+    of the ``--kafka-config`` file (``from_file``), then ``localhost:9092``."""
+    return flag or os.environ.get("STREAMFEAT_KAFKA") or from_file or DEFAULT_KAFKA
 
 
 def resolve_redis(flag: str | None = None) -> str:

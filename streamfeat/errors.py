@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConnectError",
     "DecodeError",
     "SinkError",
     "StateError",
@@ -21,6 +22,11 @@ class StreamfeatError(Exception):
 
 class ConfigError(StreamfeatError):
     """A flag, environment variable or setting is invalid; fix it and start again."""
+
+
+class ConnectError(StreamfeatError):
+    """Kafka or Redis cannot be reached, or refused the connection, at start: the message
+    names the address and what to check (address, credentials, TLS files)."""
 
 
 class TopologyError(StreamfeatError):

@@ -21,6 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streamfeat.redact import redact
+
 __all__ = ["Metrics", "MetricsServer"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -148,11 +150,12 @@ class MetricsServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0].rstrip("/")
                 if path.startswith("/metrics"):
-                    body, ctype, code = metrics.exposition(), CONTENT_TYPE_LATEST, 200
+                    body = redact(metrics.exposition().decode()).encode()
+                    ctype, code = CONTENT_TYPE_LATEST, 200
                 elif path.startswith("/health"):
                     key = _HEALTH_VIEWS.get(path, "healthy")
                     status = health()
-                    body = json.dumps(status).encode()
+                    body = redact(json.dumps(status)).encode()
                     ctype = "application/json"
                     code = 200 if status.get(key) else 503
                 else:

@@ -28,7 +28,8 @@ class WorkerConfig:
     generation: int = 0
     snapshot_every_s: float = 60.0
     snapshot_max_rows: int = 100_000  # per partition: bounds the memory of the buffer
-    kafka_config: dict[str, Any] = field(default_factory=dict)
+    kafka_config: dict[str, Any] = field(default_factory=dict)  # --kafka-config's properties
+    kafka_config_file: str | None = None  # where they came from (for messages)
     runtime: str = "faust"  # one of streamfeat.runtime.consumers.RUNTIMES
     unhealthy_after_s: float = 10.0  # a dependency failing this long: /health unhealthy
     instance_id: str | None = None  # Kafka static group membership (group.instance.id)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamfeat.metrics import Metrics
+from streamfeat.redact import redact
 
 __all__ = [
     "DEPENDENCIES",
@@ -91,19 +92,20 @@ class Health:
         """``source`` saw ``dependency`` fail; its clock starts now (or at ``since``, when the
         failed call began: a call that timed out proves no answer from its start) unless
         already running."""
-        text = str(error) or type(error).__name__
+        text = redact(error) or type(error).__name__
         start = self.clock() if since is None else since
         with self._lock:
             old = self._failing.get((dependency, source))
             self._failing[(dependency, source)] = Failure(start if old is None else old.since,
                                                           text)
 
-    def ok(self, dependency: str, *, source: str = "") -> None:
-        """``source`` saw ``dependency`` work: clears what that source reported, only."""
+    def ok(self, dependency: str, *, source: str = "", announce: bool = True) -> None:
+        """``source`` saw ``dependency`` work: clears what that source reported, only
+        (logged unless ``announce`` is false)."""
         if (dependency, source) not in self._failing:  # the common case, without the lock
             return
         with self._lock:
-            if self._failing.pop((dependency, source), None) is not None:
+            if self._failing.pop((dependency, source), None) is not None and announce:
                 log.info("%s available again", dependency)
 
     def retrying(self, dependency: str, attempt: int, exc: BaseException, *,

@@ -22,7 +22,7 @@ no group), not Redis.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from streamfeat.pipeline.evolution import partial_fields
 from streamfeat.pipeline.partition import _catalog_of_older_state  # the worker's rule
 from streamfeat.pipeline.rekey import consumed_topic, is_rekeyed
 from streamfeat.records import RecordBatch
+from streamfeat.redact import redact
 from streamfeat.runtime.consumers import TP, ConsumerSettings, KafkaHistory, TopicHistory
 from streamfeat.runtime.recompute import READ_RECORDS, HistoryPlan, plan_history
 from streamfeat.snapshot import SnapshotFile, iter_files, snapshot_files
@@ -258,7 +259,8 @@ class KafkaView:
         try:
             self._metadata.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            self.unknown = f"Kafka at {bootstrap} did not answer within {timeout_s:g} s ({exc})"
+            self.unknown = (f"Kafka at {redact(bootstrap)} did not answer within "
+                            f"{timeout_s:g} s ({redact(exc)})")
         self.history: TopicHistory = KafkaHistory(self.settings)
 
     def partitions(self, topic: str) -> list[int] | None:
@@ -510,12 +512,15 @@ def plan_topology(topology: TopologyDef, state_dir: str | Path, *,
 
 def plan(topologies: Sequence[TopologyDef], state_dir: str | Path, *,
          snapshot_dir: str | None = None, kafka: str | None = None,
+         kafka_config: Mapping[str, Any] | None = None,
          kafka_timeout_s: float = KAFKA_TIMEOUT_S) -> list[TopologyPlan]:
-    """The plans of ``topologies``; ``kafka``: bootstrap servers, ``None`` for none."""
+    """The plans of ``topologies``; ``kafka``: bootstrap servers, ``None`` for none;
+    ``kafka_config``: the ``--kafka-config`` properties of its clients."""
     view: KafkaView | None = None
     if kafka is not None and any(_has_state(t, state_dir) for t in topologies):
         rekeyed = [consumed_topic(t) for t in topologies if is_rekeyed(t)]
-        view = KafkaView(kafka, timeout_s=kafka_timeout_s, rekeyed_topics=rekeyed)
+        view = KafkaView(kafka, client_config=dict(kafka_config or {}),
+                         timeout_s=kafka_timeout_s, rekeyed_topics=rekeyed)
     try:
         out = []
         for t in topologies:
@@ -525,7 +530,7 @@ def plan(topologies: Sequence[TopologyDef], state_dir: str | Path, *,
             if view is not None and view.unknown is None:
                 partitions = view.partitions(consumed_topic(t))
                 if partitions is None:
-                    status = f"topic {consumed_topic(t)} not found at {kafka}"
+                    status = f"topic {consumed_topic(t)} not found at {redact(kafka)}"
                 else:
                     history, status = view.history, "reachable"
             elif view is not None:

@@ -92,6 +92,9 @@ class Worker:
         self.config = config
         self.metrics = Metrics()
         self.health = Health(self.metrics, unhealthy_after_s=config.unhealthy_after_s)
+        # No working Kafka connection until the group is joined: a worker that cannot join
+        # (its consumer refused, or never answered) turns unhealthy like any outage.
+        self.health.failed("kafka", "not a member of the consumer group yet", source="join")
         self.plans = plan_stages(config.topologies)
         self.sources = sorted({t.source.topic for t in config.topologies})
         rekeyed = [t for t in config.topologies if is_rekeyed(t)]
@@ -288,6 +291,7 @@ class Worker:
     def _on_assign(self, partitions: list[TP]) -> dict[TP, int]:
         """Open the partitions' state; returns the offset each must be read from."""
         self._assigned_once = True
+        self.health.ok("kafka", source="join", announce=False)
         starts: dict[TP, int] = {}
         for tp in partitions:
             if tp in self.assignment:  # assigned again without a revoke

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import ssl
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -32,10 +34,19 @@ import msgspec
 import redis
 from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.retry import Retry
 
-from streamfeat.errors import ConfigError, SinkError
+from streamfeat.connections import RedisURL, parse_redis_url
+from streamfeat.errors import ConfigError, ConnectError, SinkError
+from streamfeat.redact import redact
 from streamfeat.sinks.updates import Update, UpdateBatch, WriteResult
 from streamfeat.sinks.values import (
     encode_column,
@@ -46,7 +57,7 @@ from streamfeat.sinks.values import (
 )
 from streamfeat.topology.definitions import RESERVED_FIELDS, TopologyDef
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "connect", "partial_key"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "check", "connect", "partial_key"]
 
 #: Entities per ``EVALSHA``. Large enough to amortise the call, small enough that
 #: one script run blocks Redis for at most a few milliseconds.
@@ -63,26 +74,29 @@ def _script_text() -> str:
 class RedisSink:
     """Writes entity updates of one topology to Redis through the CAS script.
 
-    ``url_or_client`` is a ``redis://`` URL or a ready ``redis.Redis`` client.
+    ``url_or_client`` is a ``redis://`` or ``rediss://`` URL (see :func:`connect`) or a
+    ready ``redis.Redis`` client.
     No connection is made until the first :meth:`write` or :meth:`ping`.
     """
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | RedisURL | redis.Redis,
         topology: TopologyDef,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        self._url = url_or_client if isinstance(url_or_client, str) else None
-        if isinstance(url_or_client, str):
-            self._redis = connect(url_or_client)
-            self._owns_client = True
-        else:
+        self._url: RedisURL | None = None
+        if isinstance(url_or_client, redis.Redis):
             self._redis = url_or_client
             self._owns_client = False
+        else:
+            self._url = (parse_redis_url(url_or_client) if isinstance(url_or_client, str)
+                         else url_or_client)
+            self._redis = connect(self._url)
+            self._owns_client = True
         self.topology = topology
         self.chunk_size = chunk_size
         self._names = topology.redis_fields()
@@ -224,13 +238,13 @@ class RedisSink:
         if self._probe_client is None:
             self._probe_client = (
                 self._redis if self._url is None  # a client given: its own timeouts apply
-                else redis.Redis.from_url(self._url, socket_timeout=timeout_s,
-                                          socket_connect_timeout=timeout_s,
-                                          retry=Retry(NoBackoff(), 0)))
+                else connect(self._url, timeout_s=timeout_s, socket_timeout_s=timeout_s,
+                             retries=0))
         try:
             self._probe_client.ping()
         except RedisError as e:
-            raise SinkError(f"Redis did not answer a PING within {timeout_s:g} s: {e}") from e
+            raise SinkError(f"Redis did not answer a PING within {timeout_s:g} s: "
+                            f"{redact(e)}") from e
 
     def close(self) -> None:
         """Close the connection pool if this sink created it (and the probe's)."""
@@ -419,13 +433,92 @@ def _glob_escape(text: bytes) -> bytes:
     return bytes(out)
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for ``url`` with timeouts, so a hung Redis surfaces as an error."""
+def connect(url: str | RedisURL, *, timeout_s: float = 5.0, socket_timeout_s: float = 30.0,
+            retries: int | None = None) -> redis.Redis:
+    """A client for ``url`` with timeouts, so a hung Redis surfaces as an error.
+
+    ``url``: ``redis://[user:password@]host:port/db`` or ``rediss://`` (TLS), TLS files as
+    query parameters (``?ssl_ca_certs=ca.pem&ssl_certfile=client.pem&ssl_keyfile=client.key``;
+    :func:`streamfeat.connections.parse_redis_url`), ``${NAME}`` read from the environment.
+    No connection is made until the first command. ``retries``: redis-py's own retries of a
+    command on a connection error (``None``: its default).
+    """
+    target = parse_redis_url(url) if isinstance(url, str) else url
+    extra: dict[str, object] = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
     try:
         return redis.Redis.from_url(
-            url, socket_connect_timeout=5.0, socket_timeout=30.0, health_check_interval=30
-        )
-    except ValueError as e:
+            target.url, socket_connect_timeout=timeout_s, socket_timeout=socket_timeout_s,
+            health_check_interval=30, **extra)
+    except (ValueError, TypeError) as e:
         raise ConfigError(
-            f"invalid Redis URL {url!r}: {e}; use the form redis://host:6379/0"
+            f"invalid Redis URL {target.display}: {redact(e)}; use the form "
+            "redis://host:6379/0 or rediss://user:password@host:6380/0"
         ) from None
+
+
+def check(url: str | RedisURL, *, timeout_s: float = 10.0) -> None:
+    """At start: Redis at ``url`` answers within ``timeout_s`` (a refused or timed-out
+    connection is tried again until then), takes the credentials, and is not a Redis
+    Cluster. Raises :class:`ConnectError` (credentials and TLS at once, without waiting)
+    or :class:`ConfigError` (a cluster), each naming the address and what to check."""
+    target = parse_redis_url(url) if isinstance(url, str) else url
+    deadline = time.monotonic() + timeout_s
+    step = min(2.0, timeout_s)
+    client = connect(target, timeout_s=step, socket_timeout_s=step, retries=0)
+    where = f"Redis at {target.address} ({target.display})"
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except (AuthenticationError, AuthorizationError) as e:
+                raise ConnectError(f"{where} refused the credentials: {redact(e)}; check the "
+                                   "user and password in the Redis URL") from None
+            except ResponseError as e:
+                if not str(e).startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+                    raise ConnectError(f"{where} refused PING: {redact(e)}") from None
+                raise ConnectError(f"{where} refused the credentials: {redact(e)}; check the "
+                                   "user and password in the Redis URL") from None
+            except RedisError as e:
+                if _tls_failure(e):
+                    raise ConnectError(f"TLS with {where} failed: {redact(e)}; "
+                                       f"{_tls_hint(target)}") from None
+                if time.monotonic() + 0.5 >= deadline:
+                    hint = ("; a TLS port? use rediss://" if not target.tls and
+                            "closed by server" in str(e) else "")
+                    raise ConnectError(
+                        f"cannot reach {where} within {timeout_s:g} s: {redact(e)}{hint}; check "
+                        "--redis or STREAMFEAT_REDIS and that the server runs there") from None
+                time.sleep(0.5)
+        try:
+            info = client.info("cluster")
+        except NoPermissionError:
+            return  # the user may not run INFO: a cluster would refuse the writes anyway
+        except RedisError as e:
+            raise ConnectError(f"{where} refused INFO: {redact(e)}") from None
+        if int(info.get("cluster_enabled", 0) or 0) == 1:
+            raise ConfigError(
+                f"{where} is a Redis Cluster (cluster_enabled:1): streamfeat writes many "
+                "entities in one script call, which a cluster refuses across hash slots; use "
+                "a standalone Redis (a primary with replicas, failed over by Sentinel or "
+                "your provider, is fine)")
+    finally:
+        client.close()
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return "SSL" in text or "certificate" in text.lower()
+
+
+def _tls_hint(target: RedisURL) -> str:
+    if not target.tls:
+        return "the server speaks TLS: use rediss://"
+    return ("check ssl_ca_certs (the CA that signed the server's certificate), the client "
+            "certificate (ssl_certfile, ssl_keyfile) if the server asks for one, and that the "
+            "port is a TLS port (else use redis://)")

@@ -6,6 +6,10 @@ default; faust-streaming, in :mod:`.faust_app` and :mod:`.faust_fetch`, the only
 that import Faust or aiokafka), ``kafka`` (confluent-kafka, :mod:`.kafka`), and the
 in-memory :class:`MemoryConsumer` for tests and embedding.
 
+:func:`check_connection` is the start-up check of a runtime's Kafka clients
+(:mod:`.check`; for ``faust``, Faust's own client too, with the settings carried over by
+:mod:`.faust_settings`).
+
 Must not import: the worker (:mod:`streamfeat.runtime.worker`), sinks, state, the pipeline.
 """
 
@@ -34,6 +38,7 @@ __all__ = [
     "OnAssign",
     "OnRevoke",
     "TopicHistory",
+    "check_connection",
     "open_consumer",
 ]
 
@@ -49,3 +54,24 @@ def open_consumer(kind: str, settings: ConsumerSettings) -> GroupConsumer:
 
         return KafkaConsumer(settings)
     raise ValueError(f"unknown runtime {kind!r}: use one of {', '.join(RUNTIMES)}")
+
+
+def check_connection(kind: str, settings: ConsumerSettings, *, timeout_s: float = 10.0,
+                     config_file: str | None = None) -> None:
+    """Before a worker of runtime ``kind`` starts: Kafka answers every client it will open,
+    with the ``--kafka-config`` settings, within ``timeout_s`` (a
+    :class:`~streamfeat.errors.ConnectError` otherwise, naming what to check). For
+    ``faust``, the settings are first carried over to aiokafka (a
+    :class:`~streamfeat.errors.ConfigError` names each property that cannot be)."""
+    if kind == "faust":
+        from streamfeat.runtime.consumers.faust_settings import aiokafka_settings
+
+        source = f"--kafka-config {config_file}" if config_file else "--kafka-config"
+        aiokafka_settings(settings.client_config, source=source)
+    from streamfeat.runtime.consumers.check import check_kafka
+
+    check_kafka(settings, timeout_s=timeout_s, config_file=config_file)
+    if kind == "faust":
+        from streamfeat.runtime.consumers.faust_app import check_connection as check_faust
+
+        check_faust(settings, timeout_s)

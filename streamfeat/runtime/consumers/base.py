@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from streamfeat.logs import KAFKA_LOG
 from streamfeat.records import RecordBatch
 
 __all__ = ["TP", "ConsumerSettings", "GroupConsumer", "OnAssign", "OnRevoke"]
@@ -37,7 +38,9 @@ class ConsumerSettings:
     """Kafka bootstrap servers, ``host:port[,host:port...]``."""
     group_id: str
     client_config: Mapping[str, Any] = field(default_factory=dict)
-    """Extra librdkafka properties for every Kafka client (security, timeouts...)."""
+    """Extra librdkafka properties for every Kafka client (security, timeouts...): the
+    ``--kafka-config`` file's (carried over to Faust's client by
+    :func:`~streamfeat.runtime.consumers.faust_settings.aiokafka_settings`)."""
     batch_size: int = 20_000
     """The most records one :meth:`GroupConsumer.poll` hands over."""
     work_dir: Path = Path(".")
@@ -54,8 +57,9 @@ class ConsumerSettings:
     """Repartition topics: their records' origins are read from headers into the batch."""
 
     def librdkafka(self) -> dict[str, Any]:
-        """The librdkafka properties of a client of this group's cluster."""
-        return {"bootstrap.servers": self.bootstrap, **self.client_config}
+        """The librdkafka properties of a client of this group's cluster; its log lines go
+        to the ``streamfeat.kafka`` logger (:data:`streamfeat.logs.KAFKA_LOG`)."""
+        return {"bootstrap.servers": self.bootstrap, "logger": KAFKA_LOG, **self.client_config}
 
 
 class GroupConsumer(Protocol):

@@ -51,11 +51,14 @@ from confluent_kafka import TopicPartition
 from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streamfeat.errors import ConnectError
 from streamfeat.records import RecordBatch
+from streamfeat.redact import redact
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 from streamfeat.runtime.consumers.faust_fetch import ColumnarConsumerThread
+from streamfeat.runtime.consumers.faust_settings import AiokafkaSettings, aiokafka_settings
 
-__all__ = ["FAUST_INTERNALS", "FaustConsumer", "build_app"]
+__all__ = ["FAUST_INTERNALS", "FaustConsumer", "build_app", "check_connection", "credentials"]
 
 log = logging.getLogger("streamfeat.worker")
 
@@ -161,13 +164,68 @@ class TablelessManager(TableManager):
             await self.recovery.start()
 
 
+def credentials(auth: AiokafkaSettings) -> Any:
+    """Faust's credentials for the settings of ``--kafka-config`` (``None``: plaintext)."""
+    if auth.sasl_mechanism is not None:
+        return faust.SASLCredentials(
+            username=auth.sasl_plain_username, password=auth.sasl_plain_password,
+            ssl_context=auth.ssl_context, mechanism=auth.sasl_mechanism)
+    if auth.ssl_context is not None:
+        return faust.SSLCredentials(auth.ssl_context)
+    return None
+
+
+def check_connection(settings: ConsumerSettings, timeout_s: float) -> None:
+    """Faust's own client (aiokafka, with the settings carried over from ``--kafka-config``)
+    gets the cluster's metadata within ``timeout_s``: what the librdkafka clients reached,
+    Faust's must reach too. Raises :class:`ConnectError`."""
+    from aiokafka.client import AIOKafkaClient  # type: ignore[import-untyped]
+
+    auth = aiokafka_settings(settings.client_config)
+
+    async def bootstrap() -> None:
+        client = AIOKafkaClient(bootstrap_servers=settings.bootstrap.split(","),
+                                request_timeout_ms=int(timeout_s * 1000),
+                                **auth.client_kwargs())
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(bootstrap())
+    except Exception as exc:
+        raise ConnectError(
+            f"Faust's Kafka client (aiokafka) could not connect to Kafka at "
+            f"{redact(settings.bootstrap)} with the settings carried over from --kafka-config "
+            f"({aiokafka_summary(auth)}): {redact(repr(exc))}; check them, or run "
+            "--runtime kafka") from None
+
+
+def aiokafka_summary(auth: AiokafkaSettings) -> str:
+    """The settings of Faust's client, without secrets, for a message."""
+    parts = [f"security_protocol={auth.security_protocol}"]
+    if auth.sasl_mechanism is not None:
+        parts.append(f"sasl_mechanism={auth.sasl_mechanism}")
+        parts.append(f"sasl_plain_username={auth.sasl_plain_username}")
+    if auth.ssl_context is not None:
+        parts.append(f"ssl_context(check_hostname={auth.ssl_context.check_hostname})")
+    return ", ".join(parts)
+
+
 def build_app(settings: ConsumerSettings, topics: Sequence[str]) -> Any:
-    """The Faust app of a worker: group membership and fetching only; no agents, no tables."""
+    """The Faust app of a worker: group membership and fetching only; no agents, no tables.
+    Its clients connect with the ``--kafka-config`` settings (:func:`credentials`)."""
     datadir = Path(settings.work_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
+    auth = aiokafka_settings(settings.client_config)
+    client_id: dict[str, Any] = ({} if auth.client_id is None
+                                 else {"broker_client_id": auth.client_id})
     app = faust.App(
         settings.group_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        broker_credentials=credentials(auth),
+        **client_id,
         datadir=str(datadir),
         web_enabled=False,
         topic_allow_declare=False,

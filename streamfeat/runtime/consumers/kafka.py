@@ -15,12 +15,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamfeat.logs import KAFKA_LOGGER
 from streamfeat.records import Origins, RecordBatch
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 
 __all__ = ["KafkaConsumer"]
 
 log = logging.getLogger("streamfeat.worker")
+client_log = logging.getLogger(KAFKA_LOGGER)  # the client's errors: rate limited by the CLI
 
 
 class KafkaConsumer:
@@ -119,13 +121,13 @@ class KafkaConsumer:
             if err is None:
                 out.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("Kafka: %s", err)
+                client_log.warning("Kafka: %s", err.str())
                 if self._on_error is not None:
                     self._on_error(str(err))
         return out
 
     def _client_error(self, err: KafkaError) -> None:
-        log.warning("Kafka: %s", err)
+        client_log.warning("Kafka: %s", err.str())
         if err.fatal():
             self._fatal = err
         if self._on_error is not None:

@@ -1,0 +1,168 @@
+"""Connections on real servers (contract section 12): a worker that cannot reach Kafka or
+Redis stops within 30 s with one line naming the address; no secret in any output of a
+worker (stdout, stderr, its log, /metrics, /health) or of the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    GroupProgress,
+    Workers,
+    free_port,
+    get_health,
+    make_topology,
+    produce,
+    wait_for_health,
+    worker_cmd,
+)
+from secured import AclRedis, Ran, streamfeat
+
+pytestmark = pytest.mark.integration
+
+# The passwords of the tests here, grepped for in every output (test values, not secrets).
+SECRET = "Zq9-e2e-Secret-7c1"  # noqa: S105
+KAFKA_SECRET = "Zq9-kafka-Secret-d42"  # noqa: S105
+
+
+def closed_port() -> int:
+    """A port where nothing listens (taken and released)."""
+    return free_port()
+
+
+def env_without_stack() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("STREAMFEAT_KAFKA", "STREAMFEAT_REDIS", "STREAMFEAT_KAFKA_CONFIG")}
+
+
+def assert_one_clean_line(ran: Ran, *names: str) -> None:
+    """Failed with one line on stderr naming ``names``: no traceback, no secret."""
+    output = ran.out + ran.err
+    assert ran.code != 0, output
+    assert ran.seconds < 30, f"took {ran.seconds:.1f} s"
+    lines = [line for line in ran.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("streamfeat: "), output
+    assert "Traceback" not in output
+    for name in names:
+        assert name in lines[0], lines[0]
+    assert SECRET not in output and KAFKA_SECRET not in output, output
+
+
+def test_a_worker_that_cannot_reach_kafka_stops_at_once_saying_so(
+        tmp_path: Path, redis_url: str) -> None:
+    """(The check comes before either runtime starts: one runtime is enough here.)"""
+    runtime = "faust"
+    _topology, path = make_topology("nokafka", "nokafka-orders", tmp_path)
+    port = closed_port()
+    secured = redis_url.replace("redis://", f"redis://:{SECRET}@", 1)
+    ran = streamfeat("worker", str(path), "--state-dir", str(tmp_path / "state"),
+                     "--runtime", runtime, "--kafka", f"127.0.0.1:{port}",
+                     "--redis", secured, env=env_without_stack())
+    assert_one_clean_line(ran, f"cannot reach Kafka at 127.0.0.1:{port} within 10 s",
+                          "Connection refused", "check --kafka")
+    print(f"[{runtime}] Kafka unreachable: exit {ran.code} after {ran.seconds:.1f} s: {ran.err}")
+
+
+def test_a_worker_that_cannot_reach_redis_stops_at_once_saying_so(
+        tmp_path: Path, kafka_bootstrap: str) -> None:
+    _topology, path = make_topology("noredis", "noredis-orders", tmp_path)
+    port = closed_port()
+    ran = streamfeat("worker", str(path), "--state-dir", str(tmp_path / "state"),
+                     "--kafka", kafka_bootstrap,
+                     "--redis", f"redis://app:{SECRET}@127.0.0.1:{port}/0",
+                     env=env_without_stack())
+    assert_one_clean_line(ran, f"cannot reach Redis at 127.0.0.1:{port}",
+                          f"redis://app:***@127.0.0.1:{port}/0", "check --redis")
+    print(f"Redis unreachable: exit {ran.code} after {ran.seconds:.1f} s: {ran.err}")
+
+
+def test_commands_name_what_they_cannot_reach_without_secrets(tmp_path: Path) -> None:
+    _topology, path = make_topology("nowhere", "nowhere-orders", tmp_path)
+    redis_port, kafka_port = closed_port(), closed_port()
+    url = f"redis://app:{SECRET}@127.0.0.1:{redis_port}/0"
+    env = {**env_without_stack(), "STREAMFEAT_REDIS": url}
+    (tmp_path / "snapshots").mkdir()
+    for args in (
+        ["get", str(path), "u1"],
+        ["registry", str(path), "--redis", url],
+        ["verify", "--topology", str(path), "--snapshot-dir", str(tmp_path / "snapshots")],
+        ["replay", "--topology", str(path), "--snapshot-dir", str(tmp_path / "snapshots"),
+         "--to-redis", url],
+        ["generate", "--topic", "nowhere", "--events", "1", "--kafka",
+         f"127.0.0.1:{kafka_port}"],
+        ["worker", str(path), "--redis", "http://:" + SECRET + "@127.0.0.1/0"],
+    ):
+        ran = streamfeat(*args, env=env)
+        assert_one_clean_line(ran)
+        assert f"127.0.0.1:{redis_port}" in ran.err or f"127.0.0.1:{kafka_port}" in ran.err \
+            or "the scheme must be" in ran.err, ran.err
+
+
+@pytest.mark.parametrize("runtime", ["faust", "kafka"])
+def test_no_secret_in_any_output_of_a_worker_and_the_commands(
+        tmp_path: Path, kafka_bootstrap: str, new_topic: Callable[..., str], unique_id: str,
+        runtime: str) -> None:
+    """A worker with a Redis ACL user's password (in the URL) and a Kafka properties file
+    naming a password (librdkafka: ignored on a plaintext listener) runs, serves /metrics
+    and /health, and so do the commands; none of their outputs holds either secret."""
+    topic = new_topic("orders", partitions=2)
+    _topology, path = make_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 2000, seed=5, entities=50, malformed_fraction=0.01)
+    config = tmp_path / "client.properties"
+    config.write_text("client.id=streamfeat-test\nsasl.password=${SF_TEST_KAFKA_PASSWORD}\n"
+                      "sasl.username=app\n")
+    with AclRedis(tmp_path / "redis", "app", SECRET) as redis:
+        env = {**env_without_stack(), "STREAMFEAT_REDIS": redis.url(),
+               "STREAMFEAT_KAFKA": kafka_bootstrap, "SF_TEST_KAFKA_PASSWORD": KAFKA_SECRET}
+        port = free_port()
+        seen: list[str] = []
+        with Workers(tmp_path, env) as workers, \
+                GroupProgress(kafka_bootstrap, f"streamfeat.{unique_id}", topic) as group:
+            cmd = worker_cmd(
+                path, tmp_path / "state", "--runtime", runtime, "--metrics-port", str(port),
+                "--snapshot-dir", str(tmp_path / "snapshots"), "--snapshot-every", "1",
+                "--kafka-config", str(config), "--commit-every", "0.5")
+            cmd.insert(cmd.index("worker"), "-v")  # DEBUG: every line the clients say
+            workers.start("worker", cmd)
+            group.wait_end(timeout_s=120, workers=workers)
+            wait_for_health(port, lambda code, body: code == 200 and body["ready"],
+                            path="/health/ready", workers=workers)
+            for view in ("/metrics", "/health", "/health/live", "/health/ready"):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{view}", timeout=5) as r:
+                    seen.append(r.read().decode())
+            time.sleep(1.5)  # a snapshot of everything (--snapshot-every 1), for verify
+            assert workers.stop("worker") == 0, workers.log("worker")
+            assert get_health(port)[0] == 0
+        seen.append((tmp_path / "logs" / "worker.log").read_text(errors="replace"))
+        runs = [
+            streamfeat("get", str(path), "u0001", "u0002", env=env),
+            streamfeat("registry", str(path), "--redis", redis.url(), env=env),
+            streamfeat("verify", "--topology", str(path), "--snapshot-dir",
+                       str(tmp_path / "snapshots"), env=env),
+            streamfeat("plan", str(path), "--state-dir", str(tmp_path / "state"),
+                       "--kafka-config", str(config), env=env),
+            streamfeat("replay", "--topology", str(path), "--snapshot-dir",
+                       str(tmp_path / "snapshots"), "--to-redis", redis.url(), "--processes",
+                       "1", env=env),
+            # wrong passwords, said so
+            streamfeat("get", str(path), "u0001", env={**env, "STREAMFEAT_REDIS": redis.url(
+                password=SECRET + "-wrong")}),
+        ]
+        for ran in runs[:5]:
+            assert ran.code == 0, ran.out + ran.err
+        assert json.loads(runs[0].out)["u0001"], runs[0].out
+        assert "match rate 100.000000%" in runs[2].out, runs[2].out
+        assert runs[5].code != 0 and "invalid username-password pair" in runs[5].err, runs[5].err
+        for ran in runs:
+            seen += [ran.out, ran.err]
+    assert "streamfeat_events_consumed_total" in seen[0]
+    for text in seen:
+        assert SECRET not in text and KAFKA_SECRET not in text, text[-3000:]
+        assert "Zq9" not in text, text[-3000:]  # not even a part of one
