@@ -483,11 +483,14 @@ def check(url: str | RedisURL, *, timeout_s: float = 10.0) -> None:
                 if _tls_failure(e):
                     raise ConnectError(f"TLS with {where} failed: {redact(e)}; "
                                        f"{_tls_hint(target)}") from None
-                if time.monotonic() + 0.5 >= deadline:
-                    hint = ("; a TLS port? use rediss://" if not target.tls and
-                            "closed by server" in str(e) else "")
+                if not target.tls and any(w in str(e) for w in _CLOSED_AT_ONCE):
+                    # A TLS port answers a plaintext client by closing the connection.
                     raise ConnectError(
-                        f"cannot reach {where} within {timeout_s:g} s: {redact(e)}{hint}; check "
+                        f"{where} closed the connection at once: {redact(e)}; the server "
+                        "speaks TLS: use rediss:// (with ssl_ca_certs=...)") from None
+                if time.monotonic() + 0.5 >= deadline:
+                    raise ConnectError(
+                        f"cannot reach {where} within {timeout_s:g} s: {redact(e)}; check "
                         "--redis or STREAMFEAT_REDIS and that the server runs there") from None
                 time.sleep(0.5)
         try:
@@ -504,6 +507,9 @@ def check(url: str | RedisURL, *, timeout_s: float = 10.0) -> None:
                 "your provider, is fine)")
     finally:
         client.close()
+
+
+_CLOSED_AT_ONCE = ("Connection reset by peer", "Connection closed by server")
 
 
 def _tls_failure(exc: BaseException) -> bool:

@@ -8,10 +8,12 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from streamfeat.errors import ConnectError
 
 from harness import (
     GroupProgress,
@@ -23,7 +25,7 @@ from harness import (
     wait_for_health,
     worker_cmd,
 )
-from secured import AclRedis, Ran, streamfeat
+from secured import AclRedis, Certificates, Ran, streamfeat
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +168,101 @@ def test_no_secret_in_any_output_of_a_worker_and_the_commands(
     for text in seen:
         assert SECRET not in text and KAFKA_SECRET not in text, text[-3000:]
         assert "Zq9" not in text, text[-3000:]  # not even a part of one
+
+
+# ------------------------------------------------------------------------------ Redis
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return Certificates.make(tmp_path_factory.mktemp("certs"), key_password=SECRET + "-key")
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory,
+              certs: Certificates) -> Iterator[AclRedis]:
+    """A Redis with TLS only (client certificates required) and an ACL user."""
+    with AclRedis(tmp_path_factory.mktemp("tls-redis"), "streamfeat", SECRET, certs) as r:
+        yield r
+
+
+def test_rediss_with_ca_client_certificate_and_acl_user(
+        tls_redis: AclRedis, tmp_path: Path) -> None:
+    """``check`` (the start-up check) and the sink and client over TLS, ACL user and all."""
+    from streamfeat.client import Client
+    from streamfeat.sinks import RedisSink
+    from streamfeat.sinks.redis import check
+
+    topology, _path = make_topology("tlsredis", "tlsredis-orders", tmp_path)
+    check(tls_redis.url(), timeout_s=5)
+    with RedisSink(tls_redis.url(), topology) as sink:
+        sink.probe(2.0)
+    with Client(tls_redis.url()) as client:
+        assert client.get(topology, ["nobody"])["nobody"]  # the defaults, read over TLS
+
+
+def _refused(url: str) -> tuple[str, float]:
+    from streamfeat.sinks.redis import check
+
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        check(url, timeout_s=10)
+    took = time.monotonic() - started
+    message = str(info.value)
+    assert SECRET not in message and "Zq9" not in message, message
+    return message, took
+
+
+def test_wrong_password_wrong_ca_missing_client_certificate_and_plaintext_fail_at_once(
+        tls_redis: AclRedis, tmp_path: Path) -> None:
+    other = Certificates.make(tmp_path / "other", key_password="x" * 8, name="other")
+    cases = {
+        "wrong password": (tls_redis.url(password=SECRET + "-wrong"),
+                           f"Redis at {tls_redis.address} (rediss://streamfeat:***@"),
+        "wrong CA": (tls_redis.url(ca=other.ca), "TLS with Redis at"),
+        "no client certificate": (tls_redis.url(client_cert=False), "TLS with Redis at"),
+        "plaintext to TLS": (f"redis://streamfeat:{SECRET}@{tls_redis.address}/0",
+                             "the server speaks TLS: use rediss://"),
+    }
+    for case, (url, words) in cases.items():
+        message, took = _refused(url)
+        print(f"Redis {case}: {took:.2f} s: {message}")
+        assert words in message, (case, message)
+        assert took < 3, (case, took)  # at once: waiting would not mend it
+    assert "refused the credentials" in _refused(cases["wrong password"][0])[0]
+    assert "check ssl_ca_certs" in _refused(cases["wrong CA"][0])[0]
+
+
+def test_a_redis_cluster_is_refused_at_start(tmp_path: Path, kafka_bootstrap: str) -> None:
+    import shutil
+    import subprocess
+
+    from streamfeat.errors import ConfigError
+    from streamfeat.sinks.redis import check
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+         "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                check(f"redis://127.0.0.1:{port}/0", timeout_s=1)
+            except ConfigError as exc:
+                assert "is a Redis Cluster (cluster_enabled:1)" in str(exc), exc
+                break
+            except ConnectError:
+                assert time.time() < deadline, "the cluster-enabled redis-server did not start"
+                continue
+            raise AssertionError("a Redis Cluster was taken")
+        _topology, path = make_topology("cluster", "cluster-orders", tmp_path)
+        ran = streamfeat("worker", str(path), "--state-dir", str(tmp_path / "state"),
+                         "--kafka", kafka_bootstrap, "--redis", f"redis://127.0.0.1:{port}/0",
+                         env=env_without_stack())
+        assert_one_clean_line(ran, "is a Redis Cluster", "use a standalone Redis")
+    finally:
+        proc.terminate()
+        proc.wait(30)
