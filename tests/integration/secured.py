@@ -5,6 +5,7 @@ every output is kept to be searched for secrets."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,52 @@ def streamfeat(*args: str, env: dict[str, str], timeout_s: float = 120) -> Ran:
     done = subprocess.run([sys.executable, "-m", "streamfeat.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
     return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """``deploy/local/up`` with a SASL_SSL listener and a TLS Redis, in a directory of its own
+    (see :meth:`start`): what it printed, and the passwords of ``tls/secrets.env``."""
+
+    dir: Path
+    env: dict[str, str]  # the environment up and down ran with
+    plaintext: str  # the same broker's PLAINTEXT listener: the tests' own clients
+    sasl_ssl: str  # bootstrap of the SASL_SSL listener
+    kafka_config: Path  # its --kafka-config (${NAME} references to the secrets)
+    redis_tls: str  # rediss:// URL of the ACL user, TLS files (${NAME} references)
+    secrets: dict[str, str]  # STREAMFEAT_KAFKA_PASSWORD, ..._REDIS_PASSWORD, ..._KEY_PASSWORD
+
+    @classmethod
+    def start(cls, directory: Path) -> SecureStack:
+        """Start it; the Kafka jars are shared with the session's broker when there."""
+        for libs in (ROOT / ".local" / "kafka").glob("libs-*"):
+            if (libs / ".complete").exists():
+                (directory / "kafka").mkdir(parents=True, exist_ok=True)
+                link = directory / "kafka" / libs.name
+                if not link.exists():
+                    link.symlink_to(libs)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFEAT_")}
+        env.update(STREAMFEAT_LOCAL_DIR=str(directory), KAFKA_HEAP="384m",
+                   KAFKA_PORT=str(free_port()), KAFKA_CONTROLLER_PORT=str(free_port()),
+                   KAFKA_SASL_SSL_PORT=str(free_port()), REDIS_PORT=str(free_port()),
+                   REDIS_TLS_PORT=str(free_port()))
+        done = subprocess.run([str(ROOT / "deploy" / "local" / "up")], env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            cls.stop_env(env)
+            raise AssertionError(f"deploy/local/up (secured) failed:\n{done.stderr[-3000:]}")
+        said = dict(line.split("=", 1) for line in done.stdout.splitlines()
+                    if line.startswith("STREAMFEAT_"))
+        secrets = dict(line.split("=", 1) for line in
+                       Path(said["STREAMFEAT_SECRETS"]).read_text().splitlines() if "=" in line)
+        return cls(directory, env, said["STREAMFEAT_KAFKA"], said["STREAMFEAT_KAFKA_SASL_SSL"],
+                   Path(said["STREAMFEAT_KAFKA_CONFIG_SASL_SSL"]), said["STREAMFEAT_REDIS_TLS"],
+                   secrets)
+
+    @staticmethod
+    def stop_env(env: dict[str, str]) -> None:
+        subprocess.run([str(ROOT / "deploy" / "local" / "down")], env=env,
+                       capture_output=True, timeout=120, check=False)
+
+    def stop(self) -> None:
+        self.stop_env(self.env)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,17 @@ from streamfeat.errors import ConnectError
 from harness import (
     GroupProgress,
     Workers,
+    assert_redis_matches_reference,
+    dead_letter_origins,
     free_port,
     get_health,
     make_topology,
     produce,
+    run_to_end,
     wait_for_health,
     worker_cmd,
 )
-from secured import AclRedis, Certificates, Ran, streamfeat
+from secured import AclRedis, Certificates, Ran, SecureStack, streamfeat
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +96,7 @@ def test_commands_name_what_they_cannot_reach_without_secrets(tmp_path: Path) ->
     url = f"redis://app:{SECRET}@127.0.0.1:{redis_port}/0"
     env = {**env_without_stack(), "STREAMFEAT_REDIS": url}
     (tmp_path / "snapshots").mkdir()
-    for args in (
+    commands = (
         ["get", str(path), "u1"],
         ["registry", str(path), "--redis", url],
         ["verify", "--topology", str(path), "--snapshot-dir", str(tmp_path / "snapshots")],
@@ -100,8 +105,10 @@ def test_commands_name_what_they_cannot_reach_without_secrets(tmp_path: Path) ->
         ["generate", "--topic", "nowhere", "--events", "1", "--kafka",
          f"127.0.0.1:{kafka_port}"],
         ["worker", str(path), "--redis", "http://:" + SECRET + "@127.0.0.1/0"],
-    ):
-        ran = streamfeat(*args, env=env)
+    )
+    with ThreadPoolExecutor(len(commands)) as pool:  # several wait out the 10 s check
+        done = list(pool.map(lambda args: streamfeat(*args, env=env), commands))
+    for ran in done:
         assert_one_clean_line(ran)
         assert f"127.0.0.1:{redis_port}" in ran.err or f"127.0.0.1:{kafka_port}" in ran.err \
             or "the scheme must be" in ran.err, ran.err
@@ -234,7 +241,6 @@ def test_wrong_password_wrong_ca_missing_client_certificate_and_plaintext_fail_a
 
 
 def test_a_redis_cluster_is_refused_at_start(tmp_path: Path, kafka_bootstrap: str) -> None:
-    import shutil
     import subprocess
 
     from streamfeat.errors import ConfigError
@@ -266,3 +272,89 @@ def test_a_redis_cluster_is_refused_at_start(tmp_path: Path, kafka_bootstrap: st
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ------------------------------------------------------------------------------ secured stack
+
+
+@pytest.fixture(scope="session")
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
+    """A broker with a SASL_SSL listener (SCRAM-SHA-512, client certificates required) and a
+    TLS-only Redis with an ACL user (``deploy/local/up`` with KAFKA_SASL_SSL_PORT and
+    REDIS_TLS_PORT), started once for the tests that ask for it; the passwords it made are in
+    this process's environment meanwhile, where the settings' ``${NAME}`` find them."""
+    if shutil.which("java") is None or shutil.which("openssl") is None:
+        pytest.skip("the secured stack needs a JDK and openssl (deploy/local/up)")
+    started = time.monotonic()
+    stack = SecureStack.start(tmp_path_factory.mktemp("secure-stack"))
+    print(f"\nsecured stack up in {time.monotonic() - started:.1f} s")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in stack.secrets.items():
+                mp.setenv(name, value)
+            yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("runtime", ["faust", "kafka"])
+def test_a_worker_on_sasl_ssl_kafka_and_tls_redis(
+        secure_stack: SecureStack, tmp_path: Path, unique_id: str, runtime: str) -> None:
+    """Consumes over SASL_SSL (SCRAM-SHA-512, mutual TLS), writes Redis over TLS as an ACL
+    user, sends its dead letters over SASL_SSL; every Redis cell equals the reference and
+    each late or malformed record is one dead letter; no password in its output."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    plain = secure_stack.plaintext  # the tests' own clients (setup and checks)
+    topic = f"{unique_id}-orders"
+    admin = AdminClient({"bootstrap.servers": plain})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    topology, path = make_topology(unique_id, topic, tmp_path)
+    produce(plain, topic, 3000, seed=11, entities=80, events_per_second=0.5,
+            late_fraction=0.01, malformed_fraction=0.01)
+    started = time.monotonic()
+    log = run_to_end(path, tmp_path / "state", secure_stack.sasl_ssl, secure_stack.redis_tls,
+                     "--runtime", runtime, "--kafka-config", str(secure_stack.kafka_config))
+    took = time.monotonic() - started
+    entities, late, malformed = assert_redis_matches_reference(plain, secure_stack.redis_tls,
+                                                               topology)
+    letters = dead_letter_origins(plain, topic)
+    assert late > 0 and malformed > 0
+    assert len(letters) == len(set(letters)) == late + malformed, (len(letters), late, malformed)
+    text = log.read_text(errors="replace")
+    for secret in secure_stack.secrets.values():
+        assert secret not in text, text[-3000:]
+    print(f"[{runtime}] SASL_SSL + TLS Redis: 3000 records to the end in {took:.1f} s, "
+          f"{entities} entities, {late + malformed} dead letters")
+
+
+def test_kafka_wrong_password_wrong_ca_and_plaintext_fail_at_once(
+        secure_stack: SecureStack, tmp_path: Path, certs: Certificates) -> None:
+    good = secure_stack.kafka_config.read_text()
+    variants = {
+        "wrong password": (good.replace("${STREAMFEAT_KAFKA_PASSWORD}", SECRET),
+                           ["refused the credentials", "SASL authentication error",
+                            "check sasl.mechanism, sasl.username and sasl.password"]),
+        "wrong CA": ("\n".join(line if not line.startswith("ssl.ca.location=") else
+                               f"ssl.ca.location={certs.ca}" for line in good.splitlines()),
+                     ["TLS with Kafka at", "certificate verify failed", "check ssl.ca.location"]),
+        "plaintext to TLS": (good.replace("security.protocol=SASL_SSL\n", ""),
+                             ["closed the connection at once",
+                              "set security.protocol=SSL or SASL_SSL"]),
+    }
+    _topology, path = make_topology("secfail", "secfail-orders", tmp_path)
+    env = {**env_without_stack(), **secure_stack.secrets}
+    for case, (text, words) in variants.items():
+        config = tmp_path / f"{case.replace(' ', '-')}.properties"
+        config.write_text(text)
+        for runtime in ("faust", "kafka"):
+            ran = streamfeat("worker", str(path), "--state-dir", str(tmp_path / "state"),
+                             "--runtime", runtime, "--kafka", secure_stack.sasl_ssl,
+                             "--kafka-config", str(config), "--redis", secure_stack.redis_tls,
+                             env=env)
+            assert_one_clean_line(ran, f"Kafka at {secure_stack.sasl_ssl}", *words,
+                                  f"--kafka-config {config}")
+            assert ran.seconds < 8, (case, runtime, ran.seconds)  # at once, not after 10 s
+            for secret in secure_stack.secrets.values():
+                assert secret not in ran.err
+            print(f"Kafka {case} [{runtime}]: exit {ran.code} after {ran.seconds:.1f} s")

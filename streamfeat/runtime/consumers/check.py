@@ -29,7 +29,24 @@ KAFKA_CHECK_S = 10.0
 
 _CREDENTIALS = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 _PLAINTEXT_TO_TLS = "incorrect security.protocol"
-_QUIET = KafkaClientLog(quiet=True)
+_CLOSED_AT_HELLO = "in state APIVERSION_QUERY"
+"""A plaintext client on a TLS listener: the broker closes the connection at its first
+request (librdkafka logs it, its error callback says only that all brokers are down)."""
+
+
+class _Lines(KafkaClientLog):
+    """The check client's log: kept (the failures' own words), shown at DEBUG only."""
+
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+        self.lines: list[str] = []
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        super().log(level, fmt, *args)
+        try:
+            self.lines.append(fmt % args)
+        except (TypeError, ValueError):
+            self.lines.append(fmt)
 
 
 def describe(err: KafkaError) -> str:
@@ -57,8 +74,9 @@ def check_kafka(settings: ConsumerSettings, *, timeout_s: float = KAFKA_CHECK_S,
     where = f"Kafka at {redact(settings.bootstrap)}"
     source = f"--kafka-config {config_file}" if config_file else "--kafka-config"
     errors: list[KafkaError] = []
+    lines = _Lines()
     config: dict[str, Any] = {
-        **settings.librdkafka(), "logger": _QUIET, "error_cb": errors.append,
+        **settings.librdkafka(), "logger": lines, "error_cb": errors.append,
         "socket.connection.setup.timeout.ms": max(1000, int(timeout_s * 1000)),
     }
     try:
@@ -84,8 +102,14 @@ def check_kafka(settings: ConsumerSettings, *, timeout_s: float = KAFKA_CHECK_S,
             if err.code() != KafkaError._ALL_BROKERS_DOWN:
                 last = err  # the broker's own words ("Connect to ... failed: refused")
         errors.clear()
+        failed = [line.split(": ", 1)[-1] for line in lines.lines if " FAIL " in f" {line}"]
+        plaintext = not str(settings.client_config.get("security.protocol", "plaintext")
+                            ).upper().endswith("SSL")
+        if plaintext and sum(_CLOSED_AT_HELLO in line for line in failed) >= 2:
+            raise ConnectError(_message("plaintext", where, failed[-1], settings, source))
         if time.monotonic() >= deadline:
-            said = describe(last) if last is not None else "no answer"
+            said = (redact(failed[-1]) if failed else
+                    describe(last) if last is not None else "no answer")
             security = (f"security.protocol in {source}" if config_file else
                         "--kafka-config FILE if the cluster needs TLS or SASL")
             raise ConnectError(
@@ -94,9 +118,9 @@ def check_kafka(settings: ConsumerSettings, *, timeout_s: float = KAFKA_CHECK_S,
                 f"there, and {security}")
 
 
-def _message(kind: str, where: str, err: KafkaError, settings: ConsumerSettings,
+def _message(kind: str, where: str, err: KafkaError | str, settings: ConsumerSettings,
              source: str) -> str:
-    said = describe(err)
+    said = describe(err) if isinstance(err, KafkaError) else redact(err)
     config = settings.client_config
     if kind == "credentials":
         return (f"{where} refused the credentials: {said}; check sasl.mechanism, "
