@@ -458,7 +458,13 @@ class FaustConsumer:
 
     def probe(self, timeout_s: float) -> None:
         # Through the query consumer: Faust's own client reports no errors to the worker.
-        self._query.list_topics(self._topics[0] if self._topics else None, timeout=timeout_s)
+        try:
+            self._query.list_topics(self._topics[0] if self._topics else None,
+                                    timeout=timeout_s)
+        finally:
+            # Nothing else polls this consumer: serve its queued log lines (streamfeat.kafka),
+            # so that they are shown and do not pile up during an outage.
+            self._query.poll(0)
 
     def close(self) -> None:
         self.closed.set()
