@@ -62,7 +62,7 @@ __all__ = ["FAUST_INTERNALS", "FaustConsumer", "build_app", "check_connection", 
 
 log = logging.getLogger("streamfeat.worker")
 
-_E2E = "tests/integration/test_faust_runtime.py and tests/integration/test_worker_e2e.py"
+_E2E = "tests/integration/test_faust_runtime.py and tests/faults/test_kills_e2e.py"
 FAUST_INTERNALS: tuple[tuple[str, str, str], ...] = (
     # (dotted name, what streamfeat uses it for, the test that guards that use)
     ("faust.transport.consumer.Consumer._drain_messages",
