@@ -77,14 +77,7 @@ class Checkpoints:
     def chain(self, name: str) -> list[_Checkpoint]:
         """The objects a restore of store ``name`` reads: the latest base and the deltas
         after it, in offset order."""
-        found = []
-        for path in self.store.list(self._folder(name)):
-            stem = path.rsplit("/", 1)[-1]
-            if not stem.endswith(".ckpt"):
-                continue
-            offset, _dash, kind = stem.removesuffix(".ckpt").partition("-")
-            if kind in ("base", "delta") and offset.isdigit():
-                found.append(_Checkpoint(path, int(offset), kind == "base"))
+        found = self._all(name)
         found.sort(key=lambda c: (c.offset, not c.base))
         bases = [c for c in found if c.base]
         if bases:
@@ -130,10 +123,13 @@ class Checkpoints:
         self.store.delete(old)
 
     def _all(self, name: str) -> list[_Checkpoint]:
+        """Every checkpoint object of ``name`` (``{offset:020d}-base|delta.ckpt``)."""
         out = []
         for path in self.store.list(self._folder(name)):
-            stem = path.rsplit("/", 1)[-1].removesuffix(".ckpt")
-            offset, _dash, kind = stem.partition("-")
+            stem = path.rsplit("/", 1)[-1]
+            if not stem.endswith(".ckpt"):
+                continue
+            offset, _dash, kind = stem.removesuffix(".ckpt").partition("-")
             if offset.isdigit() and kind in ("base", "delta"):
                 out.append(_Checkpoint(path, int(offset), kind == "base"))
         return out
