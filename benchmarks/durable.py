@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -29,21 +26,17 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from streamfeat.config import resolve_kafka, resolve_redis
 
-from harness import BENCH, TOPOLOGY, create_topic, delete_topics, machine, produce
+from harness import (
+    BENCH,
+    TOPOLOGY,
+    create_topic,
+    delete_topics,
+    machine,
+    produce,
+    run_worker,
+)
 
 _RESTORED = re.compile(r"restored from .* \((\d+) objects, ([\d.]+) MB\) in ([\d.]+) s")
-
-
-def run_worker(topology: Path, state: Path, log: Path, *extra: str) -> float:
-    started = time.perf_counter()
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamfeat.cli", "worker", str(topology), "--state-dir",
-             str(state), "--stop-at-end", *extra], stdout=out, stderr=subprocess.STDOUT,
-            check=False, timeout=3600)
-    if done.returncode != 0:
-        raise SystemExit(f"worker failed ({done.returncode}):\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - started
 
 
 def folder_bytes(path: Path) -> int:

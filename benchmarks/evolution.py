@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +34,7 @@ from harness import (  # benchmarks/harness.py
     delete_topics,
     machine,
     produce,
+    run_worker,
 )
 
 NEW_FEATURE = """\
@@ -54,18 +52,6 @@ def _at(line: str) -> float:
     if m is None:
         raise ValueError(f"no time stamp in {line!r}")
     return datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-
-
-def run_worker(topology: Path, state: Path, log: Path, *extra: str) -> float:
-    started = time.perf_counter()
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamfeat.cli", "worker", str(topology), "--state-dir",
-             str(state), "--stop-at-end", *extra], stdout=out, stderr=subprocess.STDOUT,
-            check=False, timeout=3600)
-    if done.returncode != 0:
-        raise SystemExit(f"worker failed ({done.returncode}):\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - started
 
 
 def change_figures(log: Path) -> tuple[int, float]:

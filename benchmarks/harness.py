@@ -124,6 +124,20 @@ def produce(kafka: str, topic: str, events: int, entities: int, seed: int,
 
 
 # --------------------------------------------------------------------------- processes
+def run_worker(topology: Path, state: Path, log: Path, *extra: str) -> float:
+    """``streamfeat worker TOPOLOGY --state-dir STATE --stop-at-end EXTRA...`` to its exit,
+    logging to ``log``; the seconds it took (a failed run stops the benchmark)."""
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamfeat.cli", "worker", str(topology), "--state-dir",
+             str(state), "--stop-at-end", *extra], stdout=out, stderr=subprocess.STDOUT,
+            check=False, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"worker failed ({done.returncode}):\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - started
+
+
 def tree_rss(root: int) -> int:
     """Resident bytes of a process and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}
