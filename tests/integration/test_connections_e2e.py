@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -240,17 +241,35 @@ def test_wrong_password_wrong_ca_missing_client_certificate_and_plaintext_fail_a
     assert "check ssl_ca_certs" in _refused(cases["wrong CA"][0])[0]
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a port too, and free: a free_port()
+    above 55535 made the cluster-enabled redis-server exit at start (seen in CI)."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair (p, p + 10000) on 127.0.0.1")
+
+
 def test_a_redis_cluster_is_refused_at_start(tmp_path: Path, kafka_bootstrap: str) -> None:
     import subprocess
 
     from streamfeat.errors import ConfigError
     from streamfeat.sinks.redis import check
 
-    port = free_port()
+    port = _cluster_port()
+    log = tmp_path / "redis.log"
     proc = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
          "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
-         "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf")],
+         "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"),
+         "--logfile", str(log)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 20
@@ -261,7 +280,9 @@ def test_a_redis_cluster_is_refused_at_start(tmp_path: Path, kafka_bootstrap: st
                 assert "is a Redis Cluster (cluster_enabled:1)" in str(exc), exc
                 break
             except ConnectError:
-                assert time.time() < deadline, "the cluster-enabled redis-server did not start"
+                said = log.read_text() if log.exists() else "(no log)"
+                assert proc.poll() is None, f"redis-server on {port} exited:\n{said}"
+                assert time.time() < deadline, f"redis-server on {port} did not start:\n{said}"
                 continue
             raise AssertionError("a Redis Cluster was taken")
         _topology, path = make_topology("cluster", "cluster-orders", tmp_path)
