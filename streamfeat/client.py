@@ -47,16 +47,25 @@ from streamfeat.topology.definitions import (
     TopologyDef,
 )
 
-__all__ = ["DEFAULT_REDIS_URL", "Client", "EntityFeatures", "resolve_fields"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "READ_SCRIPT",
+    "Client",
+    "EntityFeatures",
+    "ReadPlan",
+    "plan_read",
+    "resolve_fields",
+]
 
 DEFAULT_REDIS_URL = DEFAULT_REDIS
 _META = (VERSION_FIELD, ASOF_FIELD, UPDATED_FIELD)
 _CHUNK = 1000  # entities per script call; all calls of one read share one round trip
 
+#: The read, one ``EVALSHA`` per chunk of entities (:meth:`ReadPlan.calls`).
 #: KEYS: entity hashes; ARGV: the fields to read. Returns msgpack: one HMGET reply
 #: per key (``false`` for an absent field). One msgpack string parses far faster
 #: than thousands of RESP replies, which dominate a pipeline of HMGETs.
-_READ_SCRIPT = """
+READ_SCRIPT = """
 local CHUNK = 4000
 local n = #ARGV
 local out = {}
@@ -117,7 +126,7 @@ class Client:
             self._redis = connect(url)
             self._owns_client = True
         self._loaded: dict[str, tuple[int, TopologyDef]] = {}
-        self._script = LuaScript(_READ_SCRIPT)
+        self._script = LuaScript(READ_SCRIPT)
 
     def get(
         self,
@@ -140,41 +149,14 @@ class Client:
         features: Sequence[str] | None = None,
     ) -> dict[str, EntityFeatures]:
         """Like :meth:`get`, with ``found``, ``_asof``, ``_updated`` and ``_v`` of each entity."""
-        topo = self._topology(topology)
-        fields = resolve_fields(topo, features)
-        ids = list(dict.fromkeys(str(e) for e in entity_ids))
-        if not ids:
+        read = plan_read(self._topology(topology), entity_ids, features)
+        if not read.ids:
             return {}
-        wanted = [*fields, *_META]
-        calls = [([topo.redis_key(eid) for eid in ids[i : i + _CHUNK]], wanted)
-                 for i in range(0, len(ids), _CHUNK)]
         try:
-            replies = self._script.run(self._redis, calls, raw=True)
+            replies = self._script.run(self._redis, read.calls(), raw=True)
         except RedisError as e:
-            raise SinkError(
-                f"reading {len(ids)} entities of topology {topo.name!r} from Redis failed: "
-                f"{e}. Check that Redis is reachable (STREAMFEAT_REDIS)."
-            ) from e
-        rows: list[list[str | bool]] = [row for r in replies for row in _ROWS.decode(r)]
-        n = len(fields)
-        defaults = topo.defaults
-        out: dict[str, EntityFeatures] = {}
-        for eid, row in zip(ids, rows, strict=True):
-            v, asof, updated = row[n], row[n + 1], row[n + 2]
-            if not isinstance(v, str):  # no _v: never written, or expired
-                out[eid] = EntityFeatures(eid, {f: defaults.get(f) for f in fields}, False)
-                continue
-            values = {f: decode_value(text) if isinstance(text, str) else None
-                      for f, text in zip(fields, row, strict=False)}
-            out[eid] = EntityFeatures(
-                eid,
-                values,
-                True,
-                int(asof) if isinstance(asof, str) else None,
-                int(updated) if isinstance(updated, str) else None,
-                v,
-            )
-        return out
+            raise read.error(e) from e
+        return read.decode(replies)
 
     def close(self) -> None:
         """Close the connection pool if this client created it."""
@@ -205,6 +187,73 @@ class Client:
             raise TypeError(f"load_topology returned {type(topo).__name__}, not TopologyDef")
         self._loaded[str(path)] = (mtime, topo)
         return topo
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """One read of many entities: the script calls to send, and how to decode their replies.
+
+    The whole read path of :class:`Client` but the I/O, so that another reader (the HTTP
+    feature server, ``streamfeat.serving``) sends the same calls over its own connection
+    and serves exactly the values the client would. Build it with :func:`plan_read`.
+    """
+
+    topology: TopologyDef
+    fields: list[str]
+    """The Redis fields read, in order (:func:`resolve_fields`)."""
+    ids: list[str]
+    """The entity ids as text, in order, without duplicates."""
+
+    def calls(self) -> list[tuple[list[str], list[str]]]:
+        """``(KEYS, ARGV)`` of each :data:`READ_SCRIPT` call; all go in one round trip."""
+        wanted = [*self.fields, *_META]
+        topo, ids = self.topology, self.ids
+        return [([topo.redis_key(eid) for eid in ids[i : i + _CHUNK]], wanted)
+                for i in range(0, len(ids), _CHUNK)]
+
+    def decode(self, replies: Sequence[bytes]) -> dict[str, EntityFeatures]:
+        """Each entity's values from the calls' raw replies (one msgpack string per call):
+        the stored values decoded, ``None`` for an absent field, the topology's defaults
+        (``None`` where it has none) for an entity never written or expired."""
+        rows: list[list[str | bool]] = [row for r in replies for row in _ROWS.decode(r)]
+        fields = self.fields
+        n = len(fields)
+        defaults = self.topology.defaults
+        out: dict[str, EntityFeatures] = {}
+        for eid, row in zip(self.ids, rows, strict=True):
+            v, asof, updated = row[n], row[n + 1], row[n + 2]
+            if not isinstance(v, str):  # no _v: never written, or expired
+                out[eid] = EntityFeatures(eid, {f: defaults.get(f) for f in fields}, False)
+                continue
+            values = {f: decode_value(text) if isinstance(text, str) else None
+                      for f, text in zip(fields, row, strict=False)}
+            out[eid] = EntityFeatures(
+                eid,
+                values,
+                True,
+                int(asof) if isinstance(asof, str) else None,
+                int(updated) if isinstance(updated, str) else None,
+                v,
+            )
+        return out
+
+    def error(self, cause: Exception) -> SinkError:
+        """The error to raise when Redis failed this read."""
+        return SinkError(
+            f"reading {len(self.ids)} entities of topology {self.topology.name!r} from Redis "
+            f"failed: {cause}. Check that Redis is reachable (STREAMFEAT_REDIS)."
+        )
+
+
+def plan_read(
+    topology: TopologyDef,
+    entity_ids: Sequence[str | int],
+    features: Sequence[str] | None = None,
+) -> ReadPlan:
+    """The read of ``features`` (see :func:`resolve_fields`) of ``entity_ids`` (as text,
+    duplicates dropped). Raises :class:`ConfigError` for a feature the topology lacks."""
+    fields = resolve_fields(topology, features)
+    return ReadPlan(topology, fields, list(dict.fromkeys(str(e) for e in entity_ids)))
 
 
 def resolve_fields(topology: TopologyDef, features: Sequence[str] | None) -> list[str]:
