@@ -2,13 +2,22 @@
 
 Everything lives in a registry owned by :class:`Metrics`, not the global default one, so
 that several workers (or tests) in one process never collide.
+
+Every metric of a topology's work is labelled ``topology`` (and ``partition`` where it is
+per partition), so that one dashboard and one set of alerts serve every topology
+(``deploy/grafana``, ``deploy/prometheus``; the names are listed in docs/operations.md).
+Times are in seconds. Malformed records are counted per ``reason``, one of the small fixed
+set :data:`MALFORMED_REASONS` (:func:`malformed_reason` sorts a dead letter's text into
+it): never the text itself, whose values are unbounded.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,9 +32,55 @@ from prometheus_client import (
 
 from streamfeat.redact import redact
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["MALFORMED_REASONS", "Metrics", "MetricsServer", "malformed_reason"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_FRESHNESS_BUCKETS = (*_LATENCY_BUCKETS, 60, 120, 300, 600, 1800, 3600)
+"""Event to Redis: up to an hour, so that a p99 can be compared with any topology's
+``freshness`` bound up to that (a quantile past the last finite bucket reads as its bound)."""
+
+MALFORMED_REASONS = (
+    "undecodable", "tombstone", "not_object", "framing", "key", "key_mismatch", "timestamp",
+    "too_far_future", "type", "other",
+)
+"""The ``reason`` label of ``streamfeat_events_malformed_total``, as the decoder tells them
+apart (streamfeat/records/decode.py, avro.py, protobuf.py; pipeline/acceptance.py):
+
+- ``undecodable``: not valid JSON, msgpack, Avro or Protobuf of the schema;
+- ``tombstone``: a record without a value;
+- ``not_object``: decodes, but not as one object of event fields;
+- ``framing``: not Confluent-framed, or a schema id or message index not the topology's;
+- ``key``: the entity key field missing, empty, or neither a string nor an integer;
+- ``key_mismatch``: the record's Kafka key is not its entity id (topic not keyed by entity);
+- ``timestamp``: the event time missing, unparseable, negative or past year 9999;
+- ``too_far_future``: the event time later than the record's Kafka timestamp by more than
+  ``max_future`` (or no Kafka timestamp to check it against);
+- ``type``: a field an aggregation reads has the wrong type (or a non-finite number);
+- ``other``: none of these (a reason written after this list; never expected).
+"""
+
+_REASON_PREFIXES = (
+    ("undecodable:", "undecodable"),
+    ("record has no value", "tombstone"),
+    ("expected an object", "not_object"),
+    ("not Confluent-framed", "framing"),
+    ("schema id ", "framing"),
+    ("message indexes ", "framing"),
+    ("key field ", "key"),
+    ("key: ", "key_mismatch"),
+    ("timestamp field ", "timestamp"),
+    ("Kafka timestamp ", "timestamp"),
+    ("future: ", "too_far_future"),
+    ("field ", "type"),
+)
+
+
+def malformed_reason(text: str) -> str:
+    """The ``reason`` label (one of :data:`MALFORMED_REASONS`) of a dead letter's reason."""
+    for prefix, label in _REASON_PREFIXES:
+        if text.startswith(prefix):
+            return label
+    return "other"
 
 
 class Metrics:
@@ -33,6 +88,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.topologies: tuple[str, ...] = ()  # the worker's, once described
         r = self.registry
         tp = ["topology", "partition"]
         self.consumed = Counter("streamfeat_events_consumed", "Records consumed", tp, registry=r)
@@ -43,8 +99,10 @@ class Metrics:
             "streamfeat_events_late", "Late events (sent to the DLQ)", tp, registry=r
         )
         self.malformed = Counter(
-            "streamfeat_events_malformed", "Malformed records (sent to the DLQ)", tp, registry=r
-        )
+            "streamfeat_events_malformed",
+            "Malformed records (sent to the DLQ), by reason (one of a fixed set: undecodable, "
+            "tombstone, not_object, framing, key, key_mismatch, timestamp, too_far_future, "
+            "type, other)", [*tp, "reason"], registry=r)
         self.repartitioned = Counter(
             "streamfeat_events_repartitioned",
             "Records a re-keyed topology's first stage wrote to its repartition topic "
@@ -57,13 +115,20 @@ class Metrics:
             "streamfeat_key_mismatch",
             "Records whose key is not the entity id of a topology declared keyed by entity "
             "(sent to the DLQ; set source.keyed_by_entity: false)", tp, registry=r)
-        self.lag = Gauge("streamfeat_consumer_lag", "Records behind the end of the partition",
-                         ["topic", "partition"], registry=r)
+        self.lag = Gauge(
+            "streamfeat_consumer_lag",
+            "Records behind the end of the partition (topic: the one consumed, a re-keyed "
+            "topology's source or repartition topic)",
+            ["topology", "topic", "partition"], registry=r)
         self.event_to_redis = Histogram(
             "streamfeat_event_to_redis_seconds",
             "Time from a record's Kafka timestamp to its features being written to Redis",
-            ["topology"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["topology"], buckets=_FRESHNESS_BUCKETS, registry=r,
         )
+        self.freshness_bound = Gauge(
+            "streamfeat_freshness_bound_seconds",
+            "The topology's declared freshness (its freshness: key): the bound event to "
+            "Redis is held to", ["topology"], registry=r)
         self.redis_write = Histogram(
             "streamfeat_redis_write_seconds", "Latency of one pipelined Redis write",
             ["topology"], buckets=_LATENCY_BUCKETS, registry=r,
@@ -88,13 +153,15 @@ class Metrics:
                               registry=r)
         self.state_bytes = Gauge("streamfeat_state_bytes",
                                  "Approximate in-memory size of the window state", tp, registry=r)
-        self.stream_time = Gauge("streamfeat_stream_time_ms", "Stream time of the partition", tp,
-                                 registry=r)
+        self.stream_time = Gauge(
+            "streamfeat_stream_time_seconds",
+            "Stream time of the partition (the largest event time seen), Unix seconds", tp,
+            registry=r)
         self.staleness = Gauge(
             "streamfeat_feature_staleness_seconds",
             "Wall clock minus the stream time the served values are as of", tp, registry=r,
         )
-        store = ["store", "partition"]
+        store = ["topology", "store", "partition"]  # store: the topology's, or <topology>.rekey
         self.restore_seconds = Gauge(
             "streamfeat_state_restore_seconds",
             "Time the last restore of the partition's state from its checkpoints took", store,
@@ -123,12 +190,83 @@ class Metrics:
             registry=r)
         self.snapshot_lag = Gauge(
             "streamfeat_snapshot_lag_seconds",
-            "Age of the oldest consumed record not yet in a Parquet snapshot", ["topic"],
-            registry=r,
+            "Age of the oldest consumed record not yet in a Parquet snapshot",
+            ["topology", "topic", "partition"], registry=r,
         )
+        self.build_info = Gauge(
+            "streamfeat_build_info", "1, labelled with the worker's version, Python and runtime",
+            ["version", "python", "runtime"], registry=r)
+        self.healthy = Gauge(
+            "streamfeat_healthy",
+            "1 when the worker running the topology is healthy (/health answers 200), else 0",
+            ["topology"], registry=r)
+        self.ready = Gauge(
+            "streamfeat_ready",
+            "1 when the worker running the topology is ready (/health/ready answers 200: "
+            "joined its group, every dependency healthy, not fenced), else 0",
+            ["topology"], registry=r)
+        self.failing = Gauge(
+            "streamfeat_dependency_failing_seconds",
+            "How long the dependency (kafka, redis, snapshots) has been failing; 0 when it "
+            "works", ["topology", "dependency"], registry=r)
+
+    # ------------------------------------------------------------------ set by the worker
+    def describe(self, topologies: Iterable[tuple[str, int]], runtime: str) -> None:
+        """The worker's constants: build info, and each topology's freshness bound
+        (``(name, freshness in ms)``); the health gauges are labelled by these names."""
+        self.build_info.labels(_version(), platform.python_version(), runtime).set(1)
+        names = []
+        for name, freshness_ms in topologies:
+            self.freshness_bound.labels(name).set(freshness_ms / 1000)
+            names.append(name)
+        self.topologies = tuple(names)
+
+    def count_malformed(self, topology: str, partition: int,
+                        reasons: Sequence[str]) -> None:
+        """Count malformed records by the label of their reasons."""
+        counts: dict[str, int] = {}
+        for text in reasons:
+            label = malformed_reason(text)
+            counts[label] = counts.get(label, 0) + 1
+        for label, n in counts.items():
+            self.malformed.labels(topology, str(partition), label).inc(n)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop the gauges of a partition no longer owned (its next owner reports them):
+        a lag or snapshot lag left behind would be summed with the new owner's."""
+        part = str(partition)
+        for gauge in (self.lag, self.snapshot_lag):
+            for metric in gauge.collect():
+                for sample in metric.samples:
+                    labels = sample.labels
+                    if labels["topic"] == topic and labels["partition"] == part:
+                        gauge.remove(labels["topology"], topic, part)
+
+    def observe_health(self, status: dict[str, Any]) -> None:
+        """Health gauges from the ``/health`` body (set when scraped, so a stuck worker
+        loop still shows as not live)."""
+        failing = status.get("failing") or {}
+        for name in self.topologies:
+            self.healthy.labels(name).set(1 if status.get("healthy") else 0)
+            self.ready.labels(name).set(1 if status.get("ready") else 0)
+            for dependency in _DEPENDENCIES:
+                seconds = (failing.get(dependency) or {}).get("for_s", 0.0)
+                self.failing.labels(name, dependency).set(float(seconds))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    """streamfeat's installed version (``unknown`` when run from a tree never installed)."""
+    try:
+        return importlib.metadata.version("streamfeat")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_DEPENDENCIES = ("kafka", "redis", "snapshots")
+"""As :data:`streamfeat.runtime.health.DEPENDENCIES` (the runtime is a layer above)."""
 
 
 _HEALTH_VIEWS = {"/health": "healthy", "/health/live": "live", "/health/ready": "ready"}
@@ -150,6 +288,7 @@ class MetricsServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0].rstrip("/")
                 if path.startswith("/metrics"):
+                    metrics.observe_health(health())
                     body = redact(metrics.exposition().decode()).encode()
                     ctype, code = CONTENT_TYPE_LATEST, 200
                 elif path.startswith("/health"):

@@ -111,12 +111,13 @@ class Assignment:
         return DurableStore(self.state_dir, name, topic, partition,
                             checkpoints=self.checkpoints)
 
-    def durable_stores(self) -> Iterator[tuple[TP, DurableStore]]:
-        """The durable stores of the assigned partitions (for the metrics)."""
+    def durable_stores(self) -> Iterator[tuple[TP, str, DurableStore]]:
+        """The durable stores of the assigned partitions, with their topologies' names (for
+        the metrics)."""
         for tp in self.pipelines:
             for stage in self.stages(tp):
                 if isinstance(stage.store, DurableStore):
-                    yield tp, stage.store
+                    yield tp, stage.topology.name, stage.store
 
     def stages(self, tp: TP) -> list[PartitionPipeline | Repartitioner]:
         return [*self.pipelines.get(tp, []), *self.rekeyers.get(tp, [])]

@@ -91,6 +91,8 @@ class Worker:
                  history: TopicHistory | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.metrics.describe([(t.name, t.freshness_ms) for t in config.topologies],
+                              config.runtime)
         self.health = Health(self.metrics, unhealthy_after_s=config.unhealthy_after_s)
         # No working Kafka connection until the group is joined: a worker that cannot join
         # (its consumer refused, or never answered) turns unhealthy like any outage.
@@ -224,9 +226,9 @@ class Worker:
                     if not todo:
                         continue
                     rekey = rekeyer.process(todo, time.time())
-                    labels = (rekeyer.topology.name, str(tp[1]))
-                    self.metrics.repartitioned.labels(*labels).inc(rekey.forwarded)
-                    self.metrics.malformed.labels(*labels).inc(rekey.malformed)
+                    name = rekeyer.topology.name
+                    self.metrics.repartitioned.labels(name, str(tp[1])).inc(rekey.forwarded)
+                    self.metrics.count_malformed(name, tp[1], [d.reason for d in rekey.dead])
                     letters.extend((tp[0], d) for d in rekey.dead)
                     touched.append((tp, rekeyer))
             touched.extend(self._release())
@@ -297,9 +299,9 @@ class Worker:
             if tp in self.assignment:  # assigned again without a revoke
                 self._on_revoke([tp])
             starts[tp] = start = self.assignment.open(tp)
-            for _tp, store in self.assignment.durable_stores():
+            for _tp, name, store in self.assignment.durable_stores():
                 if _tp == tp and store.restored_bytes:
-                    labels = (store.name, str(tp[1]))
+                    labels = (name, store.name, str(tp[1]))
                     self.metrics.restore_seconds.labels(*labels).set(store.restore_s)
                     self.metrics.restore_bytes.labels(*labels).set(store.restored_bytes)
             self._watch_changes(tp)
@@ -321,6 +323,7 @@ class Worker:
                 self.metrics.recomputing.labels(key[1], str(tp[1])).set(0)
             self.history.done(tp)
             self.assignment.close(tp)
+            self.metrics.forget_partition(*tp)
             if self._snapshot_failures.pop(tp, None) is not None:
                 self.health.ok("snapshots", source=f"{tp[0]}[{tp[1]}]")  # no longer ours
             log.info("revoked %s[%d]", *tp)
@@ -457,7 +460,9 @@ class Worker:
         self.metrics.consumed.labels(*labels).inc(outcome.consumed)
         self.metrics.aggregated.labels(*labels).inc(outcome.aggregated)
         self.metrics.late.labels(*labels).inc(outcome.late)
-        self.metrics.malformed.labels(*labels).inc(outcome.malformed)
+        if outcome.malformed:
+            self.metrics.count_malformed(pipeline.topology.name, pipeline.partition,
+                                         [d.reason for d in outcome.dead if d.kind == "malformed"])
         if outcome.duplicates:
             self.metrics.duplicates.labels(*labels).inc(outcome.duplicates)
         foreign = sum(1 for d in outcome.dead if d.reason.startswith("key:"))
@@ -471,7 +476,7 @@ class Worker:
                           pipeline.topology.source.topic, pipeline.partition, foreign,
                           reason.removeprefix("key: "))
         if pipeline.stream_time is not None:
-            self.metrics.stream_time.labels(*labels).set(pipeline.stream_time)
+            self.metrics.stream_time.labels(*labels).set(pipeline.stream_time / 1000)
             self.metrics.staleness.labels(*labels).set(
                 max(0.0, time.time() - pipeline.stream_time / 1000))
 
@@ -493,7 +498,8 @@ class Worker:
                     self.health.ok("snapshots", source=f"{topic}[{tp[1]}]")
             oldest = writer.oldest_unflushed_kafka_ts
             lag = 0.0 if oldest is None else max(0.0, now - oldest / 1000)
-            self.metrics.snapshot_lag.labels(topic).set(lag)
+            for name in self._topologies_of(tp):
+                self.metrics.snapshot_lag.labels(name, topic, str(tp[1])).set(lag)
 
     def _snapshot_failed(self, tp: TP, exc: StateError, durable: int, buffered: int,
                          now: float) -> None:
@@ -507,6 +513,10 @@ class Worker:
         self.health.failed("snapshots", exc, source=f"{tp[0]}[{tp[1]}]")
         if attempt % 10 == 0:
             log.warning("%s; retrying", exc)
+
+    def _topologies_of(self, tp: TP) -> list[str]:
+        """The topologies whose stages run on ``tp`` (the metrics' ``topology`` labels)."""
+        return sorted({stage.topology.name for stage in self.assignment.stages(tp)})
 
     def _report_gauges(self) -> None:
         now = time.time()
@@ -525,10 +535,11 @@ class Worker:
                 log.debug("watermarks of %s[%d]: %s", *tp, exc)
                 continue
             position = self.assignment.position(tp)
-            self.metrics.lag.labels(tp[0], str(tp[1])).set(max(0, high - position))
-        for tp, store in self.assignment.durable_stores():
-            labels = (store.name, str(tp[1]))
+            for name in self._topologies_of(tp):
+                self.metrics.lag.labels(name, tp[0], str(tp[1])).set(max(0, high - position))
+        for tp, name, store in self.assignment.durable_stores():
+            of_store = (name, store.name, str(tp[1]))
             if store.durable_offset is not None:
-                self.metrics.durable_offset.labels(*labels).set(store.durable_offset)
+                self.metrics.durable_offset.labels(*of_store).set(store.durable_offset)
             if store.durable_at is not None:
-                self.metrics.durable_age.labels(*labels).set(max(0.0, now - store.durable_at))
+                self.metrics.durable_age.labels(*of_store).set(max(0.0, now - store.durable_at))

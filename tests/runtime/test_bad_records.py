@@ -59,11 +59,13 @@ class Deployment:
                         dead_letters=self.dlq)
         assert worker.run() == 0
         for name in self.counted:
-            for p in range(PARTITIONS):
-                got = worker.metrics.registry.get_sample_value(
-                    f"streamfeat_events_{name}_total",
-                    {"topology": self.topology.name, "partition": str(p)})
-                self.counted[name] += got or 0.0
+            # summed over the other labels (malformed records are counted per reason)
+            for metric in worker.metrics.registry.collect():
+                for sample in metric.samples:
+                    if (sample.name == f"streamfeat_events_{name}_total"
+                            and sample.labels["topology"] == self.topology.name):
+                        assert sample.labels["partition"] in {str(p) for p in range(PARTITIONS)}
+                        self.counted[name] += sample.value
 
 
 def pipeline_alone(topology: TopologyDef, parts: list[list[Raw]]) -> tuple[
