@@ -332,8 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_plan)
 
     from streamfeat.cli_replay import add_replay_commands
+    from streamfeat.cli_serve import add_serve_command
 
     add_replay_commands(sub)
+    add_serve_command(sub)
     return parser
 
 

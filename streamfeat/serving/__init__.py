@@ -1,0 +1,20 @@
+"""Serving: ``streamfeat serve``, the HTTP feature server for models not written in Python.
+
+Owns the server (Starlette on uvicorn, :mod:`streamfeat.serving.app`), its topology
+catalogue, its non-blocking Redis reads and its own Prometheus registry. It reads through
+the client's read path (:func:`streamfeat.client.plan_read`: the same script calls, the same
+decoding, the same defaults and nulls), so a value served over HTTP is the value
+:class:`streamfeat.client.Client` returns.
+
+Must not import the runtime, replay, pipeline or operators: it is a reader of the online
+store, beside the engines, and needs only the topology definitions, the client's read path
+and the Redis connection helpers below it.
+"""
+
+from __future__ import annotations
+
+from streamfeat.serving.app import build_app
+from streamfeat.serving.config import IO_MODES, ServeConfig
+from streamfeat.serving.server import serve
+
+__all__ = ["IO_MODES", "ServeConfig", "build_app", "serve"]
