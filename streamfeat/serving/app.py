@@ -10,7 +10,8 @@
 
 Every error is ``{"error": "what went wrong; what to do"}`` with its status: 400 (a bad
 body, a feature the topology lacks), 404 (a topology not served, a path that is no route),
-413 (too many entities, too large a body), 503 (Redis failed), 504 (Redis too slow).
+413 (too many entities, too large a body), 500 (a stored value streamfeat did not write),
+503 (Redis failed), 504 (Redis too slow).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from streamfeat.redact import redact
 from streamfeat.serving.catalog import Catalog, UnknownTopology
 from streamfeat.serving.config import ServeConfig
 from streamfeat.serving.metrics import CONTENT_TYPE, UNKNOWN_TOPOLOGY, ServeMetrics
-from streamfeat.serving.store import ReadTimeout, Store, open_store
+from streamfeat.serving.store import ReadTimeout, RedisFailed, Store, open_store
 from streamfeat.topology import TopologyDef
 
 __all__ = ["ROUTES", "FeatureRequest", "build_app"]
@@ -147,7 +148,7 @@ class _Server:
         plan = self.catalog.plan(topology, entities, features)
         store = self.store
         if store is None:
-            raise SinkError("the server is starting or stopping; try again")
+            raise RedisFailed("the server is starting or stopping; try again")
         found = await store.read(plan) if plan.ids else {}
         return _json(_document(topology.name, found, meta)), len(plan.ids)
 
@@ -175,9 +176,12 @@ class _Server:
         if isinstance(exc, ReadTimeout):
             self.metrics.redis_error(topology, "timeout")
             return _error(504, redact(exc))
-        if isinstance(exc, SinkError):
+        if isinstance(exc, RedisFailed):
             self.metrics.redis_error(topology, "error")
             return _error(503, redact(exc))
+        if isinstance(exc, SinkError):  # a stored value streamfeat did not write
+            log.error("%s", redact(exc))
+            return _error(500, redact(exc))
         if isinstance(exc, ConfigError):  # a feature the topology lacks: names its features
             return _error(400, str(exc))
         log.exception("feature request failed")

@@ -8,6 +8,7 @@ drain stops at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from types import FrameType
@@ -52,6 +53,9 @@ def serve(config: ServeConfig, app: Starlette | None = None) -> int:
     # uvicorn re-raises the stopping signal once it has stopped, under the handler found at
     # its start: make that one a no-op, so a graceful stop ends with status 0.
     previous = {sig: signal.signal(sig, _drained) for sig in _STOP_SIGNALS}
+    # What is loaded by now lives as long as the process: out of the collector's sight, a
+    # full collection (10 ms over these ~60k objects) costs ~0 instead of stalling requests.
+    gc.freeze()
     try:
         server.run()
     finally:

@@ -31,12 +31,16 @@ from streamfeat.errors import SinkError
 from streamfeat.redact import redact
 from streamfeat.sinks.redis import LuaScript
 
-__all__ = ["AsyncStore", "ReadTimeout", "Store", "ThreadStore", "open_store"]
+__all__ = ["AsyncStore", "ReadTimeout", "RedisFailed", "Store", "ThreadStore", "open_store"]
 
 Calls = Sequence[tuple[Sequence[str], Sequence[str | bytes]]]
 
 
-class ReadTimeout(SinkError):
+class RedisFailed(SinkError):
+    """Redis could not be reached, or refused the read."""
+
+
+class ReadTimeout(RedisFailed):
     """Redis did not answer a read within the request's budget (``--timeout``)."""
 
 
@@ -48,10 +52,11 @@ class Store(Protocol):
 
     async def read(self, plan: ReadPlan) -> dict[str, EntityFeatures]:
         """The entities of ``plan``; :class:`ReadTimeout` past the budget,
-        :class:`SinkError` when Redis fails."""
+        :class:`RedisFailed` when Redis fails, :class:`SinkError` for a stored value
+        streamfeat did not write."""
 
     async def ping(self, timeout_s: float) -> None:
-        """Raise :class:`SinkError` unless Redis answers a PING within ``timeout_s``."""
+        """Raise :class:`RedisFailed` unless Redis answers a PING within ``timeout_s``."""
 
     async def close(self) -> None: ...
 
@@ -61,6 +66,10 @@ def open_store(io: str, url: RedisURL, *, pool: int, timeout_s: float) -> Store:
     if io == "threads":
         return ThreadStore(url, pool=pool, timeout_s=timeout_s)
     return AsyncStore(url, pool=pool, timeout_s=timeout_s)
+
+
+def _failed(plan: ReadPlan, cause: RedisError) -> RedisFailed:
+    return RedisFailed(redact(plan.error(cause)))
 
 
 def _timeout(plan: ReadPlan, timeout_s: float) -> ReadTimeout:
@@ -101,7 +110,7 @@ class AsyncStore:
         except (TimeoutError, redis.exceptions.TimeoutError):
             raise _timeout(plan, self.timeout_s) from None
         except RedisError as e:
-            raise plan.error(e) from e
+            raise _failed(plan, e) from e
         return plan.decode(replies)
 
     async def _send(self, calls: Calls) -> list[Any]:
@@ -120,7 +129,7 @@ class AsyncStore:
             async with asyncio.timeout(timeout_s):
                 await self._redis.ping()
         except (TimeoutError, RedisError) as e:
-            raise SinkError(f"Redis did not answer a PING within {timeout_s:g} s: "
+            raise RedisFailed(f"Redis did not answer a PING within {timeout_s:g} s: "
                             f"{redact(e) or type(e).__name__}") from None
 
     async def close(self) -> None:
@@ -147,24 +156,20 @@ class ThreadStore:
             await self._in_thread(self._redis.script_load, READ_SCRIPT, timeout_s=self.timeout_s)
 
     async def read(self, plan: ReadPlan) -> dict[str, EntityFeatures]:
-        run = functools.partial(self._read, plan)
+        run = functools.partial(self._script.run, self._redis, plan.calls(), raw=True)
         try:
-            found: dict[str, EntityFeatures] = await self._in_thread(run,
-                                                                     timeout_s=self.timeout_s)
-            return found
+            replies = await self._in_thread(run, timeout_s=self.timeout_s)
         except (TimeoutError, redis.exceptions.TimeoutError):
             raise _timeout(plan, self.timeout_s) from None
         except RedisError as e:
-            raise plan.error(e) from e
-
-    def _read(self, plan: ReadPlan) -> dict[str, EntityFeatures]:
-        return plan.decode(self._script.run(self._redis, plan.calls(), raw=True))
+            raise _failed(plan, e) from e
+        return plan.decode(replies)
 
     async def ping(self, timeout_s: float) -> None:
         try:
             await self._in_thread(self._redis.ping, timeout_s=timeout_s)
         except (TimeoutError, RedisError) as e:
-            raise SinkError(f"Redis did not answer a PING within {timeout_s:g} s: "
+            raise RedisFailed(f"Redis did not answer a PING within {timeout_s:g} s: "
                             f"{redact(e) or type(e).__name__}") from None
 
     async def close(self) -> None:
