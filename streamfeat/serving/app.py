@@ -229,7 +229,8 @@ def build_app(config: ServeConfig, catalog: Catalog | None = None) -> Starlette:
     ``catalog``: the topologies served; default: ``config.topologies`` loaded.
     ``app.state``: ``metrics`` (its :class:`ServeMetrics`), ``catalog_names`` and
     ``redis_display`` (the Redis URL, password masked).
-    Raises :class:`ConfigError` for a bad setting, topology file or Redis URL.
+    Raises :class:`~streamfeat.errors.TopologyError` for a bad topology file (every
+    ``file:line: reason``) and :class:`ConfigError` for a bad setting or Redis URL.
     """
     config.check()
     server = _Server(config, catalog if catalog is not None else Catalog.load(config.topologies))
