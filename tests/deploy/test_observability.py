@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -441,6 +442,40 @@ def test_the_dockerfile() -> None:
                 assert (ROOT / source).exists(), source
     ignore = (DEPLOY / "docker" / "Dockerfile.dockerignore").read_text().split()
     assert {"!pyproject.toml", "!README.md", "!streamfeat", "!topologies"} <= set(ignore)
+
+
+def test_the_build_stage_makes_a_whole_wheel_from_what_it_copies(tmp_path: Path) -> None:
+    """Without a Docker engine, the image's first stage as far as it can be run: a wheel
+    built from exactly the files the stage copies holds the package data and the
+    ``streamfeat`` command the second stage's ENTRYPOINT runs."""
+    steps = _dockerfile()
+    build = steps[:[i for i, (w, _) in enumerate(steps) if w == "FROM"][1]]
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, rest in build:
+        if word == "COPY":
+            *sources, dest = rest.split()
+            for source in sources:
+                target = src / (Path(dest) / Path(source).name if dest.endswith("/")
+                                or len(sources) > 1 else dest)
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target,
+                                    ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(ROOT / source, target)
+    assert any(w == "RUN" and rest.startswith("pip wheel") for w, rest in build)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--wheel-dir", str(tmp_path / "out"), "."], cwd=src,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "out").glob("streamfeat-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        entry = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert {"streamfeat/py.typed", "streamfeat/sinks/cas.lua", "streamfeat/cli.py"} <= names
+    assert "streamfeat = streamfeat.cli:main" in entry
+    sources = {str(p.relative_to(ROOT)) for p in (ROOT / "streamfeat").rglob("*.py")}
+    assert sources <= names, sorted(sources - names)[:5]
 
 
 def test_the_compose_file() -> None:
