@@ -231,16 +231,37 @@ class Metrics:
         for label, n in counts.items():
             self.malformed.labels(topology, str(partition), label).inc(n)
 
-    def forget_partition(self, topic: str, partition: int) -> None:
-        """Drop the gauges of a partition no longer owned (its next owner reports them):
-        a lag or snapshot lag left behind would be summed with the new owner's."""
+    def forget_partition(self, topic: str, partition: int, pipelines: Sequence[str] = (),
+                         rekeyed: Sequence[str] = ()) -> None:
+        """Drop the gauges of a partition no longer owned (its next owner reports them; a
+        value left behind would be summed with the new owner's): the lags of ``topic``'s
+        partition, and the state gauges of the topologies whose pipelines (``pipelines``)
+        or first stages (``rekeyed``, store ``<name>.rekey``) ran on it. Kept: what
+        happened once and is not reported again by the next owner (the last restore, the
+        partial history of a recomputed feature-window)."""
         part = str(partition)
-        for gauge in (self.lag, self.snapshot_lag):
+        tp = ("topology", "partition")
+        by_topic = ("topology", "topic", "partition")
+        stores = {*((n, n) for n in pipelines), *((n, f"{n}.rekey") for n in rekeyed)}
+        for gauge, names in (
+                (self.lag, by_topic), (self.snapshot_lag, by_topic),
+                (self.entities, tp), (self.state_bytes, tp), (self.stream_time, tp),
+                (self.staleness, tp), (self.recomputing, tp),
+                (self.durable_offset, ("topology", "store", "partition")),
+                (self.durable_age, ("topology", "store", "partition"))):
             for metric in gauge.collect():
                 for sample in metric.samples:
                     labels = sample.labels
-                    if labels["topic"] == topic and labels["partition"] == part:
-                        gauge.remove(labels["topology"], topic, part)
+                    if labels["partition"] != part:
+                        continue
+                    if "topic" in labels:
+                        gone = labels["topic"] == topic
+                    elif "store" in labels:
+                        gone = (labels["topology"], labels["store"]) in stores
+                    else:
+                        gone = labels["topology"] in pipelines
+                    if gone:
+                        gauge.remove(*(labels[n] for n in names))
 
     def observe_health(self, status: dict[str, Any]) -> None:
         """Health gauges from the ``/health`` body (set when scraped, so a stuck worker

@@ -322,8 +322,10 @@ class Worker:
                 del self.recomputers[key]  # not committed: the next owner starts it again
                 self.metrics.recomputing.labels(key[1], str(tp[1])).set(0)
             self.history.done(tp)
+            self.metrics.forget_partition(
+                *tp, [p.topology.name for p in self.assignment.pipelines.get(tp, [])],
+                [r.topology.name for r in self.assignment.rekeyers.get(tp, [])])
             self.assignment.close(tp)
-            self.metrics.forget_partition(*tp)
             if self._snapshot_failures.pop(tp, None) is not None:
                 self.health.ok("snapshots", source=f"{tp[0]}[{tp[1]}]")  # no longer ours
             log.info("revoked %s[%d]", *tp)

@@ -110,17 +110,33 @@ def test_build_info_and_freshness_bound() -> None:
     assert r.get_sample_value("streamfeat_freshness_bound_seconds", {"topology": "other"}) == 60
 
 
-def test_a_partition_let_go_leaves_no_lag_behind() -> None:
+def test_a_partition_let_go_leaves_no_gauge_behind() -> None:
     metrics = Metrics()
-    for p in (0, 1):
-        metrics.lag.labels("shop", "orders", str(p)).set(10 + p)
-        metrics.snapshot_lag.labels("shop", "orders", str(p)).set(5)
+    for p in ("0", "1"):
+        metrics.lag.labels("shop", "orders", p).set(10)
+        metrics.snapshot_lag.labels("shop", "orders", p).set(5)
+        metrics.entities.labels("shop", p).set(100)
+        metrics.stream_time.labels("shop", p).set(1.5e9)
+        metrics.durable_age.labels("shop", "shop", p).set(3)
+        metrics.durable_age.labels("byshop", "byshop.rekey", p).set(3)
+        metrics.durable_age.labels("byshop", "byshop", p).set(3)  # its repartition topic
+        metrics.partial_since.labels("shop", p, "orders__7d").set(1)  # kept: said once
     metrics.lag.labels("shop", "other", "0").set(7)
-    metrics.forget_partition("orders", 0)
-    text = metrics.exposition().decode()
-    assert 'streamfeat_consumer_lag{partition="1",topic="orders",topology="shop"} 11.0' in text
-    assert 'streamfeat_consumer_lag{partition="0",topic="other",topology="shop"} 7.0' in text
-    assert 'partition="0",topic="orders"' not in text
+    metrics.entities.labels("elsewhere", "0").set(1)
+    metrics.forget_partition("orders", 0, ["shop"], ["byshop"])
+    left = {(m.name, tuple(sorted(s.labels.items()))) for m in metrics.registry.collect()
+            for s in m.samples if s.labels.get("partition") == "0"}
+    assert left == {
+        ("streamfeat_consumer_lag",
+         (("partition", "0"), ("topic", "other"), ("topology", "shop"))),
+        ("streamfeat_state_entities", (("partition", "0"), ("topology", "elsewhere"))),
+        ("streamfeat_state_checkpoint_age_seconds",
+         (("partition", "0"), ("store", "byshop"), ("topology", "byshop"))),
+        ("streamfeat_feature_partial_since_ms",
+         (("field", "orders__7d"), ("partition", "0"), ("topology", "shop"))),
+    }
+    assert sum(1 for m in metrics.registry.collect() for s in m.samples
+               if s.labels.get("partition") == "1") == 8  # the other partition's, untouched
 
 
 def _scrape(port: int) -> dict[tuple[str, str], float]:
