@@ -38,7 +38,8 @@ class ServeMetrics:
             ["topology", "status"], registry=r)
         self.latency = Histogram(
             "streamfeat_serve_request_seconds",
-            "Time to answer a feature request, from its first byte read to its response built",
+            "Time to answer a feature request, from its headers parsed to its response built "
+            "(body read, Redis read, values decoded, JSON encoded)",
             ["topology"], buckets=_LATENCY_BUCKETS, registry=r)
         self.entities = Histogram(
             "streamfeat_serve_entities_per_request",
