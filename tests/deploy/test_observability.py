@@ -561,9 +561,13 @@ def test_the_kubernetes_manifests() -> None:
     (topology_path,) = ns.topologies
     folder, file = topology_path.rsplit("/", 1)
     assert mounts["topology"] == folder
-    text = topology_map["data"][file]
-    assert text == (ROOT / "topologies" / file).read_text()
-    load_topology_text(text, file)
+    shipped = load_topology_text(topology_map["data"][file], file)  # a valid topology
+    # a copy of the repository's (re-copied when that one changes): what the resource
+    # names, the consumer group and the alerts' topology label are named after
+    ours = load_topology(ROOT / "topologies" / file)
+    assert (shipped.name, shipped.entity, shipped.source.topic) == (
+        ours.name, ours.entity, ours.source.topic)
+    assert sts["metadata"]["name"] == f"streamfeat-{shipped.name}"
     # $(SNAPSHOT_DIR) is one of the container's variables
     env_maps = [maps[e["configMapRef"]["name"]] for e in container["envFrom"]
                 if "configMapRef" in e]
