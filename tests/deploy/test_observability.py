@@ -614,6 +614,14 @@ def test_the_dashboard() -> None:
     assert variables["topology"]["type"] == "query"
     panels = [p for p in board["panels"] if p["type"] != "row"]
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+    taken: dict[tuple[int, int], str] = {}  # no panel over another, none past the 24 columns
+    for panel in board["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"])
+                     for y in range(g["y"], g["y"] + g["h"])):
+            assert cell not in taken, (panel["title"], taken[cell])
+            taken[cell] = panel["title"]
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         for target in panel["targets"]:
