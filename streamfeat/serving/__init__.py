@@ -6,9 +6,9 @@ the client's read path (:func:`streamfeat.client.plan_read`: the same script cal
 decoding, the same defaults and nulls), so a value served over HTTP is the value
 :class:`streamfeat.client.Client` returns.
 
-Must not import the runtime, replay, pipeline or operators: it is a reader of the online
-store, beside the engines, and needs only the topology definitions, the client's read path
-and the Redis connection helpers below it.
+Must not import the runtime or replay (the layer contract in pyproject.toml keeps the
+engines apart), nor the pipeline or operators: it is a reader of the online store and needs
+only the topology definitions, the client's read path and the Redis helpers below it.
 """
 
 from __future__ import annotations

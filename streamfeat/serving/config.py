@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from streamfeat.config import DEFAULT_REDIS
 from streamfeat.errors import ConfigError
 
 __all__ = ["IO_MODES", "IoMode", "ServeConfig"]
@@ -21,7 +22,7 @@ class ServeConfig:
 
     topologies: tuple[str, ...]
     """Topology YAML files, served under their ``name``."""
-    redis: str = "redis://localhost:6379/0"
+    redis: str = DEFAULT_REDIS
     host: str = "127.0.0.1"
     port: int = 8000
     timeout_s: float = 1.0
