@@ -182,7 +182,7 @@ class ValueSketch:
         if total == 0:
             return
         finite = np.isfinite(x)
-        v = x[finite]
+        v = x if finite.all() else x[finite]
         nb = int(v.size)
         self.count += total
         self.nulls += total - nb
@@ -190,7 +190,8 @@ class ValueSketch:
             return
         mb = float(v.mean())
         d = v - mb
-        m2b = float(np.dot(d, d))
+        # einsum, not dot: a BLAS dot may wake its thread pool (milliseconds on a busy host)
+        m2b = float(np.einsum("i,i->", d, d))
         self._merge_moments(nb, mb, m2b, float(v.min()), float(v.max()))
         self.buckets += np.bincount(_positions(v), minlength=SIZE)
 
