@@ -144,6 +144,7 @@ class ValueMonitor:
         """The last closed interval of each topology (replaced whole at each close)."""
         self.cost_s = dict.fromkeys(self._kinds, 0.0)
         """Time spent in :meth:`observe`, per topology (what monitoring costs the loop)."""
+        self._values = dict.fromkeys(self._kinds, 0)  # values sketched over the run
         self._redis_url = redis_url
         self._client: redis.Redis | None = None
         self._redis_ok = True
@@ -196,6 +197,10 @@ class ValueMonitor:
             self._thread = None
             if any(o.sketches for o in self._open.values()):
                 self.close_interval()
+            for name, seconds in self.cost_s.items():
+                log.info("value monitoring of %s: %d values in %d intervals, %.2f s spent "
+                         "sketching them", name, self._values.get(name, 0), self._seq[name],
+                         seconds)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -227,6 +232,7 @@ class ValueMonitor:
         for name, interval in closed.items():
             self._seq[name] += 1
             reports[name] = self._report(name, interval, now)
+            self._values[name] += sum(f.sketch.count for f in reports[name].fields.values())
         self.last = {**self.last, **reports}
         if self._redis_url is not None:
             for name, report in reports.items():
