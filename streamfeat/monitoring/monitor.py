@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.monitoring.drift import Reference
-from streamfeat.monitoring.sketch import ValueSketch, field_kinds
+from streamfeat.monitoring.sketch import ValueKind, ValueSketch, field_kinds
 from streamfeat.monitoring.store import (
     Baseline,
     FieldSummary,
@@ -145,6 +145,7 @@ class ValueMonitor:
         self.cost_s = dict.fromkeys(self._kinds, 0.0)
         """Time spent in :meth:`observe`, per topology (what monitoring costs the loop)."""
         self._values = dict.fromkeys(self._kinds, 0)  # values sketched over the run
+        self._observe_failed: set[str] = set()
         self._redis_url = redis_url
         self._client: redis.Redis | None = None
         self._redis_ok = True
@@ -158,27 +159,36 @@ class ValueMonitor:
     def observe(self, topology: str, batches: Sequence[UpdateBatch]) -> None:
         """Add the values of ``batches`` (one topology's, as submitted to the sink)."""
         started = time.perf_counter()
-        kinds = self._kinds[topology]
-        with self._lock:
-            interval = self._open[topology]
-            sketches = interval.sketches
-            for batch in batches:
-                if batch.refresh or not batch.entity_ids:
-                    continue
-                asof = int(batch.asof_ms)
-                if interval.asof_min is None or asof < interval.asof_min:
-                    interval.asof_min = asof
-                if interval.asof_max is None or asof > interval.asof_max:
-                    interval.asof_max = asof
-                for name, column in zip(batch.names, batch.columns, strict=True):
-                    kind = kinds.get(name)
-                    if kind is None:
-                        continue
-                    sketch = sketches.get(name)
-                    if sketch is None:
-                        sketch = sketches[name] = ValueSketch()
-                    sketch.add(column, kind)
+        try:
+            with self._lock:
+                self._observe(self._open[topology], self._kinds[topology], batches)
+        except Exception:  # monitoring must never stop the worker: said once, then quiet
+            if topology not in self._observe_failed:
+                self._observe_failed.add(topology)
+                log.exception("value monitoring of %s failed on a batch; its intervals may "
+                              "miss values from now on", topology)
         self.cost_s[topology] += time.perf_counter() - started
+
+    @staticmethod
+    def _observe(interval: _Open, kinds: Mapping[str, ValueKind],
+                 batches: Sequence[UpdateBatch]) -> None:
+        sketches = interval.sketches
+        for batch in batches:
+            if batch.refresh or not batch.entity_ids:
+                continue
+            asof = int(batch.asof_ms)
+            if interval.asof_min is None or asof < interval.asof_min:
+                interval.asof_min = asof
+            if interval.asof_max is None or asof > interval.asof_max:
+                interval.asof_max = asof
+            for name, column in zip(batch.names, batch.columns, strict=True):
+                kind = kinds.get(name)
+                if kind is None:
+                    continue
+                sketch = sketches.get(name)
+                if sketch is None:
+                    sketch = sketches[name] = ValueSketch()
+                sketch.add(column, kind)
 
     def start(self) -> None:
         """Close an interval every ``interval_s`` on a thread of its own until :meth:`stop`."""

@@ -118,3 +118,15 @@ def test_observe_adds_each_column_once_whatever_the_batching() -> None:
     b = many.close_interval()["mon"].fields["amount_mean__1h"].sketch
     assert np.array_equal(a.buckets, b.buckets)
     assert a.mean == pytest.approx(b.mean) and a.m2 == pytest.approx(b.m2)
+
+
+def test_a_batch_the_monitor_cannot_read_never_stops_the_worker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    monitor = ValueMonitor([TOPOLOGY], None)
+    broken = UpdateBatch(["u1"], FIELDS, [[1], [2.0]], 5, version(0, 0, 5))  # a column short
+    with caplog.at_level("ERROR", logger="streamfeat.monitoring"):
+        monitor.observe("mon", [broken])
+        monitor.observe("mon", [broken])
+    assert len([r for r in caplog.records if "failed on a batch" in r.message]) == 1
+    monitor.observe("mon", [batch([5.0], 6)])
+    assert monitor.close_interval()["mon"].fields["amount_mean__1h"].sketch.n >= 1
