@@ -1,31 +1,62 @@
-"""The ``streamfeat`` command (contract section 7)."""
+"""The ``streamfeat`` command (contract section 7).
+
+Every sub-command takes its topology first (``streamfeat replay TOPOLOGY ...``); ``-v`` and
+``--log-format`` go before or after the sub-command. Exit status: 0 done; 1 a failure, a
+verify below 100 %, a dependency lost while running; 2 a bad argument, setting or topology,
+an unknown name, a dependency unreachable at start; ``plan`` 3: cannot tell; ``worker`` 4:
+stopped while fenced off by a backfill's higher generation (restart it with
+``--generation N``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamfeat import logs
+from streamfeat.cli_common import (
+    KAFKA_CONFIG_HELP,
+    KAFKA_HELP,
+    REDIS_HELP,
+    add_common,
+    settle_topology,
+    streamfeat_version,
+)
 from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
 from streamfeat.connections import parse_redis_url, resolve_kafka_config
 from streamfeat.errors import ConfigError, StreamfeatError
 from streamfeat.redact import redact
 
-if TYPE_CHECKING:
-    from streamfeat.topology import TopologyDef
+__all__ = ["build_parser", "main"]
 
-__all__ = ["main"]
+DESCRIPTION = """\
+streamfeat: windowed features declared once in YAML topologies, computed from Kafka into
+Redis by workers, replayed exactly from Parquet snapshots.
+
+Each command takes its topology first (streamfeat replay TOPOLOGY ...); -v and --log-format
+go before or after the command. Configuration: flags, then STREAMFEAT_KAFKA and
+STREAMFEAT_REDIS, then localhost.
+
+exit status: 0 done; 1 a failure, a verify below 100 %, a dependency lost while running;
+2 a bad argument, setting or topology, an unknown name, a dependency unreachable at start;
+3 (plan) cannot tell; 4 (worker) stopped while fenced off by a backfill's higher generation:
+restart it with --generation N."""
+
+TOPOLOGIES_DIR = "topologies"
+"""Where ``get`` looks up a bare topology name (``STREAMFEAT_TOPOLOGIES``, ``--topologies-dir``)."""
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from streamfeat.registry import path_of
     from streamfeat.topology import load_topology
 
     failed = 0
@@ -38,19 +69,8 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             fields = len(topology.redis_fields())
             print(f"{path}: ok ({len(topology.features)} features, {fields} Redis fields; "
-                  f"{_path_of(topology)})")
+                  f"{path_of(topology)})")
     return 1 if failed else 0
-
-
-def _path_of(topology: TopologyDef) -> str:
-    """How the worker reaches the topology's events, in words (validate, registry)."""
-    from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
-
-    src = topology.source
-    if is_rekeyed(topology):
-        return (f"re-keyed by {src.key} through {repartition_topic(topology)}: "
-                f"{src.topic} is not keyed by the entity")
-    return f"aggregated from {src.topic} directly: its records are keyed by {src.key}"
 
 
 def _kafka(args: argparse.Namespace) -> tuple[str, dict[str, Any], str | None]:
@@ -132,15 +152,21 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, value]
     if args.stop_at_end:
         argv.append("--stop-at-end")
+    argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
 
 def _get(args: argparse.Namespace) -> int:
     from streamfeat.client import Client
+    from streamfeat.registry import check_features, find_topology
 
-    client = Client(_redis(args.redis))
-    features = args.features.split(",") if args.features else None
-    rows = client.get(args.topology, args.entities, features=features)
+    directory = args.topologies_dir or os.environ.get("STREAMFEAT_TOPOLOGIES") or TOPOLOGIES_DIR
+    topology = find_topology(args.topology, directory)
+    features = [f for f in args.features.split(",") if f] if args.features else None
+    if features is not None:
+        check_features(topology, features)
+    with Client(_redis(args.redis)) as client:
+        rows = client.get(topology, args.entities, features=features)
     json.dump(rows, sys.stdout, indent=2, sort_keys=True, default=str)
     print()
     return 0
@@ -153,6 +179,27 @@ def _generate(args: argparse.Namespace) -> int:
     from streamfeat.runtime.consumers import ConsumerSettings
     from streamfeat.runtime.consumers.check import check_kafka
 
+    if args.events < 0 or args.entities < 1:
+        raise ConfigError(f"--events must be >= 0 and --entities >= 1, got {args.events} and "
+                          f"{args.entities}")
+    for flag, fraction in (("--malformed", args.malformed), ("--late", args.late)):
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"{flag} is a fraction of the events, 0 to 1; got {fraction}")
+    if args.topology is not None:
+        from streamfeat.generator import TopologyEvents
+        from streamfeat.topology import load_topology
+
+        topology = load_topology(args.topology)
+        topic = args.topic or topology.source.topic
+        events: Any = TopologyEvents(
+            topology, entities=args.entities, seed=args.seed,
+            malformed_fraction=args.malformed, late_fraction=args.late)
+    else:
+        topic = args.topic or "orders"
+        events = OrderEvents(
+            entities=args.entities, seed=args.seed, malformed_fraction=args.malformed,
+            late_fraction=args.late,
+        )
     kafka, kafka_config, kafka_config_file = _kafka(args)
     settings = ConsumerSettings(kafka, "streamfeat.generate", client_config=kafka_config)
     check_kafka(settings, config_file=kafka_config_file)
@@ -160,67 +207,12 @@ def _generate(args: argparse.Namespace) -> int:
         **settings.librdkafka(), "linger.ms": 20,
         "enable.idempotence": True, "compression.type": "lz4",
     })
-    events = OrderEvents(
-        entities=args.entities, seed=args.seed, malformed_fraction=args.malformed,
-        late_fraction=args.late,
-    )
-    left = produce_events(producer, args.topic, events.events(args.events))
+    left = produce_events(producer, topic, events.events(args.events))
     if left:
         print(f"{left} events were not delivered", file=sys.stderr)
         return 1
-    print(f"produced {args.events} events to {args.topic}")
+    print(f"produced {args.events} events to {topic}")
     return 0
-
-
-def _registry(args: argparse.Namespace) -> int:
-    from streamfeat.pipeline.rekey import consumed_topic
-    from streamfeat.topology import load_topology
-
-    for path in args.topologies:
-        t = load_topology(path)
-        partial = _partial_marks(_redis(args.redis), t.name) if args.redis else {}
-        for f in t.features:
-            for w in f.windows:
-                if args.feature and args.feature not in (f.name, f.redis_field(w)):
-                    continue
-                entry = {
-                    "field": f.redis_field(w), "topology": t.name, "owner": t.owner,
-                    "entity": t.entity, "source": t.source.topic, "agg": f.agg.value,
-                    "input": f.field, "where": f.where, "window": w.canonical(),
-                    "version": f.state_hash(w), "file": f"{t.path}:{f.line}",
-                    "consumes": consumed_topic(t), "path": _path_of(t),
-                }
-                if args.redis:
-                    # partition -> event time (ms) its recomputed history starts at
-                    entry["partial_since_ms"] = partial.get(f.redis_field(w), {})
-                print(json.dumps(entry))
-    return 0
-
-
-def _partial_marks(url: str, topology: str) -> dict[str, dict[str, int]]:
-    """field -> {partition: event time its history starts at}: feature-windows computed
-    from history shorter than their window after a definition change (contract 10)."""
-    from redis.exceptions import RedisError
-
-    from streamfeat.connections import parse_redis_url
-    from streamfeat.errors import SinkError
-    from streamfeat.sinks.redis import connect, partial_key
-
-    target = parse_redis_url(url)
-    client = connect(target)
-    try:
-        raw = client.hgetall(partial_key(topology))
-    except RedisError as e:
-        raise SinkError(f"reading the partial history marks from Redis at {target.address} "
-                        f"({target.display}) failed: {redact(e)}; check --redis") from None
-    finally:
-        client.close()
-    out: dict[str, dict[str, int]] = {}
-    for key, since in raw.items():
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        field, _at, partition = text.rpartition("@")
-        out.setdefault(field, {})[partition] = int(since)
-    return out
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -239,43 +231,52 @@ def _plan(args: argparse.Namespace) -> int:
     return exit_code(plans)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamfeat", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _connections(p: argparse.ArgumentParser, *, redis: bool = False) -> None:
+    p.add_argument("--kafka", metavar="HOST:PORT", help=KAFKA_HELP)
+    p.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    if redis:
+        p.add_argument("--redis", metavar="URL", help=REDIS_HELP)
 
-    p = sub.add_parser("validate", help="check topology files; exit 1 on any problem")
-    p.add_argument("paths", nargs="+")
-    p.set_defaults(run=_validate)
 
-    p = sub.add_parser("worker", help="run topologies over Kafka, features to Redis")
-    p.add_argument("topologies", nargs="+")
-    p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
-    p.add_argument("--kafka-config", metavar="FILE",
-                   help="Kafka client properties in librdkafka's names (security.protocol, "
-                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
-    p.add_argument("--redis", help="Redis URL: redis:// or rediss:// (TLS), "
-                   "user:password@, TLS files as ?ssl_ca_certs=...&ssl_certfile=...&"
-                   "ssl_keyfile=... (env STREAMFEAT_REDIS)")
-    p.add_argument("--state-dir", default="./streamfeat-state")
-    p.add_argument("--snapshot-dir", default=None)
+def _add_worker(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker", help="run topologies over Kafka, features to Redis",
+        description="Consume each TOPOLOGY's source topic in a consumer group, keep window "
+                    "state in RocksDB and the features in Redis. Exit status: 0 stopped "
+                    "(SIGTERM, or caught up with --stop-at-end); 1 failed; 2 a bad setting "
+                    "or Kafka/Redis unreachable at start; 4 stopped while fenced off by a "
+                    "backfill's higher generation: restart with --generation N. Ends with a "
+                    "summary line in the log (records consumed, late, malformed, entity writes, "
+                    "elapsed time).")
+    p.add_argument("topologies", nargs="+", metavar="TOPOLOGY",
+                   help="topology YAML files; one consumer group runs them all")
+    _connections(p, redis=True)
+    p.add_argument("--state-dir", default="./streamfeat-state", metavar="DIR",
+                   help="local window state (RocksDB, one store per partition); default "
+                        "./streamfeat-state")
+    p.add_argument("--snapshot-dir", default=None, metavar="PATH|URL",
+                   help="write Parquet snapshots of the raw records here (a directory or "
+                        "s3://bucket/prefix), for replay, training-set and verify; default: none")
     p.add_argument("--checkpoint-dir", default=None, metavar="PATH|URL|none",
                    help="where each partition's state is made durable at every commit, so "
                    "that another host can take it over (contract 11); default: "
                    "<snapshot-dir>/_checkpoints when snapshots are on; none: local state only")
-    p.add_argument("--metrics-port", type=int, default=None)
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve /metrics (Prometheus) and /health on this port; default: off")
     p.add_argument("--stop-at-end", action="store_true",
                    help="process up to the end offsets found at start, flush, exit 0")
-    p.add_argument("--group", default=None, help="consumer group (default: from topology names)")
-    p.add_argument("--batch-size", type=int, default=20_000)
-    p.add_argument("--processes", type=int, default=1,
+    p.add_argument("--group", default=None, metavar="GROUP",
+                   help="consumer group (default: streamfeat.<topology names joined by +>)")
+    p.add_argument("--batch-size", type=int, default=20_000, metavar="N",
+                   help="records per poll at most (default 20000)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes of one group on this host (one core each)")
-    p.add_argument("--snapshot-every", type=float, default=60.0,
+    p.add_argument("--snapshot-every", type=float, default=60.0, metavar="SECONDS",
                    help="seconds between Parquet snapshots (default 60)")
-    p.add_argument("--commit-every", type=float, default=5.0,
+    p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between commits of window state and offsets to RocksDB "
                         "(default 5): a restart redoes at most this much, with the same result")
-    p.add_argument("--generation", type=int, default=0,
+    p.add_argument("--generation", type=int, default=0, metavar="N",
                    help="write generation; raise it after a backfill into the serving Redis")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="consumer runtime: faust (faust-streaming) or kafka (confluent-kafka)")
@@ -289,53 +290,97 @@ def build_parser() -> argparse.ArgumentParser:
                         "its own, e.g. its StatefulSet pod name (default: none, dynamic)")
     p.set_defaults(run=_worker)
 
-    p = sub.add_parser("get", help="read features of entities from Redis")
-    p.add_argument("topology")
-    p.add_argument("entities", nargs="+")
-    p.add_argument("--features", help="comma-separated feature or field names")
-    p.add_argument("--redis")
+
+def _add_get(sub: Any) -> None:
+    p = sub.add_parser(
+        "get", help="read features of entities from Redis (JSON on stdout)",
+        description="Print, as JSON, the features of ENTITY ids of TOPOLOGY from Redis; an "
+                    "entity never seen gets the topology's defaults. An unknown --features "
+                    "name exits 2, listing the features there are.")
+    p.add_argument("topology", metavar="TOPOLOGY",
+                   help="a topology YAML file, or a topology's name, looked up in "
+                        "--topologies-dir")
+    p.add_argument("entities", nargs="+", metavar="ENTITY", help="entity ids")
+    p.add_argument("--features", metavar="NAMES",
+                   help="comma-separated feature or field names (default: all)")
+    p.add_argument("--topologies-dir", metavar="DIR",
+                   help="where a topology given by name is looked up (env "
+                        f"STREAMFEAT_TOPOLOGIES; default ./{TOPOLOGIES_DIR})")
+    p.add_argument("--redis", metavar="URL", help=REDIS_HELP)
     p.set_defaults(run=_get)
 
-    p = sub.add_parser("generate", help="produce realistic order events to a topic")
-    p.add_argument("--topic", default="orders")
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--entities", type=int, default=10_000)
-    p.add_argument("--malformed", type=float, default=0.0, help="fraction of malformed records")
-    p.add_argument("--late", type=float, default=0.002, help="fraction of late events")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--kafka")
-    p.add_argument("--kafka-config", metavar="FILE",
-                   help="Kafka client properties in librdkafka's names (security.protocol, "
-                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
+
+def _add_generate(sub: Any) -> None:
+    p = sub.add_parser(
+        "generate", help="produce realistic events to a topic: a topology's, or demo orders",
+        description="Produce events to Kafka, keyed by entity, the event time as the Kafka "
+                    "timestamp: skewed entity popularity, some disorder, late and malformed "
+                    "records on request. With TOPOLOGY, events of its source: its key and "
+                    "event-time fields and every field its features and where filters read, "
+                    "numbers or strings as they use them, in its format (json, msgpack, avro, "
+                    "protobuf). Without, the demo's order events (topologies/orders.yaml).")
+    p.add_argument("topology", nargs="?", metavar="TOPOLOGY",
+                   help="topology YAML file whose source to produce (default: demo orders)")
+    p.add_argument("--topic", default=None,
+                   help="topic to produce to (default: the topology's source topic, or orders)")
+    p.add_argument("--events", type=int, default=100_000, metavar="N",
+                   help="how many events (default 100000)")
+    p.add_argument("--entities", type=int, default=10_000, metavar="M",
+                   help="how many distinct entities (default 10000)")
+    p.add_argument("--malformed", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of malformed records (default 0)")
+    p.add_argument("--late", type=float, default=0.002, metavar="FRACTION",
+                   help="fraction of events later than the topology's lateness (default 0.002)")
+    p.add_argument("--seed", type=int, default=7,
+                   help="random seed: the same seed gives the same events (default 7)")
+    _connections(p)
     p.set_defaults(run=_generate)
 
-    p = sub.add_parser("registry", help="list features with owner, entity, source, version")
-    p.add_argument("topologies", nargs="+")
-    p.add_argument("--feature", help="show one feature or field")
-    p.add_argument("--redis", help="also show, from this Redis, the feature-windows whose "
-                   "history was cut short when they were computed (partial_since_ms)")
-    p.set_defaults(run=_registry)
 
+def _add_plan(sub: Any) -> None:
     p = sub.add_parser(
         "plan", help="what a worker starting these topologies on this state will recompute, "
                      "from which data, how long; exit 2 when some history is missing")
-    p.add_argument("topologies", nargs="+")
-    p.add_argument("--state-dir", required=True, help="the workers' --state-dir")
-    p.add_argument("--snapshot-dir", default=None)
-    p.add_argument("--kafka", help="bootstrap servers (env STREAMFEAT_KAFKA)")
-    p.add_argument("--kafka-config", metavar="FILE",
-                   help="Kafka client properties in librdkafka's names (security.protocol, "
-                        "sasl.*, ssl.*...), ${ENV_VAR} allowed (env STREAMFEAT_KAFKA_CONFIG)")
+    p.add_argument("topologies", nargs="+", metavar="TOPOLOGY", help="topology YAML files")
+    p.add_argument("--state-dir", required=True, metavar="DIR", help="the workers' --state-dir")
+    p.add_argument("--snapshot-dir", default=None, metavar="PATH|URL",
+                   help="the workers' --snapshot-dir, if any: history there counts")
+    _connections(p)
     p.add_argument("--no-kafka", action="store_true",
                    help="do not ask Kafka: the topic part of the history is unknown")
     p.add_argument("--json", action="store_true", help="the plan as JSON, for tooling")
     p.set_defaults(run=_plan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamfeat", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"streamfeat {streamfeat_version()}",
+                        help="print streamfeat's version and exit")
+    add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check topology files; exit 1 on any problem")
+    p.add_argument("paths", nargs="+", metavar="TOPOLOGY", help="topology YAML files")
+    p.set_defaults(run=_validate)
+
+    _add_worker(sub)
+    _add_get(sub)
+    _add_generate(sub)
+
+    from streamfeat.cli_registry import add_registry_command
+
+    add_registry_command(sub)
+    _add_plan(sub)
 
     from streamfeat.cli_replay import add_replay_commands
     from streamfeat.cli_serve import add_serve_command
 
     add_replay_commands(sub)
     add_serve_command(sub)
+    for command in sub.choices.values():  # -v and --log-format after any sub-command too
+        add_common(command, top=False)
     return parser
 
 
@@ -355,11 +400,15 @@ def _thread_excepthook(hook: threading.ExceptHookArgs) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(verbose=args.verbose)
+    settle_topology(args)
+    logs.setup(verbose=args.verbose, fmt=args.log_format)
     sys.excepthook = _excepthook
     threading.excepthook = _thread_excepthook
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # stdout closed early (| head): stop, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except StreamfeatError as exc:
         print(f"streamfeat: {redact(exc)}", file=sys.stderr)
         return 2

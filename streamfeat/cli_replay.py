@@ -3,7 +3,8 @@
 ``streamfeat.cli`` calls :func:`add_replay_commands` with its sub-parsers. The commands
 live in :mod:`streamfeat.replay`, which never prints: its progress and warnings go to the
 ``streamfeat.replay`` logger, which ``streamfeat.cli.main`` shows on stderr (INFO, or DEBUG
-with ``-v``). Only the results are printed here.
+with ``-v``), its progress as a bar on a terminal (:mod:`streamfeat.cli_progress`). Only the
+results are printed here.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import argparse
 import sys
 from typing import Any
 
+from streamfeat.cli_common import REDIS_HELP, add_progress, add_topology, settle_topology
 from streamfeat.config import resolve_redis
 from streamfeat.errors import ConfigError
 
 __all__ = ["add_replay_commands"]
+
+_TOPOLOGY_HELP = "topology YAML file (the old --topology FILE still works, with a warning)"
+_SNAPSHOTS_HELP = "the worker's --snapshot-dir: a directory or s3://bucket/prefix"
 
 
 def _partitions(text: str | None) -> list[int] | None:
@@ -37,39 +42,52 @@ def _redis_checked(url: str) -> str:
     return url
 
 
+def _display(args: argparse.Namespace) -> Any:
+    from streamfeat.cli_progress import ProgressDisplay, choose_mode
+
+    return ProgressDisplay(choose_mode(args.progress))
+
+
 def _replay(args: argparse.Namespace) -> int:
+    settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import replay
 
     if args.to_redis:
         _redis_checked(args.to_redis)
-    replay(
-        args.topology, args.snapshot_dir, partitions=_partitions(args.partitions),
-        date_from=args.date_from, date_to=args.date_to, to_redis=args.to_redis,
-        to_parquet=args.to_parquet, generation=args.generation, processes=args.processes,
-        progress=not args.quiet,
-    )
+    with _display(args) as display:
+        replay(
+            args.topology, args.snapshot_dir, partitions=_partitions(args.partitions),
+            date_from=args.date_from, date_to=args.date_to, to_redis=args.to_redis,
+            to_parquet=args.to_parquet, generation=args.generation, processes=args.processes,
+            progress=display.enabled,
+        )
     return 0
 
 
 def _training_set(args: argparse.Namespace) -> int:
+    settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import training_set
 
     features = [f for f in args.features.split(",") if f] if args.features else None
-    table = training_set(
-        args.topology, args.snapshot_dir, args.spine, args.out, features=features,
-        as_served=args.as_served, entity_column=args.entity_column,
-        timestamp_column=args.timestamp_column, date_from=args.date_from, date_to=args.date_to,
-        processes=args.processes,
-    )
+    with _display(args) as display:
+        table = training_set(
+            args.topology, args.snapshot_dir, args.spine, args.out, features=features,
+            as_served=args.as_served, entity_column=args.entity_column,
+            timestamp_column=args.timestamp_column, date_from=args.date_from,
+            date_to=args.date_to, processes=args.processes, progress=display.enabled,
+        )
     print(f"{args.out}: {table.num_rows} rows, {table.num_columns} columns", file=sys.stderr)
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
+    settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import verify
 
-    report = verify(args.topology, args.snapshot_dir, _redis_checked(resolve_redis(args.redis)),
-                    sample=args.sample)
+    redis_url = _redis_checked(resolve_redis(args.redis))
+    with _display(args) as display:
+        report = verify(args.topology, args.snapshot_dir, redis_url, sample=args.sample,
+                        progress=display.enabled)
     for m in report.mismatches[:50]:
         print(f"mismatch {m.entity_id}.{m.field} (_v {m.version}): online={m.online!r} "
               f"replay={m.replayed!r}")
@@ -83,43 +101,75 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.match_rate >= 1.0 else 1
 
 
+def _dates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD",
+                   help="first snapshot date (UTC); a warning when it is before the snapshots")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD",
+                   help="last snapshot date (UTC, inclusive); a warning when it is after them")
+
+
+def _processes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="partitions replayed in parallel processes (default: one per CPU)")
+
+
 def add_replay_commands(subparsers: Any) -> None:
     """Register ``replay``, ``training-set`` and ``verify`` on ``argparse`` sub-parsers."""
-    p = subparsers.add_parser("replay", help="recompute features from Parquet snapshots")
-    p.add_argument("--topology", required=True)
-    p.add_argument("--snapshot-dir", required=True)
-    p.add_argument("--from", dest="date_from", help="first snapshot date, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", help="last snapshot date, YYYY-MM-DD (inclusive)")
-    p.add_argument("--partitions", help="comma-separated partitions (default: all)")
+    p = subparsers.add_parser(
+        "replay", help="recompute features from Parquet snapshots",
+        description="Recompute TOPOLOGY's features from the worker's Parquet snapshots, "
+                    "through the worker's own code: into Redis (a backfill) or a Parquet file "
+                    "of final values.")
+    add_topology(p, _TOPOLOGY_HELP)
+    p.add_argument("--snapshot-dir", required=True, metavar="PATH|URL", help=_SNAPSHOTS_HELP)
+    _dates(p)
+    p.add_argument("--partitions", metavar="P,P...",
+                   help="comma-separated partitions (default: all)")
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--to-redis", metavar="URL", help="backfill Redis")
-    out.add_argument("--to-parquet", metavar="PATH", help="final values per entity")
-    p.add_argument("--generation", type=int, default=1,
+    out.add_argument("--to-redis", metavar="URL",
+                     help="backfill this Redis (redis:// or rediss://)")
+    out.add_argument("--to-parquet", metavar="PATH",
+                     help="write the final values per entity to this Parquet file")
+    p.add_argument("--generation", type=int, default=1, metavar="N",
                    help="write generation (above the worker's 0 to supersede online values)")
-    p.add_argument("--processes", type=int, default=None, help="default: one per CPU")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _processes(p)
+    add_progress(p)
+    p.add_argument("--quiet", dest="progress", action="store_false", default=None,
+                   help="same as --no-progress (kept for existing scripts)")
     p.set_defaults(run=_replay)
 
-    p = subparsers.add_parser("training-set",
-                              help="point-in-time-correct features for a spine of labels")
-    p.add_argument("--topology", required=True)
-    p.add_argument("--snapshot-dir", required=True)
-    p.add_argument("--spine", required=True, help="Parquet or CSV with entity and timestamp")
-    p.add_argument("--out", required=True, help="output Parquet file")
-    p.add_argument("--features", help="comma-separated feature or field names (default: all)")
+    p = subparsers.add_parser(
+        "training-set", help="point-in-time-correct features for a spine of labels",
+        description="For each row of a spine (entity id and time), every feature of TOPOLOGY "
+                    "as of that time, from the snapshots: nothing after it leaks in. A warning "
+                    "names spine times outside what the snapshots hold.")
+    add_topology(p, _TOPOLOGY_HELP)
+    p.add_argument("--snapshot-dir", required=True, metavar="PATH|URL", help=_SNAPSHOTS_HELP)
+    p.add_argument("--spine", required=True, metavar="FILE",
+                   help="Parquet or CSV with entity and timestamp")
+    p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file")
+    p.add_argument("--features", metavar="NAMES",
+                   help="comma-separated feature or field names (default: all)")
     p.add_argument("--as-served", action="store_true",
                    help="only records that had arrived (Kafka timestamp) by each row's time")
-    p.add_argument("--entity-column", help="default: the topology's source.key")
-    p.add_argument("--timestamp-column", help="default: the topology's source.timestamp")
-    p.add_argument("--from", dest="date_from", help="first snapshot date, YYYY-MM-DD")
-    p.add_argument("--to", dest="date_to", help="last snapshot date, YYYY-MM-DD (inclusive)")
-    p.add_argument("--processes", type=int, default=None, help="default: one per CPU")
+    p.add_argument("--entity-column", metavar="NAME",
+                   help="the spine's entity id column (default: the topology's source.key)")
+    p.add_argument("--timestamp-column", metavar="NAME",
+                   help="the spine's time column (default: the topology's source.timestamp)")
+    _dates(p)
+    _processes(p)
+    add_progress(p)
     p.set_defaults(run=_training_set)
 
-    p = subparsers.add_parser("verify", help="compare online values with a replay; exit 1 "
-                              "below 100%%")
-    p.add_argument("--topology", required=True)
-    p.add_argument("--snapshot-dir", required=True)
-    p.add_argument("--sample", type=int, default=None, help="check N random entities")
-    p.add_argument("--redis", help="Redis URL (env STREAMFEAT_REDIS)")
+    p = subparsers.add_parser(
+        "verify", help="compare online values with a replay; exit 1 below 100%%",
+        description="Compare the values Redis holds for TOPOLOGY's entities with a replay "
+                    "of the snapshots cut at the offset each was written at; exit 1 below a "
+                    "100% match.")
+    add_topology(p, _TOPOLOGY_HELP)
+    p.add_argument("--snapshot-dir", required=True, metavar="PATH|URL", help=_SNAPSHOTS_HELP)
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="check N random entities (default: all)")
+    p.add_argument("--redis", metavar="URL", help=REDIS_HELP)
+    add_progress(p)
     p.set_defaults(run=_verify)

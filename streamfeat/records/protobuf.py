@@ -28,10 +28,10 @@ from google.protobuf.message import DecodeError, Message
 
 from streamfeat.topology.definitions import SchemaDef
 
-__all__ = ["ProtobufColumns"]
+__all__ = ["ProtobufColumns", "message_path"]
 
 
-def _message_path(files: descriptor_pb2.FileDescriptorSet, full_name: str) -> list[int]:
+def message_path(files: descriptor_pb2.FileDescriptorSet, full_name: str) -> list[int]:
     """Confluent's message indexes of a message type: its index among its file's top-level
     messages, then among each nested level's."""
     for f in files.file:
@@ -83,7 +83,7 @@ class ProtobufColumns:
         self.confluent = schema.framing == "confluent"
         self.ids = frozenset(schema.schema_ids)
         self.id_list = list(schema.schema_ids)
-        self.path = _message_path(files, schema.message)
+        self.path = message_path(files, schema.message)
         self.schema = schema
         self.fix = (f"the value is not a protobuf {schema.message} ({schema.path}"
                     f"{', Confluent-framed' if self.confluent else ''}): fix the producer's "

@@ -22,7 +22,9 @@ Outputs:
 Partitions run in parallel processes (:mod:`streamfeat.replay.jobs`), at most
 ``os.cpu_count()``. Memory per process: one batch of records plus the partition's window
 state (as in the worker), plus, for ``to_parquet``, the final rows of that partition's
-entities. Progress goes to the ``streamfeat.replay`` logger at INFO.
+entities. Progress goes to the ``streamfeat.replay`` logger at INFO (lines) and DEBUG
+(steps for a progress bar: :mod:`streamfeat.progress`); a ``date_from`` or ``date_to``
+beyond the snapshots is a warning there (:mod:`streamfeat.replay.coverage`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ import pyarrow as pa
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.pipeline import PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
+from streamfeat.progress import Tracker, announce, progress_logger
+from streamfeat.replay.coverage import coverage, warn_dates
 from streamfeat.replay.inputs import (
     TopologyLike,
+    planned_records,
     resolve_topology,
     select_partitions,
     snapshot_root,
@@ -50,7 +55,15 @@ from streamfeat.replay.jobs import LOGGER, run_jobs
 from streamfeat.replay.output import arrow_columns, write_parquet_atomically
 from streamfeat.retry import call_with_retry
 from streamfeat.sinks import RedisSink, UpdateBatch, version
-from streamfeat.snapshot.reader import DateLike, iter_files, parse_date, snapshot_files
+from streamfeat.snapshot import snapshot_store
+from streamfeat.snapshot.layout import date_folders
+from streamfeat.snapshot.reader import (
+    DateLike,
+    SnapshotFile,
+    iter_files,
+    parse_date,
+    snapshot_files,
+)
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 from streamfeat.topology import TopologyDef
 from streamfeat.topology.definitions import ASOF_FIELD, VERSION_FIELD
@@ -61,7 +74,6 @@ log = logging.getLogger(LOGGER)
 
 _BATCH_ROWS = 20_000  # the worker's default --batch-size
 _VALUES_CHUNK = 10_000
-_PROGRESS_EVERY_S = 5.0
 _SINK_ATTEMPTS = 6
 _SINK_FIRST_WAIT_S = 0.2
 
@@ -109,10 +121,8 @@ class ReplayResult:
 @dataclass(frozen=True, slots=True)
 class _Job:
     topology: TopologyDef
-    snapshot_dir: str
     partition: int
-    date_from: str | None
-    date_to: str | None
+    files: tuple[SnapshotFile, ...]
     to_redis: str | None
     want_final: bool
     generation: int
@@ -183,8 +193,7 @@ class _FinalOnlyPipeline(PartitionPipeline):
 def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] | None]:
     topology = job.topology
     stats = PartitionStats(job.partition)
-    files = snapshot_files(job.snapshot_dir, consumed_topic(topology), job.partition,
-                           date_from=job.date_from, date_to=job.date_to)
+    files = job.files
     stats.files = len(files)
     sink = RedisSink(job.to_redis, topology) if job.to_redis else None
     pipeline = (
@@ -192,8 +201,19 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
         else _FinalOnlyPipeline(topology, job.partition, generation=job.generation)
     )
     entities: set[str] = set()
-    started = last_report = time.monotonic()
+    started = time.monotonic()
     done_files = 0
+
+    def detail(done: int) -> str:
+        nonlocal done_files
+        while done_files < len(files) and files[done_files].last_offset <= (
+                stats.last_offset if stats.last_offset is not None else -1):
+            done_files += 1
+        rate = done / max(time.monotonic() - started, 1e-9)
+        return f"{rate:,.0f} records/s, {done_files} of {len(files)} files"
+
+    tracker = Tracker(progress_logger(LOGGER), f"replay {topology.name}", str(job.partition),
+                      planned_records(files), detail=detail) if job.progress else None
     try:
         for batch in iter_files(files, batch_rows=job.batch_rows):
             outcome = pipeline.process(batch)
@@ -206,21 +226,13 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
                 entities.update(u.entity_ids)
             if sink is not None and outcome.updates:
                 _write_with_retry(sink, outcome.updates, stats)
-            if job.progress:
-                now = time.monotonic()
-                if now - last_report >= _PROGRESS_EVERY_S:
-                    last_report = now
-                    while (done_files < len(files)
-                           and files[done_files].last_offset <= batch.offsets[-1]):
-                        done_files += 1
-                    rate = stats.records / max(now - started, 1e-9)
-                    pct = 100.0 * done_files / max(len(files), 1)
-                    log.info("replay %s[%d]: %s records, %s records/s, %.0f%% of %d files",
-                             topology.name, job.partition, f"{stats.records:,}",
-                             f"{rate:,.0f}", pct, len(files))
+            if tracker is not None:
+                tracker.update(stats.records)
     finally:
         if sink is not None:
             sink.close()
+    if tracker is not None:
+        tracker.finish()
     stats.stream_time = pipeline.stream_time
     if isinstance(pipeline, _FinalOnlyPipeline):
         entities = pipeline.seen
@@ -249,9 +261,10 @@ def replay(
     """Recompute the topology's features from its snapshots (see the module docstring).
 
     ``partitions``: only these (default: every partition with snapshots); ``date_from`` /
-    ``date_to``: only the snapshot dates in that range (inclusive, ``YYYY-MM-DD``).
-    At least one of ``to_redis`` (a Redis URL) and ``to_parquet`` (a file path) is needed.
-    ``progress``: log progress and totals on ``streamfeat.replay`` at INFO.
+    ``date_to``: only the snapshot dates in that range (inclusive, ``YYYY-MM-DD``; a warning
+    when either is beyond the snapshots). At least one of ``to_redis`` (a Redis URL) and
+    ``to_parquet`` (a file path) is needed. ``progress``: log progress and totals on
+    ``streamfeat.replay`` (:mod:`streamfeat.progress`).
     """
     topo = resolve_topology(topology)
     if to_redis is None and to_parquet is None:
@@ -265,13 +278,20 @@ def replay(
         raise ConfigError(f"batch_rows must be at least 1, got {batch_rows}")
     snap = snapshot_root(snapshot_dir)
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
-    parts = select_partitions(partitions, snapshot_partitions(snap, consumed_topic(topo)), snap,
-                              consumed_topic(topo))
+    topic = consumed_topic(topo)
+    parts = select_partitions(partitions, snapshot_partitions(snap, topic), snap, topic)
+    files = {p: tuple(snapshot_files(snap, topic, p, date_from=lo, date_to=hi)) for p in parts}
+    if lo is not None or hi is not None:
+        warn_dates(log, "replay", lo, hi, date_folders(snapshot_store(snap), topic),
+                   coverage(files))
     jobs = [
-        _Job(topo, snap, p, lo, hi, to_redis, to_parquet is not None, generation, progress,
+        _Job(topo, p, files[p], to_redis, to_parquet is not None, generation, progress,
              batch_rows)
         for p in parts
     ]
+    if progress:
+        announce(progress_logger(LOGGER), f"replay {topo.name}",
+                 sum(planned_records(fs) for fs in files.values()))
     started = time.monotonic()
     results: list[tuple[PartitionStats, dict[str, list[Any]] | None]] = run_jobs(
         _replay_partition, jobs, processes

@@ -13,10 +13,17 @@ from pathlib import Path
 
 from streamfeat.errors import ConfigError
 from streamfeat.snapshot import snapshot_store
+from streamfeat.snapshot.reader import SnapshotFile
 from streamfeat.storage import LocalStore
 from streamfeat.topology import TopologyDef, load_topology
 
-__all__ = ["TopologyLike", "resolve_topology", "select_partitions", "snapshot_root"]
+__all__ = [
+    "TopologyLike",
+    "planned_records",
+    "resolve_topology",
+    "select_partitions",
+    "snapshot_root",
+]
 
 TopologyLike = TopologyDef | str | os.PathLike[str]
 
@@ -61,3 +68,17 @@ def select_partitions(
             "--snapshot-dir (or pass the right --snapshot-dir)"
         )
     return out
+
+
+def planned_records(files: Iterable[SnapshotFile]) -> int:
+    """How many records reading ``files`` (one partition, in offset order) goes through, as
+    their names say: overlaps counted once; gaps in the offsets (compacted or transactional
+    topics) make it an upper bound."""
+    total = 0
+    next_offset = 0
+    for f in files:
+        first = max(f.first_offset, next_offset)
+        if f.last_offset >= first:
+            total += f.last_offset - first + 1
+            next_offset = f.last_offset + 1
+    return total

@@ -8,7 +8,9 @@ boundary by pickling: keep them plain data.
 What a job logs on ``streamfeat.replay`` (progress, warnings) is forwarded to this
 process's logger of that name through a queue, at this process's level, so a spawned
 job reports exactly like one run in place: a library never configures logging itself,
-and a child process would otherwise have none.
+and a child process would otherwise have none. Its progress records
+(``streamfeat.replay.progress``, :mod:`streamfeat.progress`) go the same way, at the level
+this process shows them (DEBUG steps only when a progress bar wants them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from logging.handlers import QueueHandler, QueueListener
 from multiprocessing.queues import Queue as ProcessQueue
 from typing import Any
+
+from streamfeat.progress import progress_logger
 
 __all__ = ["LOGGER", "run_jobs"]
 
@@ -35,12 +39,14 @@ class _ToLogger(logging.Handler):
         logging.getLogger(record.name).handle(record)
 
 
-def _forward_logs(queue: ProcessQueue[Any], level: int) -> None:
-    """In a job's process: send ``streamfeat.replay`` records at ``level`` to the parent."""
+def _forward_logs(queue: ProcessQueue[Any], level: int, progress_level: int) -> None:
+    """In a job's process: send ``streamfeat.replay`` records at ``level`` (its progress
+    records at ``progress_level``) to the parent."""
     log = logging.getLogger(LOGGER)
     log.setLevel(level)
     log.addHandler(QueueHandler(queue))
     log.propagate = False
+    progress_logger(LOGGER).setLevel(progress_level)
 
 
 def run_jobs(
@@ -58,7 +64,8 @@ def run_jobs(
     try:
         with ProcessPoolExecutor(
             max_workers=n, mp_context=ctx, initializer=_forward_logs,
-            initargs=(logs, logging.getLogger(LOGGER).getEffectiveLevel()),
+            initargs=(logs, logging.getLogger(LOGGER).getEffectiveLevel(),
+                      progress_logger(LOGGER).getEffectiveLevel()),
         ) as pool:
             return list(pool.map(fn, jobs))
     finally:

@@ -31,6 +31,11 @@ partition in order, so arrival never goes backwards; with broker timestamps this
 simply ``kafka_ts <= t``). An entity with no accepted record arrived by then gets the
 ``defaults`` (Redis had no key for it).
 
+Spine times before the first snapshotted record or after the last are a warning
+(:mod:`streamfeat.replay.coverage`): those rows are computed, but from history that does not
+reach them. Progress goes to ``streamfeat.replay`` (:mod:`streamfeat.progress`), one task
+per pass.
+
 Memory: the spine and its output columns (rows x features); the set of entities of
 every partition; per partition process, one batch of records, that partition's window
 state and (pass 2) the accepted events of the last ``lateness``.
@@ -53,7 +58,14 @@ from streamfeat.errors import ConfigError
 from streamfeat.operators import PartitionOperator
 from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
-from streamfeat.replay.inputs import TopologyLike, resolve_topology, snapshot_root
+from streamfeat.progress import Tracker, announce, progress_logger
+from streamfeat.replay.coverage import coverage, warn_times
+from streamfeat.replay.inputs import (
+    TopologyLike,
+    planned_records,
+    resolve_topology,
+    snapshot_root,
+)
 from streamfeat.replay.jobs import LOGGER, run_jobs
 from streamfeat.replay.output import arrow_columns, write_parquet_atomically
 from streamfeat.replay.spine import entity_ids, read_spine, timestamps_ms
@@ -79,28 +91,53 @@ _BATCH_ROWS = 20_000
 # ----------------------------------------------------------------------------- pass 1
 
 
+_STAGE_KEYS = "entities"
+_STAGE_ROWS = "rows"
+
+
 @dataclass(frozen=True, slots=True)
 class _KeysJob:
     topology: TopologyDef
     partition: int
     files: tuple[SnapshotFile, ...]
     batch_rows: int
+    progress: bool = False
+
+
+def _tracker(topology: TopologyDef, stage: str, partition: int,
+             files: Sequence[SnapshotFile], progress: bool) -> Tracker | None:
+    if not progress:
+        return None
+    return Tracker(progress_logger(LOGGER), _task(topology, stage), str(partition),
+                   planned_records(files),
+                   label=f"training-set {topology.name}[{partition}] ({stage})")
+
+
+def _task(topology: TopologyDef, stage: str) -> str:
+    return f"training-set {topology.name}: {stage}"
 
 
 def _accepted(
-    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int
+    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int,
+    tracker: Tracker | None = None,
 ) -> Iterator[tuple[AcceptedEvents, int]]:
     """Per batch with events: the accepted ones (offset order) and the stream time after."""
     acceptance = Acceptance(topology, partition)
     for batch in iter_files(files, batch_rows=batch_rows):
         verdict = acceptance.judge(batch)
+        if tracker is not None:
+            tracker.advance(len(batch))
         if verdict.decoded.keys and verdict.stream_time is not None:
             yield verdict.accepted(), verdict.stream_time
+    if tracker is not None:
+        tracker.finish()
 
 
 def _keys_of_partition(job: _KeysJob) -> set[str]:
     out: set[str] = set()
-    for events, _st in _accepted(job.topology, job.partition, job.files, job.batch_rows):
+    tracker = _tracker(job.topology, _STAGE_KEYS, job.partition, job.files, job.progress)
+    for events, _st in _accepted(job.topology, job.partition, job.files, job.batch_rows,
+                                 tracker):
         out.update(events.keys)
     return out
 
@@ -117,16 +154,18 @@ class _RowsJob:
     times: tuple[int, ...]
     entities: tuple[str, ...]
     batch_rows: int
+    progress: bool = False
 
 
 def _sorted_events(
-    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int
+    topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int,
+    tracker: Tracker | None = None,
 ) -> Iterator[list[tuple[int, int, str, dict[str, Any]]]]:
     """Accepted events in ``(ts, offset)`` order, holding only the last ``lateness``."""
     lateness = int(topology.lateness_ms)
     heap: list[tuple[int, int, str, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop
-    for events, st in _accepted(topology, partition, files, batch_rows):
+    for events, st in _accepted(topology, partition, files, batch_rows, tracker):
         for item in zip(events.ts, events.offsets, events.keys, events.records, strict=True):
             push(heap, item)
         bound = st - lateness  # every later accepted event has ts >= bound
@@ -181,7 +220,8 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
                 for c, name in zip(cols, fields, strict=True):
                     c[g] = row[name]
 
-    for chunk in _sorted_events(topology, job.partition, job.files, job.batch_rows):
+    tracker = _tracker(topology, _STAGE_ROWS, job.partition, job.files, job.progress)
+    for chunk in _sorted_events(topology, job.partition, job.files, job.batch_rows, tracker):
         for ts, _off, key, record in chunk:
             if j < n and times[order[j]] < ts:
                 answer(ts)
@@ -227,6 +267,7 @@ def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
             for u in outcome.updates:
                 seen.update(u.entity_ids)
 
+    tracker = _tracker(topology, _STAGE_ROWS, job.partition, job.files, job.progress)
     for batch in iter_files(job.files, batch_rows=job.batch_rows):
         start = 0
         for i, kts in enumerate(batch.kafka_ts):
@@ -237,6 +278,10 @@ def _as_served_rows(job: _RowsJob) -> list[list[Any]]:
                 answer(a)
             arrival = a
         process(batch[start:])
+        if tracker is not None:
+            tracker.advance(len(batch))
+    if tracker is not None:
+        tracker.finish()
     answer(None)
     return cols
 
@@ -258,6 +303,7 @@ def training_set(
     date_to: DateLike | None = None,
     processes: int | None = None,
     batch_rows: int = _BATCH_ROWS,
+    progress: bool = True,
 ) -> pa.Table:
     """The spine's columns plus one column per requested ``{feature}__{window}``.
 
@@ -265,7 +311,8 @@ def training_set(
     its entity and timestamp columns default to the topology's ``source.key`` and
     ``source.timestamp``. ``features``: feature or field names (default: all).
     ``out``: the Parquet file to write (``None``: only return the table). See the module
-    docstring for the semantics of event time and ``as_served``.
+    docstring for the semantics of event time and ``as_served``. ``progress``: log the
+    progress of each pass on ``streamfeat.replay`` (:mod:`streamfeat.progress`).
     """
     topo = resolve_topology(topology)
     fields = tuple(resolve_fields(topo, features))
@@ -291,10 +338,14 @@ def training_set(
         p: tuple(snapshot_files(snap, topic, p, date_from=lo, date_to=hi))
         for p in snapshot_partitions(snap, topic)
     }
+    warn_times(log, "training-set", "the spine", times, coverage(files))
     # pass 1: which partition holds each entity
+    if progress:
+        announce(progress_logger(LOGGER), _task(topo, _STAGE_KEYS),
+                 sum(planned_records(fs) for fs in files.values()))
     key_sets = run_jobs(
-        _keys_of_partition, [_KeysJob(topo, p, fs, batch_rows) for p, fs in files.items()],
-        processes,
+        _keys_of_partition,
+        [_KeysJob(topo, p, fs, batch_rows, progress) for p, fs in files.items()], processes,
     )
     home: dict[str, int] = {}
     shared = 0
@@ -322,9 +373,12 @@ def training_set(
             times_.append(t)
             ents_.append(e)
     jobs = [
-        _RowsJob(topo, p, files[p], fields, tuple(ts_), tuple(es_), batch_rows)
+        _RowsJob(topo, p, files[p], fields, tuple(ts_), tuple(es_), batch_rows, progress)
         for p, (_rows, ts_, es_) in sorted(by_part.items())
     ]
+    if progress:
+        announce(progress_logger(LOGGER), _task(topo, _STAGE_ROWS),
+                 sum(planned_records(j.files) for j in jobs))
     results = run_jobs(_as_served_rows if as_served else _event_time_rows, jobs, processes)
     for (_p, (rows, _t, _e)), part_cols in zip(sorted(by_part.items()), results, strict=True):
         for c, pc_ in zip(cols, part_cols, strict=True):

@@ -6,7 +6,8 @@ reflect. The partition is replayed from the snapshots through the worker's
 offset, and the entity's values as of the stream time at that offset are compared with
 Redis (floats with a relative tolerance of 1e-9, everything else exactly, after the
 same text encoding the sink applies). ``_asof`` must equal that stream time too.
-Entities whose offset is not (yet) in the snapshots are counted as ``skipped``.
+Entities whose offset is not (yet) in the snapshots are counted as ``skipped``. Progress
+(records replayed per partition) goes to ``streamfeat.replay`` (:mod:`streamfeat.progress`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from streamfeat.client import Client
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.pipeline import PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
-from streamfeat.replay.inputs import TopologyLike, resolve_topology
+from streamfeat.progress import Tracker, announce, progress_logger
+from streamfeat.replay.inputs import TopologyLike, planned_records, resolve_topology
+from streamfeat.replay.jobs import LOGGER
 from streamfeat.sinks import decode_value, encode_value, parse_version
 from streamfeat.sinks.redis import connect
-from streamfeat.snapshot.reader import iter_partition
+from streamfeat.snapshot.reader import SnapshotFile, iter_files, snapshot_files
 from streamfeat.topology import TopologyDef
 from streamfeat.topology.definitions import ASOF_FIELD
 
@@ -99,8 +102,10 @@ def verify(
     *,
     sample: int | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> VerifyReport:
-    """Compare online values of (a sample of) the topology's entities with a replay."""
+    """Compare online values of (a sample of) the topology's entities with a replay.
+    ``progress``: log the replay's progress on ``streamfeat.replay``."""
     topo = resolve_topology(topology)
     if sample is not None and sample < 1:
         raise ConfigError(f"--sample must be at least 1, got {sample}")
@@ -116,20 +121,28 @@ def verify(
             targets[p][off].append(e)
     report = VerifyReport(1.0, 0)
     failed: set[str] = set()
+    files = {p: snapshot_files(os.fspath(snapshot_dir), consumed_topic(topo), p)
+             for p in sorted(targets)}
+    logger = progress_logger(LOGGER)
+    if progress:
+        announce(logger, f"verify {topo.name}", sum(map(planned_records, files.values())))
     for p, by_offset in sorted(targets.items()):
-        _verify_partition(topo, str(snapshot_dir), p, by_offset, online, report, failed)
+        tracker = Tracker(logger, f"verify {topo.name}", str(p),
+                          planned_records(files[p])) if progress else None
+        _verify_partition(topo, files[p], p, by_offset, online, report, failed, tracker)
     report.match_rate = (report.checked - len(failed)) / report.checked if report.checked else 0.0
     return report
 
 
 def _verify_partition(
     topology: TopologyDef,
-    snapshot_dir: str,
+    files: list[SnapshotFile],
     partition: int,
     by_offset: Mapping[int, list[str]],
     online: Mapping[str, Any],
     report: VerifyReport,
     failed: set[str],
+    tracker: Tracker | None,
 ) -> None:
     offsets = sorted(by_offset)
     proc = PartitionPipeline(topology, partition)
@@ -153,7 +166,9 @@ def _verify_partition(
                     report.mismatches.append(
                         Mismatch(e, name, value, want.get(name), got.version))
 
-    for batch in iter_partition(snapshot_dir, consumed_topic(topology), partition):
+    for batch in iter_files(files, batch_rows=50_000):
+        if tracker is not None:
+            tracker.advance(len(batch))
         start = 0
         while k < len(offsets):
             target = offsets[k]
@@ -179,3 +194,5 @@ def _verify_partition(
         else:
             report.skipped += len(by_offset[offsets[k]])
         k += 1
+    if tracker is not None:
+        tracker.finish()

@@ -36,6 +36,8 @@ log = logging.getLogger("streamfeat.worker")
 
 READ_RECORDS = 5_000
 """Records read from the topic per call (session windows slow down with larger batches)."""
+PROGRESS_EVERY_S = 10.0
+"""The least time between two progress lines of one recomputation (records read / planned)."""
 
 
 class EntityLister(Protocol):
@@ -114,9 +116,32 @@ class Recomputer:
     """Fields recomputed, until their history is recorded (:meth:`EntityLister.mark_history`)."""
     done: bool = False
 
+    _last_progress: float = field(default_factory=time.monotonic)
+
     @property
     def label(self) -> str:
         return f"{self.pipeline.topology.name} {self.tp[0]}[{self.tp[1]}]"
+
+    def planned(self, target: int) -> int:
+        """Records of history to read up to ``target`` (an upper bound: offsets may have
+        gaps)."""
+        plan = self.plan
+        if plan is None:
+            return 0
+        first = plan.snapshots[0] if plan.snapshots is not None else plan.topic_from
+        return max(0, target - first)
+
+    def _report(self, target: int) -> None:
+        """A progress line every :data:`PROGRESS_EVERY_S`: records read of those planned."""
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        planned = self.planned(target)
+        pct = f" ({100.0 * self.records / planned:.0f}%)" if planned else ""
+        rate = self.records / max(now - self.started, 1e-9)
+        log.info("%s: recomputing from history: %s of %s records read%s, %s records/s",
+                 self.label, f"{self.records:,}", f"{planned:,}", pct, f"{rate:,.0f}")
 
     def step(self, deadline: float) -> list[UpdateBatch]:
         """Work until ``deadline`` (``time.monotonic()``); returns the refresh to write once
@@ -150,6 +175,7 @@ class Recomputer:
                 break
             self._read(rec, plan, position, target)
             self.records = rec.records
+            self._report(target)
             if time.monotonic() >= deadline:
                 return False
         self.history.done(self.tp)

@@ -8,7 +8,9 @@ Each concern has its own object; this module only wires them and runs the loop:
 * :mod:`.deadletters`: malformed and late records to ``<topic>.dlq``, exactly once;
 * :mod:`.checkpoint`: state and next offset to RocksDB, never before the effects above;
 * :mod:`.endoffsets`: ``--stop-at-end``; :mod:`.fencing` and :mod:`.health`: ``/health``
-  (each dependency's failures, from calls, retries and idle-time probes).
+  (each dependency's failures, from calls, retries and idle-time probes);
+* :mod:`.summary`: the run's own counters, the summary line logged at the end, and the exit
+  status of a worker that stops fenced off by a backfill (:data:`.summary.EXIT_FENCED`).
 
 Per batch: snapshot the raw records, run each topology's pipeline, submit the values,
 send the dead letters (acknowledged before going on), then mark the pipelines pending for
@@ -59,6 +61,7 @@ from streamfeat.runtime.repartition import (
     RepartitionOutput,
     release_in_time_order,
 )
+from streamfeat.runtime.summary import EXIT_FENCED, CountingSink, RunTotals
 from streamfeat.sinks import RedisSink, UpdateBatch
 from streamfeat.snapshot import SnapshotWriter, snapshot_store
 from streamfeat.state.durable import Checkpoints
@@ -120,6 +123,8 @@ class Worker:
                 Probe(self.health, "redis", lambda: probed.probe(PROBE_TIMEOUT_S)),
                 lambda: self._last_batch)
             sinks = redis_sinks
+        self.totals = RunTotals()
+        sinks = {name: CountingSink(sink, self.totals) for name, sink in sinks.items()}
         self.publisher = Publisher(sinks, self.metrics,
                                    FenceWatch(config.generation, self.health),
                                    self._on_retry("redis", "write"),
@@ -153,7 +158,8 @@ class Worker:
         self._stopping = True
 
     def run(self) -> int:
-        """Run until stopped (SIGTERM/SIGINT) or, with ``stop_at_end``, until caught up."""
+        """Run until stopped (SIGTERM/SIGINT) or, with ``stop_at_end``, until caught up;
+        0, or :data:`~.summary.EXIT_FENCED` when a backfill's generation fenced it off."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         if self.config.metrics_port is not None:
@@ -196,7 +202,19 @@ class Worker:
             clean = True
         finally:
             self._shutdown(clean)
-        return 0
+        log.info("%s", self.totals.summary())
+        return self._exit_status()
+
+    def _exit_status(self) -> int:
+        fenced = self.health.fenced
+        if not fenced:
+            return 0
+        generation = max(fenced.values())
+        log.error("stopped fenced off by generation %d (topologies %s): Redis refused this "
+                  "worker's writes to the entities a backfill rewrote; exit status %d. "
+                  "Restart the workers with --generation %d.", generation,
+                  ", ".join(sorted(fenced)), EXIT_FENCED, generation)
+        return EXIT_FENCED
 
     # ------------------------------------------------------------------ one batch
     def _handle(self, by_tp: dict[TP, RecordBatch]) -> None:
@@ -226,6 +244,7 @@ class Worker:
                     if not todo:
                         continue
                     rekey = rekeyer.process(todo, time.time())
+                    self.totals.malformed += rekey.malformed
                     name = rekeyer.topology.name
                     self.metrics.repartitioned.labels(name, str(tp[1])).inc(rekey.forwarded)
                     self.metrics.count_malformed(name, tp[1], [d.reason for d in rekey.dead])
@@ -458,6 +477,11 @@ class Worker:
         self.health.failed("kafka", error, source="client")
 
     def _count(self, pipeline: PartitionPipeline, outcome: BatchOutcome) -> None:
+        totals = self.totals
+        totals.consumed += outcome.consumed
+        totals.aggregated += outcome.aggregated
+        totals.late += outcome.late
+        totals.malformed += outcome.malformed
         labels = (pipeline.topology.name, str(pipeline.partition))
         self.metrics.consumed.labels(*labels).inc(outcome.consumed)
         self.metrics.aggregated.labels(*labels).inc(outcome.aggregated)

@@ -23,9 +23,11 @@ from streamfeat.topology.definitions import (
 )
 from streamfeat.topology.expressions import (
     ExpressionError,
+    FieldUse,
     Predicate,
     canonical_where,
     compile_where,
+    field_uses,
     fields_of,
 )
 from streamfeat.topology.loader import load_topology, load_topology_text, parse_duration
@@ -34,6 +36,7 @@ __all__ = [
     "AggKind",
     "ExpressionError",
     "FeatureDef",
+    "FieldUse",
     "Predicate",
     "SchemaDef",
     "SourceDef",
@@ -43,6 +46,7 @@ __all__ = [
     "canonical_where",
     "compile_where",
     "default_hop_ms",
+    "field_uses",
     "fields_of",
     "format_duration",
     "load_topology",

@@ -20,6 +20,7 @@ sentinel (``streamfeat.operators.slots.NEVER``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -177,6 +178,11 @@ class FeatureDef:
     k: int | None = None
     exact_up_to: int = DISTINCT_EXACT_UP_TO
     line: int = 0
+    # dataclasses.field: ``field`` is a member of this class
+    description: str = dataclasses.field(default="", compare=False)
+    """What the feature means, for people (``streamfeat registry``); not part of its state."""
+    tags: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    """Labels to find it by (``pii``, ``fraud``); not part of its state."""
 
     def redis_field(self, window: WindowDef) -> str:
         """Contract section 4: ``{feature}__{window}``."""

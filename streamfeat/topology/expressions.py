@@ -65,9 +65,11 @@ from streamfeat.errors import StreamfeatError
 
 __all__ = [
     "ExpressionError",
+    "FieldUse",
     "Predicate",
     "canonical_where",
     "compile_where",
+    "field_uses",
     "fields_of",
 ]
 
@@ -855,6 +857,97 @@ def fields_of(text: str) -> frozenset[str]:
         elif isinstance(node, _Binary):
             stack.extend((node.left, node.right))
     return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldUse:
+    """How an expression uses one field (a path, ``("payment", "method")``): the kinds of
+    value it compares the field with or computes with it (``number``, ``string``,
+    ``boolean``), the literals it compares it with, and whether it tests it for ``null``.
+    What an event generator needs to make events the expression keeps and events it
+    drops."""
+
+    path: tuple[str, ...]
+    kinds: frozenset[str]
+    literals: tuple[Any, ...]
+    null_test: bool = False
+
+
+_ARITHMETIC: Final = frozenset({"+", "-", "*", "/", "%"})
+
+
+def _const_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def field_uses(text: str) -> dict[tuple[str, ...], FieldUse]:
+    """Each field path ``text`` reads, with how it uses it (see :class:`FieldUse`).
+
+    Raises :class:`ExpressionError` when ``text`` does not parse.
+    """
+    kinds: dict[tuple[str, ...], set[str]] = {}
+    literals: dict[tuple[str, ...], list[Any]] = {}
+    null_tests: set[tuple[str, ...]] = set()
+
+    def note(node: _Node, kind: str | None, *values: Any) -> None:
+        if not isinstance(node, _Field):
+            return
+        kinds.setdefault(node.path, set())
+        literals.setdefault(node.path, [])
+        if kind is not None:
+            kinds[node.path].add(kind)
+        literals[node.path].extend(v for v in values if v not in literals[node.path])
+
+    def compared(field: _Node, other: _Node) -> None:
+        if isinstance(other, _Const):
+            note(field, _const_kind(other.value),
+                 *(() if other.value is None else (other.value,)))
+            if other.value is None and isinstance(field, _Field):
+                null_tests.add(field.path)
+
+    stack: list[tuple[_Node, bool]] = [(_parse(text), True)]  # (node, used as a truth value)
+    while stack:
+        node, truth = stack.pop()
+        if isinstance(node, _Field):
+            note(node, "boolean" if truth else None)
+        elif isinstance(node, _List):
+            stack.extend((item, False) for item in node.items)
+        elif isinstance(node, _Unary):
+            if node.op == "-":
+                note(node.operand, "number")
+            stack.append((node.operand, node.op == "not"))
+        elif isinstance(node, _Binary):
+            op, left, right = node.op, node.left, node.right
+            if op in ("and", "or"):
+                stack.extend(((left, True), (right, True)))
+                continue
+            if op in ("in", "not in"):
+                if isinstance(right, _List):
+                    items = [i.value for i in right.items if isinstance(i, _Const)]
+                    for kind in {_const_kind(v) for v in items} or {None}:
+                        note(left, kind, *(v for v in items if v is not None))
+                elif isinstance(right, _Const) and isinstance(right.value, str):
+                    note(left, "string")
+                elif isinstance(left, _Const) and isinstance(left.value, str):
+                    note(right, "string")  # a substring test
+            elif op in _COMPARISONS:
+                compared(left, right)
+                compared(right, left)
+            elif op in _ARITHMETIC:
+                joins = op == "+" and any(isinstance(n, _Const) and isinstance(n.value, str)
+                                          for n in (left, right))
+                note(left, "string" if joins else "number")
+                note(right, "string" if joins else "number")
+            stack.extend(((left, False), (right, False)))
+    return {path: FieldUse(path, frozenset(kinds[path]), tuple(literals[path]),
+                           path in null_tests)
+            for path in kinds}
 
 
 # --------------------------------------------------------------------------- canonical text

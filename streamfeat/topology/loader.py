@@ -19,6 +19,9 @@ Decisions the contract leaves open (documented here, enforced below):
   1000 years), so window arithmetic on event times cannot overflow.
 - ``max_future`` (top level, default ``1h``, ``0`` allowed): how far an event time may be
   after its record's Kafka timestamp before the record is malformed (``future: ...``).
+- A feature may carry ``description`` (a non-empty string) and ``tags`` (a list of distinct
+  names, ``[A-Za-z0-9][A-Za-z0-9_.:/-]*``): metadata shown by ``streamfeat registry``,
+  never part of the feature's state (changing them recomputes nothing).
 - ``source.keyed_by_entity`` (default ``true``): whether the topic's records are keyed
   by the entity id; a YAML boolean (``true``/``false``), nothing else.
 - A window dict's ``type`` defaults to ``sliding``. Keys that do not apply to
@@ -86,7 +89,9 @@ _SCHEMA_KEYS: Final = {
     "avro": ("schema", "framing", "schema_ids"),
     "protobuf": ("descriptor", "module", "message", "framing", "schema_ids"),
 }
-_FEATURE_KEYS: Final = ("name", "agg", "field", "windows", "where", "q", "k", "exact_up_to")
+_FEATURE_KEYS: Final = (
+    "name", "agg", "field", "windows", "where", "q", "k", "exact_up_to", "description", "tags",
+)  # fmt: skip
 _WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
 _FORMATS: Final = ("json", "msgpack", "avro", "protobuf")
 _FRAMINGS: Final = ("plain", "confluent")
@@ -99,6 +104,7 @@ _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_
 _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOPOLOGY_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LABEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+_TAG_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 _LIST_AGGS: Final = frozenset({AggKind.LAST_K, AggKind.TOP_K})
 _SCALAR_AGGS: Final = frozenset({AggKind.FIRST, AggKind.LAST})
 _WINDOW_ALLOWED: Final = {
@@ -603,6 +609,10 @@ class _Loader:
             q = self.q(spec.get("q", _MISSING), node, agg, label)
             k = self.k(spec.get("k", _MISSING), node, agg, label)
             exact_up_to = self.exact_up_to(spec.get("exact_up_to", _MISSING), agg, label)
+        description = ""
+        if "description" in spec:
+            description = self.string(spec["description"], f"{label}: description") or ""
+        tags = self.tags(spec["tags"], label) if "tags" in spec else ()
         windows = self.windows(spec["windows"], label) if "windows" in spec else None
         if isinstance(spec.get("windows"), SequenceNode):
             self.window_lines[_line(node)] = [_line(item) for item in spec["windows"].value]
@@ -624,7 +634,26 @@ class _Loader:
             exact_up_to=exact_up_to if exact_up_to is not None
             else TOP_K_EXACT_UP_TO if agg is AggKind.TOP_K else DISTINCT_EXACT_UP_TO,
             line=_line(node),
+            description=description,
+            tags=tags,
         )
+
+    def tags(self, node: Node, label: str) -> tuple[str, ...]:
+        """A feature's ``tags``: a list of distinct names (problems reported, then ``()``)."""
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"{label}: tags must be a list of names, e.g. tags: [fraud, pii]")
+            return ()
+        out: list[str] = []
+        for item in node.value:
+            value = self.scalar(item) if isinstance(item, ScalarNode) else None
+            if not isinstance(value, str) or not _TAG_RE.match(value):
+                self.error(item, f"{label}: tag {value!r} must be a name matching "
+                           "[A-Za-z0-9][A-Za-z0-9_.:/-]* (quote it if YAML reads a number)")
+            elif value in out:
+                self.error(item, f"{label}: tag {value!r} appears twice; keep one")
+            else:
+                out.append(value)
+        return tuple(out)
 
     def feature_name(self, node: Node) -> str | None:
         name = self.string(node, "feature name")

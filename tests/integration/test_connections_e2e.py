@@ -100,8 +100,8 @@ def test_commands_name_what_they_cannot_reach_without_secrets(tmp_path: Path) ->
     commands = (
         ["get", str(path), "u1"],
         ["registry", str(path), "--redis", url],
-        ["verify", "--topology", str(path), "--snapshot-dir", str(tmp_path / "snapshots")],
-        ["replay", "--topology", str(path), "--snapshot-dir", str(tmp_path / "snapshots"),
+        ["verify", str(path), "--snapshot-dir", str(tmp_path / "snapshots")],
+        ["replay", str(path), "--snapshot-dir", str(tmp_path / "snapshots"),
          "--to-redis", url],
         ["generate", "--topic", "nowhere", "--events", "1", "--kafka",
          f"127.0.0.1:{kafka_port}"],
@@ -154,11 +154,11 @@ def test_no_secret_in_any_output_of_a_worker_and_the_commands(
         runs = [
             streamfeat("get", str(path), "u0001", "u0002", env=env),
             streamfeat("registry", str(path), "--redis", redis.url(), env=env),
-            streamfeat("verify", "--topology", str(path), "--snapshot-dir",
+            streamfeat("verify", str(path), "--snapshot-dir",
                        str(tmp_path / "snapshots"), env=env),
             streamfeat("plan", str(path), "--state-dir", str(tmp_path / "state"),
                        "--kafka-config", str(config), env=env),
-            streamfeat("replay", "--topology", str(path), "--snapshot-dir",
+            streamfeat("replay", str(path), "--snapshot-dir",
                        str(tmp_path / "snapshots"), "--to-redis", redis.url(), "--processes",
                        "1", env=env),
             # wrong passwords, said so

@@ -229,9 +229,9 @@ def test_history_cut_by_retention_is_reported_partial(
     log = run_to_end(path2, state, kafka_bootstrap, redis_url).read_text()
     assert "the topic from offset 500" in log and "partial until their windows" in log, log
     shown = subprocess.run(
-        [sys.executable, "-m", "streamfeat.cli", "registry", str(path2), "--redis", redis_url],
-        capture_output=True, text=True, check=True).stdout
-    entries = {e["field"]: e for e in map(json.loads, shown.splitlines())}
+        [sys.executable, "-m", "streamfeat.cli", "registry", str(path2), "--redis", redis_url,
+         "--json"], capture_output=True, text=True, check=True).stdout
+    entries = {e["field"]: e for e in json.loads(shown)["features"]}
     for field in ("statuses__lifetime", "statuses__session_10m"):
         since = entries[field]["partial_since_ms"]
         assert set(since) == {"0", "1"}, (field, since)

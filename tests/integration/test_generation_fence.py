@@ -2,7 +2,8 @@
 
 Redis refuses a worker's writes to entities a backfill wrote at a higher generation (that is
 the fence). A refused write is usually harmless (a restart re-sending what it wrote), so the
-worker must tell this case apart: error log, ``streamfeat_fenced_generation``, health.
+worker must tell this case apart: error log, ``streamfeat_fenced_generation``, health, and
+exit status 4 when it stops.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from streamfeat.runtime.summary import EXIT_FENCED
 from streamfeat.sinks import RedisSink
 from streamfeat.sinks.redis import Update
 from streamfeat.sinks.values import parse_version, version
@@ -67,7 +69,7 @@ def test_a_worker_below_the_backfills_generation_says_to_raise_it(
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     log = err.decode(errors="replace")
-    assert proc.returncode == 0, log[-3000:]
+    assert proc.returncode == EXIT_FENCED == 4, log[-3000:]  # stopped fenced: said by its status
     assert "Restart the workers with --generation 3" in log, log[-3000:]
     assert client.hget(topology.redis_key("u0"), "orders__1h") == "-1"  # refused, as fenced
 

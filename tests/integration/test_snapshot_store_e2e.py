@@ -132,7 +132,7 @@ def test_two_hosts_write_one_layout_and_replay_from_the_bucket_equals_the_stream
 
     # the offline commands, from the URL, equal the stream
     other = _other_db(redis_url)
-    done = _cli("replay", "--topology", str(path), "--snapshot-dir", url, "--to-redis", other,
+    done = _cli("replay", str(path), "--snapshot-dir", url, "--to-redis", other,
                 "--generation", "1", "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     online, replayed = _hashes(redis_url, unique_id), _hashes(other, unique_id)
@@ -143,11 +143,11 @@ def test_two_hosts_write_one_layout_and_replay_from_the_bucket_equals_the_stream
     finally:
         if replayed:
             redis.Redis.from_url(other).delete(*replayed.keys())
-    done = _cli("verify", "--topology", str(path), "--snapshot-dir", url, "--redis", redis_url,
+    done = _cli("verify", str(path), "--snapshot-dir", url, "--redis", redis_url,
                 env=env)
     assert done.returncode == 0 and "match rate 100.000000%" in done.stdout, (done.stdout,
                                                                               done.stderr)
-    done = _cli("replay", "--topology", str(path), "--snapshot-dir", f"s3://{unique_id}-none/x",
+    done = _cli("replay", str(path), "--snapshot-dir", f"s3://{unique_id}-none/x",
                 "--to-parquet", str(tmp_path / "o.parquet"), env=env)
     assert done.returncode != 0 and f"bucket '{unique_id}-none' does not exist" in done.stderr
 

@@ -63,6 +63,6 @@ def test_backfill_then_verify(redis_url: str, unique_id: str, tmp_path: Path) ->
     sub = next(a for a in parser._actions if a.dest == "command")
     if "verify" not in sub.choices:  # type: ignore[attr-defined]
         add_replay_commands(sub)
-    args = parser.parse_args(["verify", "--topology", str(path), "--snapshot-dir", str(snap),
+    args = parser.parse_args(["verify", str(path), "--snapshot-dir", str(snap),
                               "--redis", redis_url])
     assert args.run(args) == 1

@@ -1,7 +1,6 @@
-"""Realistic order events for demos, tests and benchmarks.
+"""Realistic order events for demos, tests and benchmarks (``topologies/orders.yaml``).
 
-Skewed entity popularity (Zipf-like), event times mostly increasing with some disorder,
-a fraction of late events and, on request, malformed records. Deterministic for a seed.
+Their timing and entities are :class:`~streamfeat.generator.stream.EventStream`'s.
 
 Encoded as JSON by default; :class:`AvroOrders` encodes the same events as Avro records
 (plain or Confluent-framed) of :data:`ORDER_AVRO_SCHEMA`, with malformed records of its
@@ -10,16 +9,15 @@ own kinds (truncated, trailing bytes, wrong magic byte, unknown schema id).
 
 from __future__ import annotations
 
-import bisect
 import io
 import random
 import struct
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
+
+from streamfeat.generator.stream import EventStream, GeneratedEvent
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -106,16 +104,9 @@ class AvroOrders:
         return rng.choice(kinds)
 
 
-@dataclass(frozen=True, slots=True)
-class GeneratedEvent:
-    key: bytes
-    value: bytes
-    ts: int  # event time, ms (also used as the Kafka timestamp)
-
-
-class OrderEvents:
+class OrderEvents(EventStream):
     """Order events: ``{"user_id", "ts", "amount", "merchant_id", "status"}``, as JSON
-    unless ``encoding`` says otherwise."""
+    unless ``encoding`` says otherwise (the other arguments: :class:`EventStream`)."""
 
     def __init__(
         self,
@@ -131,55 +122,26 @@ class OrderEvents:
         seed: int = 7,
         encoding: Encoding | None = None,
     ) -> None:
-        self.entities = entities
-        self.start_ms = start_ms
-        self.step_ms = 1000.0 / events_per_second
-        self.disorder_ms = disorder_ms
-        self.late_fraction = late_fraction
-        self.late_ms = late_ms
-        self.malformed_fraction = malformed_fraction
-        self.rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
-        weights = [1.0 / (i + 1) ** skew for i in range(entities)]
-        total = sum(weights)
-        self._cum = []
-        acc = 0.0
-        for w in weights:
-            acc += w / total
-            self._cum.append(acc)
+        super().__init__(entities=entities, start_ms=start_ms,
+                         events_per_second=events_per_second, disorder_ms=disorder_ms,
+                         late_fraction=late_fraction, late_ms=late_ms,
+                         malformed_fraction=malformed_fraction, skew=skew, seed=seed)
         self.encoding: Encoding = encoding if encoding is not None else JsonOrders()
 
-    def _entity(self) -> int:
-        return min(bisect.bisect_left(self._cum, self.rng.random()), self.entities - 1)
+    def entity_id(self, index: int) -> str:
+        return f"u{index}"
 
-    def __iter__(self) -> Iterator[GeneratedEvent]:
-        return self.events()
-
-    def events(self, n: int | None = None) -> Iterator[GeneratedEvent]:
+    def value(self, entity: str, ts: int) -> bytes:
         rng = self.rng
-        i = 0
-        if self.start_ms is not None:
-            clock = float(self.start_ms)
-        else:  # end near the present, so the served features look current
-            span = self.step_ms * (n if n is not None else 0)
-            clock = float(int(time.time() * 1000) - span)
-        while n is None or i < n:
-            clock += self.step_ms
-            ts = int(clock) - rng.randint(0, self.disorder_ms)
-            if rng.random() < self.late_fraction:
-                ts -= self.late_ms
-            user = f"u{self._entity()}"
-            if rng.random() < self.malformed_fraction:
-                value = self.encoding.malformed(rng, user, ts)
-            else:
-                value = self.encoding.encode({
-                    "user_id": user,
-                    "ts": ts,
-                    "amount": round(rng.lognormvariate(3.0, 1.0), 2),
-                    "merchant_id": f"m{rng.randint(0, 499)}",
-                    "status": rng.choice(_STATUSES),
-                })
-            yield GeneratedEvent(user.encode(), value, max(ts, 0))
-            i += 1
+        if rng.random() < self.malformed_fraction:
+            return self.encoding.malformed(rng, entity, ts)
+        return self.encoding.encode({
+            "user_id": entity,
+            "ts": ts,
+            "amount": round(rng.lognormvariate(3.0, 1.0), 2),
+            "merchant_id": f"m{rng.randint(0, 499)}",
+            "status": rng.choice(_STATUSES),
+        })
 
 
 def produce_events(

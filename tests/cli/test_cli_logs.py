@@ -1,0 +1,82 @@
+"""The command line's log: JSON lines (redacted like the text), the start-up noise of the
+Kafka clients dropped unless -v, and a handler that follows sys.stderr (progress bars)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+
+from streamfeat import logs
+from streamfeat.redact import register
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if line]
+
+
+def test_json_lines_have_the_fields_and_are_redacted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    logs.setup(fmt="json")
+    register("hunter2-secret")
+    log = logging.getLogger("streamfeat.test")
+    log.info("connecting to %s with %s", "rediss://app:pw1234@host:6380/0", "hunter2-secret")
+    try:
+        raise ValueError("bad password hunter2-secret")
+    except ValueError:
+        log.exception("it failed")
+    first, second = (json.loads(line) for line in _lines(out))
+    assert set(first) == {"ts", "level", "logger", "message"}
+    assert first["level"] == "INFO" and first["logger"] == "streamfeat.test"
+    assert first["message"] == "connecting to rediss://app:***@host:6380/0 with ***"
+    assert first["ts"].endswith("Z") and first["ts"][10] == "T"
+    assert second["level"] == "ERROR" and second["message"] == "it failed"
+    assert "ValueError: bad password ***" in second["exc"]
+    assert "hunter2" not in out.getvalue() and "pw1234" not in out.getvalue()
+
+
+def test_text_lines_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    logs.setup()
+    logging.getLogger("streamfeat.test").warning("w %d", 1)
+    (line,) = _lines(out)
+    assert line.endswith(" WARNING streamfeat.test: w 1")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_fausts_start_up_noise_is_dropped_unless_verbose(
+        monkeypatch: pytest.MonkeyPatch, verbose: bool) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    logs.setup(verbose=verbose)
+    faust = logging.getLogger("faust.app.base")
+    faust.warning("[^App]: Missing sensor state for rebalance #%s", 1)
+    faust.warning("[^App]: Missing sensor state for rebalance end #%s", 1)
+    faust.warning("[^App]: something else")
+    faust.error("[^App]: Missing sensor state for rebalance #%s (as an error)", 2)
+    text = out.getvalue()
+    assert "something else" in text and "(as an error)" in text
+    assert ("Missing sensor state for rebalance #1" in text) is verbose
+    assert ("rebalance end #1" in text) is verbose
+
+
+def test_the_handler_writes_to_the_stderr_of_the_moment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A progress bar replaces sys.stderr while it runs; the log's lines must go there."""
+    before, during = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", before)
+    logs.setup()
+    monkeypatch.setattr(sys, "stderr", during)
+    logging.getLogger("streamfeat.test").warning("while the bar runs")
+    assert "while the bar runs" in during.getvalue() and before.getvalue() == ""
+
+
+def test_an_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="use one of text, json"):
+        logs.setup(fmt="xml")
