@@ -206,7 +206,8 @@ class ValueMonitor:
             self._thread.join(30)
             self._thread = None
             if any(o.sketches for o in self._open.values()):
-                self.close_interval()
+                # a Redis that failed the last time is not waited for again while stopping
+                self.close_interval(store=self._redis_ok)
             for name, seconds in self.cost_s.items():
                 log.info("value monitoring of %s: %d values in %d intervals, %.2f s spent "
                          "sketching them", name, self._values.get(name, 0), self._seq[name],
@@ -231,10 +232,14 @@ class ValueMonitor:
 
     # -- closing an interval -----------------------------------------------------------
 
-    def close_interval(self, now_s: float | None = None) -> dict[str, IntervalReport]:
+    def close_interval(self, now_s: float | None = None, *,
+                       store: bool = True) -> dict[str, IntervalReport]:
         """Close every topology's interval now: baselines reloaded, drift computed, results
-        published (:attr:`last`) and stored in Redis. Returns the reports."""
-        self.reload_baselines()
+        published (:attr:`last`) and stored in Redis (``store``: try Redis). Returns the
+        reports."""
+        store = store and self._redis_url is not None
+        if store:
+            self.reload_baselines()
         now = time.time() if now_s is None else now_s
         with self._lock:
             closed, self._open = self._open, {name: _Open(now) for name in self._kinds}
@@ -244,7 +249,7 @@ class ValueMonitor:
             reports[name] = self._report(name, interval, now)
             self._values[name] += sum(f.sketch.count for f in reports[name].fields.values())
         self.last = {**self.last, **reports}
-        if self._redis_url is not None:
+        if store:
             for name, report in reports.items():
                 self._store(name, report)
         return reports
