@@ -379,9 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_commands(sub)
     add_serve_command(sub)
-    for command in sub.choices.values():  # -v and --log-format after any sub-command too
+    for command in _commands(parser):  # -v and --log-format after any sub-command too
         add_common(command, top=False)
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every sub-command's parser, nested ones (``monitor show``) included."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                out += [command, *_commands(command)]
+    return out
 
 
 def _excepthook(kind: type[BaseException], exc: BaseException,

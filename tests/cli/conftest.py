@@ -1,5 +1,6 @@
 """tests/cli: the ``streamfeat`` command as users run it. The end-to-end helpers
-(tests/integration/harness.py) are imported by bare name, as there."""
+(tests/integration/harness.py) and the worker core's in-memory stand-ins
+(tests/runtime/memory.py) are imported by bare name, as there."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-_INTEGRATION = str(Path(__file__).resolve().parents[1] / "integration")
-if _INTEGRATION not in sys.path:
-    sys.path.insert(0, _INTEGRATION)
+for _folder in ("integration", "runtime"):
+    _path = str(Path(__file__).resolve().parents[1] / _folder)
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 
 @pytest.fixture(autouse=True)

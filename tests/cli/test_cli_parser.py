@@ -20,8 +20,14 @@ ORDERS = str(ROOT / "topologies" / "orders.yaml")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+    """Every sub-command's parser by its command line (``monitor show``), nested ones too."""
+    out: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                out[name] = command
+                out.update({f"{name} {k}": v for k, v in _subparsers(command).items()})
+    return out
 
 
 def test_every_flag_of_every_command_has_help() -> None:
@@ -135,3 +141,16 @@ def test_main_exit_status_of_an_unknown_topology_file(capsys: pytest.CaptureFixt
                                                       tmp_path: Path) -> None:
     assert main(["registry", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read the topology file" in capsys.readouterr().err
+
+
+def test_worker_processes_pass_the_log_flags_on() -> None:
+    """--processes N starts N `streamfeat worker` children: they log as the parent asked."""
+    from streamfeat.cli import _worker_argv
+
+    parser = build_parser()
+    parent = parser.parse_args(["-v", "worker", ORDERS, "--processes", "2", "--log-format",
+                                "json"])
+    child = parser.parse_args(["worker", *_worker_argv(parent)])
+    assert (child.verbose, child.log_format, child.topologies) == (True, "json", [ORDERS])
+    quiet = parser.parse_args(["worker", *_worker_argv(parser.parse_args(["worker", ORDERS]))])
+    assert (quiet.verbose, quiet.log_format) == (False, "text")

@@ -14,12 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from streamfeat.cli import main
 from streamfeat.cli_progress import ProgressDisplay, choose_mode
 from streamfeat.progress import LINE_EVERY_S, STEP_EVERY_S, Step, Tracker, announce
+from streamfeat.replay import replay
 
 from cli_snapshots import START_MS, write_orders
+from harness import make_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS = str(ROOT / "topologies" / "orders.yaml")
@@ -143,3 +146,24 @@ def test_training_set_shows_a_bar_per_pass(tmp_path: Path,
     assert "training-set orders: entities" in err and "training-set orders: rows" in err
     assert f"{total}/{total} records" in err, err
     assert "past the snapshots" not in err  # the spine is within them
+
+
+@pytest.mark.integration
+def test_verify_shows_its_replay_on_a_bar(tmp_path: Path, redis_url: str, unique_id: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    parts = write_orders(tmp_path / "snaps")
+    _topology, path = make_topology(unique_id, "orders", tmp_path)
+    replay(path, tmp_path / "snaps", to_redis=redis_url, processes=1, progress=False)
+    try:
+        assert main(["verify", str(path), "--snapshot-dir", str(tmp_path / "snaps"),
+                     "--redis", redis_url, "--progress"]) == 0
+        captured = capsys.readouterr()
+        err = plain(captured.err)
+        total = sum(len(r) for r in parts.values())
+        assert f"verify {unique_id}" in err and f"{total}/{total} records" in err, err
+        assert "match rate 100.000000%" in captured.out
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"sf:{unique_id}:*", count=1000))
+        if keys:
+            client.delete(*keys)
