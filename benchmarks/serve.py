@@ -158,16 +158,25 @@ def pct(lat: list[float], q: float) -> float:
 
 
 def interleaved(cases: dict[str, Callable[[list[str]], Any]], draw: Callable[[], list[str]],
-                iterations: int) -> dict[str, list[float]]:
-    """Each iteration draws entities and times every case on them, in turn (ms, sorted)."""
+                iterations: int, cpu: dict[str, float]) -> dict[str, list[float]]:
+    """Each iteration draws entities and times every case on them, in turn (ms, sorted);
+    this process's CPU time per case is added to ``cpu`` (seconds)."""
     out: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(iterations):
         ids = draw()
         for name, fn in cases.items():
+            cpu_started = time.process_time()
             started = time.perf_counter()
             fn(ids)
             out[name].append((time.perf_counter() - started) * 1000)
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - cpu_started
     return {name: sorted(lat) for name, lat in out.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc; clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -195,6 +204,7 @@ def main() -> None:
     rnd = random.Random(11)
     client = Client(redis_url)
     rows: list[str] = []
+    cpu_rows: list[str] = []
     try:
         for io in [m for m in args.io.split(",") if m]:
             before = os.getloadavg()[0]
@@ -211,10 +221,19 @@ def main() -> None:
                 for n in (1, 100):
                     draw = functools.partial(lambda n: [f"u{i}" for i in rnd.sample(
                         range(args.entities), n)], n)
-                    rounds = [interleaved(cases, draw, args.iterations // args.rounds)
+                    cpu: dict[str, float] = {}
+                    server_cpu = cpu_seconds(pid)
+                    rounds = [interleaved(cases, draw, args.iterations // args.rounds, cpu)
                               for _ in range(args.rounds)]
+                    server_cpu = cpu_seconds(pid) - server_cpu
                     label = f"{n} x 20"
                     lat = {case: sorted(x for r in rounds for x in r[case]) for case in cases}
+                    reads = len(lat["direct"])
+                    served = sum(len(v) for case, v in lat.items() if case != "direct")
+                    cpu_rows.append(
+                        f"| {io} | {label} | {cpu['direct'] / reads * 1000:.3f} | "
+                        f"{cpu['http'] / reads * 1000:.3f} | "
+                        f"{server_cpu / served * 1000:.3f} |")
                     for case, values in lat.items():
                         rows.append(f"| {io} | {label} | {case} | {len(values)} | "
                                     f"{pct(values, 0.5):.3f} | {pct(values, 0.99):.3f} | "
@@ -240,6 +259,11 @@ def main() -> None:
         print("\n| --io | entities x features | read | n | p50 ms | p99 ms | max ms |\n"
               "|---|---|---|---:|---:|---:|---:|")
         print("\n".join(rows))
+        print("\nCPU time per read (ms): the Python client's process for a direct read; for an "
+              "HTTP read, the raw client's process and the server's (all its threads)\n")
+        print("| --io | entities x features | direct: client | http: client | http: server |"
+              "\n|---|---|---:|---:|---:|")
+        print("\n".join(cpu_rows))
     finally:
         client.close()
         path.unlink(missing_ok=True)
