@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from prometheus_client import CollectorRegistry
@@ -64,6 +64,8 @@ log = logging.getLogger("streamfeat.monitoring")
 DEFAULT_INTERVAL_S = 60.0
 QUANTILES = (0.5, 0.9, 0.99)
 """The quantiles exported per field (label ``quantile``)."""
+SKETCH_EVERY = 4096
+"""Values of a field gathered before they are sketched (and at the interval's close)."""
 
 
 def worker_id() -> str:
@@ -104,12 +106,29 @@ class IntervalReport:
 
 @dataclass(slots=True)
 class _Open:
-    """The interval being filled."""
+    """The interval being filled. Numbers wait in ``pending`` (references to the batches'
+    values, one list per field) until :data:`SKETCH_EVERY` of them are there: a sketch
+    update costs some twenty NumPy calls whatever its size, which small batches (a worker
+    keeping up takes a few records at a time) would pay per batch and field."""
 
     start_s: float
     sketches: dict[str, ValueSketch] = field(default_factory=dict)
+    pending: dict[str, list[Any]] = field(default_factory=dict)
     asof_min: int | None = None
     asof_max: int | None = None
+
+    def sketch(self, name: str) -> ValueSketch:
+        found = self.sketches.get(name)
+        if found is None:
+            found = self.sketches[name] = ValueSketch()
+        return found
+
+    def settle(self, kinds: Mapping[str, ValueKind]) -> None:
+        """Sketch every value still pending."""
+        for name, values in self.pending.items():
+            if values:
+                self.sketch(name).add(values, kinds[name])
+        self.pending.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +191,7 @@ class ValueMonitor:
     @staticmethod
     def _observe(interval: _Open, kinds: Mapping[str, ValueKind],
                  batches: Sequence[UpdateBatch]) -> None:
-        sketches = interval.sketches
+        pending = interval.pending
         for batch in batches:
             if batch.refresh or not batch.entity_ids:
                 continue
@@ -185,10 +204,16 @@ class ValueMonitor:
                 kind = kinds.get(name)
                 if kind is None:
                     continue
-                sketch = sketches.get(name)
-                if sketch is None:
-                    sketch = sketches[name] = ValueSketch()
-                sketch.add(column, kind)
+                if kind is ValueKind.OTHER:  # counted at once, nothing to wait for
+                    interval.sketch(name).add(column, kind)
+                    continue
+                values = pending.get(name)
+                if values is None:
+                    values = pending[name] = []
+                values.extend(column)
+                if len(values) >= SKETCH_EVERY:
+                    interval.sketch(name).add(values, kind)
+                    pending[name] = []
 
     def start(self) -> None:
         """Close an interval every ``interval_s`` on a thread of its own until :meth:`stop`."""
@@ -205,7 +230,7 @@ class ValueMonitor:
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
-            if any(o.sketches for o in self._open.values()):
+            if any(o.sketches or o.pending for o in self._open.values()):
                 # a Redis that failed the last time is not waited for again while stopping
                 self.close_interval(store=self._redis_ok)
             for name, seconds in self.cost_s.items():
@@ -245,6 +270,7 @@ class ValueMonitor:
             closed, self._open = self._open, {name: _Open(now) for name in self._kinds}
         reports: dict[str, IntervalReport] = {}
         for name, interval in closed.items():
+            interval.settle(self._kinds[name])
             self._seq[name] += 1
             reports[name] = self._report(name, interval, now)
             self._values[name] += sum(f.sketch.count for f in reports[name].fields.values())
