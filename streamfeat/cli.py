@@ -394,33 +394,56 @@ def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return out
 
 
-def _excepthook(kind: type[BaseException], exc: BaseException,
-                tb: TracebackType | None) -> None:
-    """Python's report of an uncaught exception, redacted."""
-    print(redact("".join(traceback.format_exception(kind, exc, tb))), end="", file=sys.stderr)
+class _Say:
+    """The command's own lines on stderr (an error, a warning): ``streamfeat: ...`` as text,
+    or, with ``--log-format json``, log lines like every other (logger ``streamfeat``)."""
 
+    def __init__(self, fmt: str) -> None:
+        self.json = fmt == "json"
 
-def _thread_excepthook(hook: threading.ExceptHookArgs) -> None:
-    if hook.exc_type is SystemExit:
-        return
-    name = hook.thread.name if hook.thread is not None else "?"
-    print(f"Exception in thread {name}:", file=sys.stderr)
-    _excepthook(hook.exc_type, hook.exc_value or hook.exc_type(), hook.exc_traceback)
+    def __call__(self, message: str, level: int = logging.ERROR) -> None:
+        if self.json:
+            logging.getLogger("streamfeat").log(level, "%s", message)
+        else:
+            warning = "warning: " if level == logging.WARNING else ""
+            print(f"streamfeat: {warning}{redact(message)}", file=sys.stderr)
+
+    def warning(self, message: str) -> None:
+        self(message, logging.WARNING)
+
+    def uncaught(self, kind: type[BaseException], exc: BaseException,
+                 tb: TracebackType | None) -> None:
+        """Python's report of an uncaught exception, redacted (``sys.excepthook``)."""
+        if self.json:
+            logging.getLogger("streamfeat").critical("uncaught %s", kind.__name__,
+                                                     exc_info=(kind, exc, tb))
+            return
+        print(redact("".join(traceback.format_exception(kind, exc, tb))), end="",
+              file=sys.stderr)
+
+    def uncaught_in_thread(self, hook: threading.ExceptHookArgs) -> None:
+        if hook.exc_type is SystemExit:
+            return
+        name = hook.thread.name if hook.thread is not None else "?"
+        if not self.json:
+            print(f"Exception in thread {name}:", file=sys.stderr)
+        self.uncaught(hook.exc_type, hook.exc_value or hook.exc_type(), hook.exc_traceback)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settle_topology(args)
     logs.setup(verbose=args.verbose, fmt=args.log_format)
-    sys.excepthook = _excepthook
-    threading.excepthook = _thread_excepthook
+    say = _Say(args.log_format)
+    settle_topology(args, warn=say.warning)
+    sys.excepthook = say.uncaught
+    threading.excepthook = say.uncaught_in_thread
     try:
         return int(args.run(args))
     except BrokenPipeError:  # stdout closed early (| head): stop, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except StreamfeatError as exc:
-        print(f"streamfeat: {redact(exc)}", file=sys.stderr)
+        say(str(exc))
         return 2
     except Exception as exc:
         from confluent_kafka import KafkaException
@@ -428,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(exc, RedisError):  # a command's Redis went away: its words suffice
             logging.getLogger("streamfeat").debug("Redis client error", exc_info=True)
-            print(f"streamfeat: Redis: {redact(exc)}", file=sys.stderr)
+            say(f"Redis: {exc}")
             return 1
         if not isinstance(exc, KafkaException):
             raise
@@ -437,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("streamfeat").debug("Kafka client error", exc_info=True)
         err: Any = exc.args[0] if exc.args else exc
         said = err.str() if callable(getattr(err, "str", None)) else str(err)
-        print(f"streamfeat: Kafka: {redact(said)}", file=sys.stderr)
+        say(f"Kafka: {said}")
         return 1
 
 

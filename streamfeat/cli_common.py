@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from streamfeat.logs import LOG_FORMATS
@@ -70,16 +71,21 @@ def add_topology(parser: argparse.ArgumentParser, help: str) -> None:
     parser.set_defaults(topology_parser=parser)
 
 
-def settle_topology(args: argparse.Namespace) -> None:
-    """``args.topology`` from the positional or the deprecated ``--topology`` (one warning
-    line on stderr); exits with a usage error when neither or two different ones are given."""
+def settle_topology(args: argparse.Namespace,
+                    warn: Callable[[str], None] | None = None) -> None:
+    """``args.topology`` from the positional or the deprecated ``--topology`` (one warning,
+    given to ``warn``; default: a line on stderr); exits with a usage error when neither or
+    two different ones are given."""
     parser = getattr(args, "topology_parser", None)
     if not isinstance(parser, argparse.ArgumentParser):
         return
     old = args.topology_option
     if old is not None:
-        print(f"streamfeat: warning: --topology is deprecated; give the topology first: "
-              f"{parser.prog} TOPOLOGY ...", file=sys.stderr)
+        message = f"--topology is deprecated; give the topology first: {parser.prog} TOPOLOGY ..."
+        if warn is None:
+            print(f"streamfeat: warning: {message}", file=sys.stderr)
+        else:
+            warn(message)
         if args.topology is not None and args.topology != old:
             parser.error(f"two topologies given, {args.topology} and --topology {old}; "
                          "give one")

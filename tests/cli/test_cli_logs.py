@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from streamfeat import logs
+from streamfeat.cli import main
 from streamfeat.redact import register
 
 
@@ -80,3 +83,32 @@ def test_the_handler_writes_to_the_stderr_of_the_moment(
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="use one of text, json"):
         logs.setup(fmt="xml")
+
+
+def test_with_json_logs_the_commands_own_lines_are_json_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An error and the deprecation warning are log lines then, not bare text that would
+    break a collector parsing every line."""
+    missing = tmp_path / "missing.yaml"
+    assert main(["--log-format", "json", "verify", "--topology", str(missing),
+                 "--snapshot-dir", str(tmp_path)]) == 2
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["level"], e["logger"]) for e in lines] == [("WARNING", "streamfeat"),
+                                                           ("ERROR", "streamfeat")]
+    assert lines[0]["message"].startswith("--topology is deprecated; give the topology first")
+    assert lines[1]["message"].startswith(f"{missing}:1: cannot read the topology file")
+
+
+def test_with_json_logs_an_uncaught_exception_is_one_json_line(tmp_path: Path) -> None:
+    # a bug (here: the loader replaced by None) reaches Python's exception hook: one JSON line
+    script = ("import sys, streamfeat.topology as t; from streamfeat import cli; "
+              "t.load_topology = None; "
+              "sys.exit(cli.main(['--log-format', 'json', 'validate', 'any.yaml']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    (line,) = done.stderr.splitlines()
+    entry = json.loads(line)
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "CRITICAL", "streamfeat", "uncaught TypeError")
+    assert "TypeError: 'NoneType' object is not callable" in entry["exc"]
+    assert done.returncode == 1
