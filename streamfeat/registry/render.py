@@ -3,6 +3,7 @@ document for tools (``--json``)."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -66,8 +67,17 @@ def render_table(topologies: Sequence[dict[str, Any]], features: Sequence[dict[s
     """One table per topology, a row per Redis field, on ``file``: on a terminal as wide as
     it is, with colours; elsewhere (a pipe, a file) at the table's own width, a row a line."""
     console = Console(file=file, highlight=False, soft_wrap=False)
-    if not console.is_terminal:
-        console = Console(file=file, highlight=False, soft_wrap=False, width=_UNWRAPPED)
+    if not console.is_terminal:  # rendered unwrapped, without the padding of its width
+        text = io.StringIO()
+        _tables(Console(file=text, highlight=False, soft_wrap=False, width=_UNWRAPPED),
+                topologies, features)
+        file.writelines(line.rstrip() + "\n" for line in text.getvalue().splitlines())
+        return
+    _tables(console, topologies, features)
+
+
+def _tables(console: Console, topologies: Sequence[dict[str, Any]],
+            features: Sequence[dict[str, Any]]) -> None:
     for t in topologies:
         rows = [e for e in features if e["topology"] == t["topology"]]
         if not rows:
