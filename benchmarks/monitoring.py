@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/monitoring.py [--events 1000000] [--entities 10000]
         [--partitions 4] [--pairs 3] [--runtime faust] [--interval 60] [--keep]
+    .venv/bin/python benchmarks/monitoring.py --observe   # the monitor alone, no Kafka
 
 Produces N skewed order events into a fresh topic once, then runs the worker on the
 standard benchmark topology (benchmarks/peers/bench_topology.yaml: ten fields) with
@@ -14,15 +15,22 @@ Printed, per run: the rate from the first partition assigned to caught up (the p
 records flow; the wall time also holds start-up and the final flush), the wall time, and
 with monitoring on the time the worker's loop spent sketching (from its log). Figures are
 appended to benchmarks/results/<date>-monitoring.md.
+
+``--observe``: ``ValueMonitor.observe`` alone (no Kafka, no Redis, no worker) on batches of
+the benchmark topology's ten fields, 1 to 20,000 entities a batch: its cost per batch and
+per value, best of five (a worker keeping up with a stream writes a few entities a batch,
+one catching up thousands).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import shutil
 import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -30,6 +38,9 @@ import redis
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from streamfeat.config import resolve_kafka, resolve_redis
+from streamfeat.monitoring import ValueMonitor
+from streamfeat.sinks import UpdateBatch, version
+from streamfeat.topology import load_topology
 
 from harness import (  # benchmarks/harness.py
     BENCH,
@@ -42,6 +53,47 @@ from harness import (  # benchmarks/harness.py
     produce,
     run_worker,
 )
+
+
+def observe_only() -> None:
+    """The cost of ``ValueMonitor.observe`` per batch and per value (module docstring)."""
+    info = machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(TOPOLOGY.read_text().replace("BENCH_NAME", "bench")
+                        .replace("BENCH_TOPIC", "bench"))
+        topology = load_topology(path)
+    fields = topology.redis_fields()
+    rng = random.Random(1)
+    lines = [f"## ValueMonitor.observe alone — {info['date']}", "",
+             f"- machine: {info['cpu']}; {info['uname']}; Python {info['python']}",
+             f"- the benchmark topology's {len(fields)} fields (counts as ints, sums as "
+             "floats, means as floats with 10 % None); best of 5", "",
+             "| entities a batch | µs a batch | ns a value |", "|---:|---:|---:|"]
+    for n in (1, 10, 50, 500, 5000, 20000):
+        columns = [[rng.randrange(1, 50) for _ in range(n)] if f.startswith("orders")
+                   else [None if rng.random() < 0.1 else rng.random() * 100 for _ in range(n)]
+                   if "mean" in f else [rng.random() * 1000 for _ in range(n)]
+                   for f in fields]
+        batch = UpdateBatch([f"u{i}" for i in range(n)], fields, columns, 5, version(0, 0, 5))
+        monitor = ValueMonitor([topology], None)
+        reps = max(3, 400_000 // (n * len(fields)))
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(reps):
+                monitor.observe("bench", [batch])
+            best = min(best, (time.perf_counter() - started) / reps)
+        monitor.close_interval()
+        lines.append(f"| {n:,} | {best * 1e6:,.1f} | {best / (n * len(fields)) * 1e9:,.1f} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    out = BENCH / "results" / f"{info['date'][:10]}-monitoring.md"
+    out.parent.mkdir(exist_ok=True)
+    with out.open("a") as f:
+        f.write(report + "\n")
+    print(f"appended to {out}")
+
 
 _COST = re.compile(r"value monitoring of \S+: (\d+) values in (\d+) intervals, ([\d.]+) s")
 
@@ -56,7 +108,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=60.0,
                         help="--monitor-interval of the runs with monitoring (default 60)")
     parser.add_argument("--keep", action="store_true", help="keep the topic and the work dir")
+    parser.add_argument("--observe", action="store_true",
+                        help="only time ValueMonitor.observe, without Kafka, Redis or a worker")
     args = parser.parse_args()
+    if args.observe:
+        observe_only()
+        return
     kafka, redis_url = resolve_kafka(None), resolve_redis(None)
     run_id = f"mon{uuid.uuid4().hex[:8]}"
     topic = f"{run_id}-orders"
