@@ -157,7 +157,8 @@ def main() -> None:
         off = [r[2] for r in rows if r[1] == "off"]
         pairs = [(a[2], b[2]) for a in rows for b in rows if a[0] == b[0] and a[1] == "on"
                  and b[1] == "off"]
-        slower = [1 - a / b for a, b in pairs]
+        change = [a / b - 1 for a, b in pairs]
+        median = statistics.median(on) / statistics.median(off) - 1
         lines = [
             f"## Value monitoring on against off — {info['date']}",
             "",
@@ -173,8 +174,8 @@ def main() -> None:
               for p, mode, rate, wall, cost in rows),
             "",
             f"- median on {statistics.median(on):,.0f}, off {statistics.median(off):,.0f} "
-            f"events/s: {1 - statistics.median(on) / statistics.median(off):+.1%} slower with "
-            f"monitoring; per pair {', '.join(f'{s:+.1%}' for s in slower)}",
+            f"events/s: monitoring on {abs(median):.1%} {'faster' if median > 0 else 'slower'}"
+            f"; on/off - 1 per pair: {', '.join(f'{c:+.1%}' for c in change)}",
         ]
         report = "\n".join(lines) + "\n"
         print("\n" + report)
