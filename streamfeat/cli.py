@@ -120,6 +120,8 @@ def _worker(args: argparse.Namespace) -> int:
         unhealthy_after_s=args.unhealthy_after,
         instance_id=args.instance_id,
         checkpoint_dir=_checkpoint_dir(args),
+        monitor=args.monitor,
+        monitor_interval_s=args.monitor_interval,
     )
     check_connections(config)  # Kafka and Redis answer, or one line saying what to check
     if args.processes > 1:
@@ -152,6 +154,9 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, value]
     if args.stop_at_end:
         argv.append("--stop-at-end")
+    argv += ["--monitor-interval", str(args.monitor_interval)]
+    if not args.monitor:
+        argv.append("--no-monitor")
     argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
@@ -288,6 +293,10 @@ def _add_worker(sub: Any) -> None:
                         "restarted with the same id gets its partitions back at once instead "
                         "of after the 10 s session timeout. Give each worker a stable id of "
                         "its own, e.g. its StatefulSet pod name (default: none, dynamic)")
+    p.add_argument("--no-monitor", dest="monitor", action="store_false",
+                   help="do not monitor the values written (distributions, drift; on by default)")
+    p.add_argument("--monitor-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds per value-monitoring interval (default 60)")
     p.set_defaults(run=_worker)
 
 
@@ -374,10 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_command(sub)
     _add_plan(sub)
 
+    from streamfeat.cli_monitor import add_monitor_commands
     from streamfeat.cli_replay import add_replay_commands
     from streamfeat.cli_serve import add_serve_command
 
     add_replay_commands(sub)
+    add_monitor_commands(sub)
     add_serve_command(sub)
     for command in _commands(parser):  # -v and --log-format after any sub-command too
         add_common(command, top=False)

@@ -34,6 +34,8 @@ class WorkerConfig:
     unhealthy_after_s: float = 10.0  # a dependency failing this long: /health unhealthy
     instance_id: str | None = None  # Kafka static group membership (group.instance.id)
     checkpoint_dir: str | None = None  # durable state: a path or an object-store URL
+    monitor: bool = True  # sketch the values written, per interval (--no-monitor: off)
+    monitor_interval_s: float = 60.0  # --monitor-interval
 
     @property
     def group(self) -> str:

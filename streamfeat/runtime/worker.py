@@ -30,6 +30,7 @@ from typing import Any
 
 from streamfeat.errors import SinkError, SourceError, StateError
 from streamfeat.metrics import Metrics, MetricsServer
+from streamfeat.monitoring import open_monitor
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
 from streamfeat.records import RecordBatch
@@ -125,6 +126,7 @@ class Worker:
             sinks = redis_sinks
         self.totals = RunTotals()
         sinks = {name: CountingSink(sink, self.totals) for name, sink in sinks.items()}
+        self.monitor = open_monitor(config, self.metrics.registry, self.redis_probe is not None)
         self.publisher = Publisher(sinks, self.metrics,
                                    FenceWatch(config.generation, self.health),
                                    self._on_retry("redis", "write"),
@@ -167,6 +169,7 @@ class Worker:
             self.server.start()
         if self.redis_probe is not None:
             self.redis_probe.start()
+        self.monitor.start()
         clean = False
         try:
             self.dlq.output.prepare(self.sources)
@@ -252,6 +255,7 @@ class Worker:
                     touched.append((tp, rekeyer))
             touched.extend(self._release())
             for name, batch in updates.items():
+                self.monitor.observe(name, batch)
                 self.publisher.submit(name, batch, oldest.get(name))
             if letters:
                 self.dlq.send(letters)
@@ -463,6 +467,7 @@ class Worker:
             if self.redis_probe is not None:
                 self.redis_probe.stop()
             self.publisher.close()
+            self.monitor.stop()
             if self.server is not None:
                 self.server.stop()
 
