@@ -4,6 +4,7 @@ SIGTERM that finishes the requests in flight, and failures at start."""
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import threading
@@ -69,7 +70,7 @@ def test_sigterm_lets_the_request_in_flight_finish(
     time.sleep(0.2)
     request.start()
     time.sleep(0.3)  # the request waits on Redis now
-    server.proc.send_signal(15)
+    server.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     with pytest.raises(OSError):  # no new connection once stopping
         http_get(server.port, "/health", timeout=1)
