@@ -3,7 +3,7 @@ package example;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.cfg.JsonNodeFeature;
 import com.fasterxml.jackson.databind.node.NullNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
@@ -42,7 +42,7 @@ public final class ReadFeatures {
       new ObjectMapper()
           .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
           .enable(DeserializationFeature.USE_BIG_INTEGER_FOR_INTS)
-          .setNodeFactory(JsonNodeFactory.withExactBigDecimals(true));
+          .configure(JsonNodeFeature.STRIP_TRAILING_BIGDECIMAL_ZEROES, false);
 
   /** One entity: its values (every field asked) and what Redis says of it. */
   public record Entity(
@@ -137,7 +137,7 @@ public final class ReadFeatures {
       System.exit(2);
     }
     Map<String, JsonNode> defaults = new LinkedHashMap<>();
-    JSON.readTree(defaultsJson).fields().forEachRemaining(d -> defaults.put(d.getKey(), d.getValue()));
+    JSON.readTree(defaultsJson).properties().forEach(d -> defaults.put(d.getKey(), d.getValue()));
     Map<String, Entity> found;
     try (RedisClient redis = RedisClient.create(URI.create(url))) {
       found = read(redis, topology, ids, List.of(fieldList.split(",")), defaults);
