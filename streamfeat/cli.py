@@ -190,6 +190,7 @@ def _generate(args: argparse.Namespace) -> int:
     for flag, fraction in (("--malformed", args.malformed), ("--late", args.late)):
         if not 0.0 <= fraction <= 1.0:
             raise ConfigError(f"{flag} is a fraction of the events, 0 to 1; got {fraction}")
+    rate = _event_rate(args.span, args.events)
     if args.topology is not None:
         from streamfeat.generator import TopologyEvents
         from streamfeat.topology import load_topology
@@ -197,13 +198,13 @@ def _generate(args: argparse.Namespace) -> int:
         topology = load_topology(args.topology)
         topic = args.topic or topology.source.topic
         events: Any = TopologyEvents(
-            topology, entities=args.entities, seed=args.seed,
+            topology, entities=args.entities, seed=args.seed, events_per_second=rate,
             malformed_fraction=args.malformed, late_fraction=args.late)
     else:
         topic = args.topic or "orders"
         events = OrderEvents(
             entities=args.entities, seed=args.seed, malformed_fraction=args.malformed,
-            late_fraction=args.late,
+            late_fraction=args.late, events_per_second=rate,
         )
     kafka, kafka_config, kafka_config_file = _kafka(args)
     settings = ConsumerSettings(kafka, "streamfeat.generate", client_config=kafka_config)
@@ -218,6 +219,21 @@ def _generate(args: argparse.Namespace) -> int:
         return 1
     print(f"produced {args.events} events to {topic}")
     return 0
+
+
+def _event_rate(span: str | None, events: int) -> float:
+    """Events per second of event time: ``events`` over ``span`` (a duration), else 200."""
+    if span is None:
+        return 200.0
+    from streamfeat.topology.loader import parse_duration
+
+    try:
+        span_ms = parse_duration(span)
+    except ValueError as e:
+        raise ConfigError(f"--span {span!r}: {e}") from None
+    if span_ms <= 0:
+        raise ConfigError(f"--span must be above 0, got {span!r}")
+    return max(events, 1) * 1000.0 / span_ms
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -342,6 +358,9 @@ def _add_generate(sub: Any) -> None:
                    help="fraction of events later than the topology's lateness (default 0.002)")
     p.add_argument("--seed", type=int, default=7,
                    help="random seed: the same seed gives the same events (default 7)")
+    p.add_argument("--span", default=None, metavar="DURATION",
+                   help="event times spread evenly over this much time, ending now, e.g. 2h or "
+                        "3d (default: 200 events per second of event time)")
     _connections(p)
     p.set_defaults(run=_generate)
 

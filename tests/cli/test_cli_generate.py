@@ -147,3 +147,33 @@ def test_generate_produces_a_topologys_events_to_its_topic_and_orders_by_default
     count, value = _count(kafka_bootstrap, orders)
     assert count == 50 and set(msgspec.json.decode(value)) == {
         "user_id", "ts", "amount", "merchant_id", "status"}
+
+
+@pytest.mark.integration
+def test_span_spreads_the_event_times_over_it_ending_now(
+        kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+    import time
+
+    orders = new_topic("orders")
+    done = subprocess.run(
+        [sys.executable, "-m", "streamfeat.cli", "generate", "--topic", orders, "--events",
+         "400", "--late", "0", "--span", "2d", "--kafka", kafka_bootstrap],
+        capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{orders}-span",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(orders, 0, 0)])
+        stamps = [m.timestamp()[1] for m in consumer.consume(400, timeout=20)]
+    finally:
+        consumer.close()
+    now_ms = time.time() * 1000
+    assert len(stamps) == 400
+    # Two days wide (399 steps of 2d/400, give or take the disorder), ending about now.
+    assert 2 * 86_400_000 * 0.99 <= max(stamps) - min(stamps) <= 2 * 86_400_000 + 60_000
+    assert now_ms - 120_000 <= max(stamps) <= now_ms + 1000
+
+    bad = subprocess.run([sys.executable, "-m", "streamfeat.cli", "generate", "--span", "2x",
+                          "--kafka", kafka_bootstrap], capture_output=True, text=True,
+                         check=False)
+    assert bad.returncode == 2 and "--span '2x': bad duration" in bad.stderr, bad.stderr
