@@ -32,6 +32,7 @@ __all__ = [
     "FieldStatus",
     "Recomputation",
     "compare",
+    "field_changes",
     "partial_fields",
 ]
 
@@ -112,28 +113,40 @@ def compare(topology: TopologyDef,
             first_run=True)
     slots, fields = stored
     pending = frozenset(k for k in planned if k not in slots)
-    recomputed = set(probe.fields_of(pending))
+    return DefinitionChange(
+        ready=frozenset(k for k in planned if k in slots), pending=pending,
+        dropped=frozenset(k for k in slots if k not in planned),
+        fields=field_changes(fields, hashes, set(probe.fields_of(pending))))
+
+
+def field_changes(before: Mapping[str, str], after: Mapping[str, str],
+                  recomputed: Collection[str] = ()) -> tuple[FieldChange, ...]:
+    """Each Redis field of ``after`` against ``before`` (both field -> definition hash,
+    :meth:`~streamfeat.topology.FeatureDef.state_hash`), in ``after``'s order: unchanged
+    (same name, same hash), redefined (same name, another hash), renamed (a new name whose
+    hash a field of ``before`` that ``after`` no longer names had: ``was``) or added; then
+    the fields of ``before`` no longer there, removed. ``recomputed``: the fields marked
+    :attr:`FieldChange.recompute`. The worker's rule (:func:`compare`), and the registry's
+    between two deployed versions."""
     by_hash: dict[str, list[str]] = {}
-    for name, h in fields.items():
-        if name not in hashes:
+    for name, h in before.items():
+        if name not in after:
             by_hash.setdefault(h, []).append(name)
     changes: list[FieldChange] = []
-    for name, h in hashes.items():
+    for name, h in after.items():
         again = name in recomputed
-        if fields.get(name) == h:
+        if before.get(name) == h:
             changes.append(FieldChange(name, FieldStatus.UNCHANGED, again))
-        elif name in fields:
+        elif name in before:
             changes.append(FieldChange(name, FieldStatus.REDEFINED, again))
         elif by_hash.get(h):
             changes.append(FieldChange(name, FieldStatus.RENAMED, again, was=by_hash[h].pop(0)))
         else:
             changes.append(FieldChange(name, FieldStatus.ADDED, again))
     renamed_from = {c.was for c in changes if c.was}
-    changes += [FieldChange(name, FieldStatus.REMOVED) for name in fields
-                if name not in hashes and name not in renamed_from]
-    return DefinitionChange(
-        ready=frozenset(k for k in planned if k in slots), pending=pending,
-        dropped=frozenset(k for k in slots if k not in planned), fields=tuple(changes))
+    changes += [FieldChange(name, FieldStatus.REMOVED) for name in before
+                if name not in after and name not in renamed_from]
+    return tuple(changes)
 
 
 @dataclass

@@ -33,6 +33,7 @@ __all__ = [
     "DISTINCT_EXACT_UP_TO",
     "MAX_DURATION_MS",
     "MAX_EVENT_TIME_MS",
+    "MODEL_NAME_PATTERN",
     "RESERVED_FIELDS",
     "TOP_K_EXACT_UP_TO",
     "UPDATED_FIELD",
@@ -56,6 +57,10 @@ VERSION_FIELD = "_v"
 """Redis field: the write's version (generation, partition, offset); only newer ones apply."""
 RESERVED_FIELDS = (ASOF_FIELD, UPDATED_FIELD, VERSION_FIELD)
 """Field names no feature may take (contract section 4): the one list every layer uses."""
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,199}"
+"""A model's name (``fraud-v3``, ``risk/churn:2``), as a topology's ``models:`` declares it
+and as a reader names itself (``Client(model=...)``, ``streamfeat serve``'s ``model``): at
+most 200 characters, never ``|`` or a space, which the registry's Redis fields use."""
 
 MS = 1
 SECOND = 1000
@@ -183,6 +188,9 @@ class FeatureDef:
     """What the feature means, for people (``streamfeat registry``); not part of its state."""
     tags: tuple[str, ...] = dataclasses.field(default=(), compare=False)
     """Labels to find it by (``pii``, ``fraud``); not part of its state."""
+    models: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    """The models declared as reading it (besides the topology's ``models``: see
+    :meth:`TopologyDef.models_of`); not part of its state."""
 
     def redis_field(self, window: WindowDef) -> str:
         """Contract section 4: ``{feature}__{window}``."""
@@ -272,6 +280,9 @@ class TopologyDef:
     freshness_ms: int = SECOND
     defaults: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    models: tuple[str, ...] = field(default=(), compare=False)
+    """The models declared as reading every feature of the topology (``models:`` at the top
+    level); not part of any feature's state."""
 
     def redis_key(self, entity_id: str) -> str:
         """Contract section 4: ``sf:{name}:{entity_id}``."""
@@ -279,3 +290,7 @@ class TopologyDef:
 
     def redis_fields(self) -> list[str]:
         return [f.redis_field(w) for f in self.features for w in f.windows]
+
+    def models_of(self, feature: FeatureDef) -> tuple[str, ...]:
+        """The models declared as reading ``feature``: the topology's, then its own."""
+        return tuple(dict.fromkeys((*self.models, *feature.models)))

@@ -22,6 +22,10 @@ Decisions the contract leaves open (documented here, enforced below):
 - A feature may carry ``description`` (a non-empty string) and ``tags`` (a list of distinct
   names, ``[A-Za-z0-9][A-Za-z0-9_.:/-]*``): metadata shown by ``streamfeat registry``,
   never part of the feature's state (changing them recomputes nothing).
+- ``models`` (a list of distinct model names, ``[A-Za-z0-9][A-Za-z0-9_.:/-]*``, at most 200
+  characters) at the top level (models reading every feature) and on a feature (models
+  reading that one): the declared model dependencies ``streamfeat registry`` and ``plan``
+  name; never part of any state.
 - ``source.keyed_by_entity`` (default ``true``): whether the topic's records are keyed
   by the entity id; a YAML boolean (``true``/``false``), nothing else.
 - A window dict's ``type`` defaults to ``sliding``. Keys that do not apply to
@@ -60,6 +64,7 @@ from streamfeat.topology.definitions import (
     DEFAULT_MAX_FUTURE_MS,
     DISTINCT_EXACT_UP_TO,
     MAX_DURATION_MS,
+    MODEL_NAME_PATTERN,
     RESERVED_FIELDS,
     SECOND,
     TOP_K_EXACT_UP_TO,
@@ -79,7 +84,7 @@ __all__ = ["load_topology", "load_topology_text", "parse_duration"]
 
 _TOP_KEYS: Final = (
     "version", "name", "owner", "description", "source", "entity", "lateness", "max_future",
-    "ttl", "freshness", "features", "defaults",
+    "ttl", "freshness", "features", "defaults", "models",
 )  # fmt: skip
 _SOURCE_KEYS: Final = (
     "topic", "format", "key", "timestamp", "timestamp_unit", "keyed_by_entity",
@@ -91,6 +96,7 @@ _SCHEMA_KEYS: Final = {
 }
 _FEATURE_KEYS: Final = (
     "name", "agg", "field", "windows", "where", "q", "k", "exact_up_to", "description", "tags",
+    "models",
 )  # fmt: skip
 _WINDOW_KEYS: Final = ("size", "type", "hop", "step", "gap", "emit", "name")
 _FORMATS: Final = ("json", "msgpack", "avro", "protobuf")
@@ -105,6 +111,7 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOPOLOGY_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _LABEL_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 _TAG_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+_MODEL_RE: Final = re.compile(f"^{MODEL_NAME_PATTERN}$")
 _LIST_AGGS: Final = frozenset({AggKind.LAST_K, AggKind.TOP_K})
 _SCALAR_AGGS: Final = frozenset({AggKind.FIRST, AggKind.LAST})
 _WINDOW_ALLOWED: Final = {
@@ -351,6 +358,7 @@ class _Loader:
         if source is not None:
             self.check_schema_fields(source, features)
         defaults = self.defaults(top["defaults"], features) if "defaults" in top else {}
+        models = self.models(top["models"], "the topology") if "models" in top else ()
 
         if source is None or self.problems:
             return None
@@ -368,6 +376,7 @@ class _Loader:
             freshness_ms=freshness_ms,
             defaults=defaults,
             path=self.path,
+            models=models,
         )
 
     def source(self, node: Node) -> SourceDef | None:
@@ -613,6 +622,7 @@ class _Loader:
         if "description" in spec:
             description = self.string(spec["description"], f"{label}: description") or ""
         tags = self.tags(spec["tags"], label) if "tags" in spec else ()
+        models = self.models(spec["models"], label) if "models" in spec else ()
         windows = self.windows(spec["windows"], label) if "windows" in spec else None
         if isinstance(spec.get("windows"), SequenceNode):
             self.window_lines[_line(node)] = [_line(item) for item in spec["windows"].value]
@@ -636,6 +646,7 @@ class _Loader:
             line=_line(node),
             description=description,
             tags=tags,
+            models=models,
         )
 
     def tags(self, node: Node, label: str) -> tuple[str, ...]:
@@ -651,6 +662,25 @@ class _Loader:
                            "[A-Za-z0-9][A-Za-z0-9_.:/-]* (quote it if YAML reads a number)")
             elif value in out:
                 self.error(item, f"{label}: tag {value!r} appears twice; keep one")
+            else:
+                out.append(value)
+        return tuple(out)
+
+    def models(self, node: Node, label: str) -> tuple[str, ...]:
+        """``models``: a list of distinct model names (problems reported, then ``()``)."""
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"{label}: models must be a list of the names of the models that "
+                       "read it, e.g. models: [fraud-v3]")
+            return ()
+        out: list[str] = []
+        for item in node.value:
+            value = self.scalar(item) if isinstance(item, ScalarNode) else None
+            if not isinstance(value, str) or not _MODEL_RE.match(value):
+                self.error(item, f"{label}: model {value!r} must be a name matching "
+                           "[A-Za-z0-9][A-Za-z0-9_.:/-]*, at most 200 characters (quote it if "
+                           "YAML reads a number)")
+            elif value in out:
+                self.error(item, f"{label}: model {value!r} appears twice; keep one")
             else:
                 out.append(value)
         return tuple(out)
