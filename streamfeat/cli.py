@@ -243,13 +243,32 @@ def _plan(args: argparse.Namespace) -> int:
     topologies = [load_topology(p) for p in args.topologies]
     kafka, kafka_config, _file = _kafka(args)
     plans = plan(topologies, args.state_dir, snapshot_dir=args.snapshot_dir,
-                 kafka=None if args.no_kafka else kafka, kafka_config=kafka_config)
+                 kafka=None if args.no_kafka else kafka, kafka_config=kafka_config,
+                 models=_models_reading(args.redis, [t.name for t in topologies]))
     if args.json:
         json.dump(to_json(plans), sys.stdout, indent=2)
         print()
     else:
         print(render(plans))
     return exit_code(plans)
+
+
+def _models_reading(flag: str | None, names: list[str]) -> dict[str, dict[str, list[str]]]:
+    """For ``plan``: the models the shared catalog knows to read the topologies' fields
+    (``--redis`` or ``STREAMFEAT_REDIS``; none named: only those the files declare)."""
+    url = flag or os.environ.get("STREAMFEAT_REDIS")
+    if not url:
+        return {}
+    from streamfeat.registry import SharedCatalog, models_reading
+
+    try:
+        parse_redis_url(url)
+        with SharedCatalog(url) as catalog:
+            return models_reading(catalog, names)
+    except StreamfeatError as exc:
+        logging.getLogger("streamfeat").warning(
+            "the models named are only those the topologies declare: %s", exc)
+        return {}
 
 
 def _connections(p: argparse.ArgumentParser, *, redis: bool = False) -> None:
@@ -376,6 +395,11 @@ def _add_plan(sub: Any) -> None:
     _connections(p)
     p.add_argument("--no-kafka", action="store_true",
                    help="do not ask Kafka: the topic part of the history is unknown")
+    p.add_argument("--redis", metavar="URL",
+                   help="the shared catalog (streamfeat registry) to name the models reading "
+                        "each changed feature-window from, besides those the topologies "
+                        "declare: declared by the version deployed, or seen reading it "
+                        "(default STREAMFEAT_REDIS; neither: the declared ones only)")
     p.add_argument("--json", action="store_true", help="the plan as JSON, for tooling")
     p.set_defaults(run=_plan)
 

@@ -27,6 +27,14 @@ default ``prometheus_client.REGISTRY`` or the model server's own), every read is
 into the histogram ``streamfeat_client_fetch_seconds{topology}`` and a failed one counted
 in ``streamfeat_client_fetch_errors_total{topology}``; clients given one registry share
 its metrics.
+
+Model dependencies (optional): given ``model="fraud-v3"``, the client counts which fields of
+which topology the model reads, in memory, and sends the counts to the registry in Redis in
+one batch at most every ``usage_every_s`` seconds (default 10) and at :meth:`Client.close`
+(:class:`streamfeat.registry.UsageRecorder`): never a Redis write per read, and a failed
+flush is logged, never raised into a read. ``streamfeat registry --model fraud-v3`` then
+lists what the model reads, ``--feature X`` the models that would break if ``X`` changed.
+Close the client (or use it as a context manager) to send the last counts.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from redis.exceptions import RedisError
 
 from streamfeat.config import DEFAULT_REDIS, resolve_redis
 from streamfeat.errors import ConfigError, SinkError
+from streamfeat.registry.usage import FLUSH_EVERY_S, UsageRecorder, check_model
 from streamfeat.sinks.redis import LuaScript, connect
 from streamfeat.sinks.values import decode_value
 from streamfeat.topology.definitions import (
@@ -127,12 +136,17 @@ class Client:
     is ignored). No connection is made until the first read.
     ``metrics``: a ``prometheus_client`` registry to time every read into (see the
     module docstring); ``None``, the default, records nothing.
+    ``model``: the name of the model reading (``fraud-v3``: letters, digits, ``_ . : / -``),
+    for the registry's model dependencies (module docstring); ``None``, the default,
+    records nothing. ``usage_every_s``: seconds between two flushes of its counts, at most.
     """
 
     def __init__(
         self, redis_url: str | None = None, *, connection: redis.Redis | None = None,
-        metrics: CollectorRegistry | None = None,
+        metrics: CollectorRegistry | None = None, model: str | None = None,
+        usage_every_s: float = FLUSH_EVERY_S,
     ) -> None:
+        self.model = None if model is None else check_model(model)
         if connection is not None:
             self._redis = connection
             self._owns_client = False
@@ -143,6 +157,8 @@ class Client:
         self._loaded: dict[str, tuple[int, TopologyDef]] = {}
         self._script = LuaScript(READ_SCRIPT)
         self._fetch = None if metrics is None else _fetch_metrics(metrics)
+        self._usage = None if model is None else UsageRecorder(self._redis,
+                                                               every_s=usage_every_s)
 
     def get(
         self,
@@ -178,10 +194,15 @@ class Client:
         out = read.decode(replies)
         if self._fetch is not None:
             self._fetch[0].labels(read.topology.name).observe(time.perf_counter() - started)
+        if self._usage is not None and self.model is not None:
+            self._usage.record(read.topology.name, self.model, read.fields)
         return out
 
     def close(self) -> None:
-        """Close the connection pool if this client created it."""
+        """Send the model's last read counts (with ``model=``), then close the connection
+        pool if this client created it."""
+        if self._usage is not None:
+            self._usage.close()
         if self._owns_client:
             self._redis.close()
 

@@ -4,7 +4,10 @@ A *feature entry* describes one Redis field (a feature in one window): the keys
 ``streamfeat registry`` has always printed (``field``, ``topology``, ``owner``, ``entity``,
 ``source``, ``agg``, ``input``, ``where``, ``window``, ``version``, ``file``, ``consumes``,
 ``path``, and with ``--redis`` ``partial_since_ms``) plus ``feature``, ``q``, ``k``,
-``description`` and ``tags``. A *topology entry* describes a topology file.
+``exact_up_to``, ``description``, ``tags`` and ``models`` (the models declared as reading
+it: the topology's ``models`` and the feature's). A *topology entry* describes a topology
+file (or, in the shared catalog, a deployed version of one:
+:mod:`~streamfeat.registry.versions`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def topology_entries(topologies: Iterable[TopologyDef]) -> list[dict[str, Any]]:
         "description": t.description, "source": t.source.topic, "format": t.source.format,
         "consumes": consumed_topic(t), "path": path_of(t),
         "features": len(t.features), "fields": len(t.redis_fields()),
+        "models": list(t.models),
     } for t in topologies]
 
 
@@ -65,9 +69,11 @@ def feature_entries(
                     "field": f.redis_field(w), "feature": f.name, "topology": t.name,
                     "owner": t.owner, "entity": t.entity, "source": t.source.topic,
                     "agg": f.agg.value, "input": f.field, "where": f.where, "q": f.q, "k": f.k,
-                    "window": w.canonical(), "version": f.state_hash(w),
-                    "file": f"{t.path}:{f.line}", "consumes": consumed_topic(t),
-                    "path": path_of(t), "description": f.description, "tags": list(f.tags),
+                    "exact_up_to": f.exact_up_to, "window": w.canonical(),
+                    "version": f.state_hash(w), "file": f"{t.path}:{f.line}",
+                    "consumes": consumed_topic(t), "path": path_of(t),
+                    "description": f.description, "tags": list(f.tags),
+                    "models": list(t.models_of(f)),
                 }
                 if marks is not None:
                     entry["partial_since_ms"] = dict(marks.get(f.redis_field(w), {}))

@@ -4,6 +4,9 @@ from history shorter than their window (contract section 10), which ``streamfeat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from redis.exceptions import RedisError
 
 from streamfeat.connections import parse_redis_url
@@ -11,7 +14,7 @@ from streamfeat.errors import SinkError
 from streamfeat.redact import redact
 from streamfeat.sinks.redis import connect, partial_key
 
-__all__ = ["partial_marks"]
+__all__ = ["parse_marks", "partial_marks"]
 
 
 def partial_marks(url: str, topology: str) -> dict[str, dict[str, int]]:
@@ -25,6 +28,11 @@ def partial_marks(url: str, topology: str) -> dict[str, dict[str, int]]:
                         f"({target.display}) failed: {redact(e)}; check --redis") from None
     finally:
         client.close()
+    return parse_marks(raw)
+
+
+def parse_marks(raw: Mapping[Any, Any]) -> dict[str, dict[str, int]]:
+    """field -> {partition: event time (ms)}, from the hash's fields and values."""
     out: dict[str, dict[str, int]] = {}
     for key, since in raw.items():
         text = key.decode() if isinstance(key, bytes) else str(key)

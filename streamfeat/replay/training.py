@@ -31,6 +31,12 @@ partition in order, so arrival never goes backwards; with broker timestamps this
 simply ``kafka_ts <= t``). An entity with no accepted record arrived by then gets the
 ``defaults`` (Redis had no key for it).
 
+The output carries its lineage in the Parquet schema metadata (key ``streamfeat``, JSON:
+:func:`streamfeat.registry.training_lineage`): the topology's version (definition hashes
+and digests), the snapshots read (dates, per partition the first and last offset, the
+span of their Kafka timestamps), the mode and the spine, so that a model's training data can
+be traced to what served it and rebuilt (``streamfeat registry --lineage FILE``).
+
 Spine times before the first snapshotted record or after the last are a warning
 (:mod:`streamfeat.replay.coverage`): those rows are computed, but from history that does not
 reach them. Progress goes to ``streamfeat.replay`` (:mod:`streamfeat.progress`), one task
@@ -59,6 +65,7 @@ from streamfeat.operators import PartitionOperator
 from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.progress import Tracker, announce, progress_logger
+from streamfeat.registry import training_lineage, with_lineage
 from streamfeat.replay.coverage import coverage, warn_times
 from streamfeat.replay.inputs import (
     TopologyLike,
@@ -338,7 +345,8 @@ def training_set(
         p: tuple(snapshot_files(snap, topic, p, date_from=lo, date_to=hi))
         for p in snapshot_partitions(snap, topic)
     }
-    warn_times(log, "training-set", "the spine", times, coverage(files))
+    span = coverage(files)
+    warn_times(log, "training-set", "the spine", times, span)
     # pass 1: which partition holds each entity
     if progress:
         announce(progress_logger(LOGGER), _task(topo, _STAGE_KEYS),
@@ -388,6 +396,11 @@ def training_set(
     result = table
     for name in fields:
         result = result.append_column(name, arrays[name])
+    result = with_lineage(result, training_lineage(
+        topo, fields, snapshot_dir=str(snapshot_dir), files=files,
+        kafka_ts=None if span is None else (span.first_ms, span.last_ms), date_from=lo,
+        date_to=hi, as_served=as_served, spine_rows=n, entity_column=ecol,
+        timestamp_column=tcol, spine_times=times))
     if out is not None:
         write_parquet_atomically(result, Path(out))
     return result

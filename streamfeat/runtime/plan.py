@@ -15,6 +15,11 @@ not the other way round (retention moving on between the plan and the run aside)
 is an estimate: the records at a rate measured here, on the first records of this very
 history read and fed through the recomputed slots.
 
+Each feature-window that changes (recomputed, redefined, renamed, removed) is named with the
+models that read it, which a change may break: those the topology declares (``models:``)
+and, given them (``models=``: from the shared catalog, :mod:`streamfeat.registry`), those
+the version deployed before declared and those seen reading it.
+
 Nothing is written: not the state, not Kafka (the topic is read by a consumer that joins
 no group), not Redis.
 """
@@ -195,6 +200,13 @@ class TopologyPlan:
     kafka: str = "off"
     """``reachable``, ``off`` (``--no-kafka``) or why it is unknown."""
     rate: Rate | None = None
+    models: dict[str, list[str]] = field(default_factory=dict)
+    """Redis field -> the models reading it (declared, and those given to :func:`plan`)."""
+
+    def models_of(self, name: str, was: str | None = None) -> list[str]:
+        """The models reading field ``name`` (and, renamed, its old name ``was``)."""
+        found = [*self.models.get(name, []), *(self.models.get(was, []) if was else [])]
+        return sorted(set(found))
 
     @property
     def fresh(self) -> bool:
@@ -483,11 +495,12 @@ def plan_partition(topology: TopologyDef, store: PartitionStore, tp: TP,
 
 def plan_topology(topology: TopologyDef, state_dir: str | Path, *,
                   snapshot_dir: str | None = None, history: TopicHistory | None = None,
-                  topic_partitions: list[int] | None = None, kafka: str = "off"
-                  ) -> TopologyPlan:
+                  topic_partitions: list[int] | None = None, kafka: str = "off",
+                  models: Mapping[str, Sequence[str]] | None = None) -> TopologyPlan:
     """The plan of ``topology`` over the state in ``state_dir``. ``history``: the topic
     (``None``: unknown, ``kafka`` says why); ``topic_partitions``: the topic's partitions,
-    to name those with no state here."""
+    to name those with no state here; ``models``: field -> models known to read it, besides
+    those the topology declares."""
     topic = consumed_topic(topology)
     found = PartitionStore.partitions(state_dir, topology.name, topic)
     calibration = _Calibration()
@@ -503,6 +516,11 @@ def plan_topology(topology: TopologyDef, state_dir: str | Path, *,
             store.close()
     without = None if topic_partitions is None else sorted(set(topic_partitions) - set(found))
     out = TopologyPlan(topology, topic, Path(state_dir) / topology.name, plans, without, kafka)
+    readers: dict[str, set[str]] = {name: set(found) for name, found in (models or {}).items()}
+    for f in topology.features:
+        for w in f.windows:
+            readers.setdefault(f.redis_field(w), set()).update(topology.models_of(f))
+    out.models = {name: sorted(found) for name, found in readers.items() if found}
     if calibration.records and calibration.feed_s > 0:
         slots = len(set().union(*(p.change.pending for p in out.recomputing)))
         out.rate = Rate(calibration.records, calibration.feed_s, calibration.read_records,
@@ -513,9 +531,13 @@ def plan_topology(topology: TopologyDef, state_dir: str | Path, *,
 def plan(topologies: Sequence[TopologyDef], state_dir: str | Path, *,
          snapshot_dir: str | None = None, kafka: str | None = None,
          kafka_config: Mapping[str, Any] | None = None,
-         kafka_timeout_s: float = KAFKA_TIMEOUT_S) -> list[TopologyPlan]:
+         kafka_timeout_s: float = KAFKA_TIMEOUT_S,
+         models: Mapping[str, Mapping[str, Sequence[str]]] | None = None
+         ) -> list[TopologyPlan]:
     """The plans of ``topologies``; ``kafka``: bootstrap servers, ``None`` for none;
-    ``kafka_config``: the ``--kafka-config`` properties of its clients."""
+    ``kafka_config``: the ``--kafka-config`` properties of its clients; ``models``: topology
+    -> field -> models known to read it (:func:`streamfeat.registry.models_reading`), besides
+    those declared."""
     view: KafkaView | None = None
     if kafka is not None and any(_has_state(t, state_dir) for t in topologies):
         rekeyed = [consumed_topic(t) for t in topologies if is_rekeyed(t)]
@@ -536,7 +558,8 @@ def plan(topologies: Sequence[TopologyDef], state_dir: str | Path, *,
             elif view is not None:
                 status = view.unknown or "unknown"
             out.append(plan_topology(t, state_dir, snapshot_dir=snapshot_dir, history=history,
-                                     topic_partitions=partitions, kafka=status))
+                                     topic_partitions=partitions, kafka=status,
+                                     models=(models or {}).get(t.name)))
         return out
     finally:
         if view is not None:
@@ -574,6 +597,8 @@ class _FieldRow:
     """partition -> event time its history starts at"""
     unknown: list[int] = field(default_factory=list)
     """partitions whose completeness is unknown"""
+    was: str | None = None
+    """its name before, when renamed"""
 
 
 def _field_rows(t: TopologyPlan) -> list[_FieldRow]:
@@ -585,6 +610,7 @@ def _field_rows(t: TopologyPlan) -> list[_FieldRow]:
             row = rows.setdefault(f.name, _FieldRow(f.name))
             status = f.status.value + (f" (was {f.was})" if f.was else "")
             row.statuses.setdefault(status, []).append(p.tp[1])
+            row.was = row.was or f.was
             if f.recompute:
                 row.recomputed.append(p)
                 if f.name in p.partial:
@@ -592,6 +618,13 @@ def _field_rows(t: TopologyPlan) -> list[_FieldRow]:
                 elif p.complete is None:
                     row.unknown.append(p.tp[1])
     return list(rows.values())
+
+
+def _affected(t: TopologyPlan, row: _FieldRow) -> list[str]:
+    """The models reading a feature-window that changes (none for an unchanged one)."""
+    if set(row.statuses) == {FieldStatus.UNCHANGED.value} and not row.recomputed:
+        return []
+    return t.models_of(row.name, row.was)
 
 
 def _status_text(row: _FieldRow) -> str:
@@ -683,10 +716,10 @@ def render(plans: Sequence[TopologyPlan]) -> str:
                          "-" if not row.recomputed else
                          _records_text(counted, unknown),
                          "-" if not row.recomputed else _seconds(est),
-                         _partial_text(row)])
+                         _partial_text(row), ", ".join(_affected(t, row)) or "-"])
         if not t.unchanged and not t.fresh:
             lines += _table(["field", "status", "recompute", "data", "records", "estimate",
-                             "partial"], rows)
+                             "partial", "models"], rows)
         if fresh and not t.fresh:
             lines.append(f"  partitions {', '.join(map(str, fresh))}: state holds nothing yet "
                          "(computed with the stream from the first record)")
@@ -763,6 +796,7 @@ def to_json(plans: Sequence[TopologyPlan]) -> dict[str, Any]:
                 "estimate_s": t.estimate(records) if row.recomputed else 0.0,
                 "partial_since_ms": {str(k): v for k, v in row.partial.items()},
                 "complete_unknown_in": row.unknown,
+                "models": _affected(t, row),
             })
         out.append({
             "topology": t.topology.name, "file": str(t.topology.path), "topic": t.topic,

@@ -34,6 +34,7 @@ from streamfeat.monitoring import open_monitor
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
 from streamfeat.records import RecordBatch
+from streamfeat.registry import record_deployments
 from streamfeat.retry import backoff_s
 from streamfeat.runtime.assignment import Assignment, SnapshotFactory, plan_stages
 from streamfeat.runtime.checkpoint import Checkpoint, Stage
@@ -170,6 +171,8 @@ class Worker:
         if self.redis_probe is not None:
             self.redis_probe.start()
         self.monitor.start()
+        if self.redis_probe is not None:  # the real Redis: its shared catalog (registry)
+            record_deployments(self.config.redis, self.config.topologies, self.config.generation)
         clean = False
         try:
             self.dlq.output.prepare(self.sources)
