@@ -113,7 +113,7 @@ def _list(args: argparse.Namespace, filters: Any) -> int:
     features, rows = filter_entries(features, rows, filters, where)
     shown = {e["topology"] for e in features}
     about = [t for t in about if t["topology"] in shown]
-    if not features and filters != Filters():
+    if not features and not rows and filters != Filters():
         print(f"streamfeat: no feature matches {filters.describe()} together",
               file=sys.stderr)
     if args.json:

@@ -101,7 +101,7 @@ def training_lineage(
 def with_lineage(table: pa.Table, lineage: Mapping[str, Any]) -> pa.Table:
     """``table`` with ``lineage`` in its schema metadata (its other metadata kept)."""
     meta = dict(table.schema.metadata or {})
-    meta[LINEAGE_KEY] = json.dumps(lineage, sort_keys=True).encode()
+    meta[LINEAGE_KEY] = json.dumps(lineage).encode()  # the columns in their order
     return table.replace_schema_metadata(meta)
 
 
