@@ -4,6 +4,10 @@
   and ``GET /features/{topology}/{entity}?features=a,b&meta=true``: ``{"topology": name,
   "entities": {id: {field: value}}}``, plus ``"meta": {id: {found, asof_ms, updated_ms,
   version}}`` when asked. Values, defaults and nulls are :meth:`Client.get_with_meta`'s.
+- Either read may name the model reading (query parameter ``model=fraud-v3``, or the header
+  ``X-Streamfeat-Model``): its reads are counted for the registry's model dependencies as
+  :class:`~streamfeat.client.Client`'s ``model=`` counts them (in memory, flushed in one batch
+  at most every 10 s and at shutdown, off the event loop: ``streamfeat registry --model``).
 - ``GET /topologies``: what each served topology has (features, fields, defaults).
 - ``GET /health``: 200 when Redis answers a PING, 503 otherwise.
 - ``GET /metrics``: Prometheus text (:mod:`streamfeat.serving.metrics`).
@@ -16,6 +20,7 @@ body, a feature the topology lacks), 404 (a topology not served, a path that is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -33,10 +38,12 @@ from streamfeat.client import EntityFeatures
 from streamfeat.connections import parse_redis_url
 from streamfeat.errors import ConfigError, SinkError
 from streamfeat.redact import redact
+from streamfeat.registry.usage import UsageRecorder, check_model
 from streamfeat.serving.catalog import Catalog, UnknownTopology
 from streamfeat.serving.config import ServeConfig
 from streamfeat.serving.metrics import CONTENT_TYPE, UNKNOWN_TOPOLOGY, ServeMetrics
 from streamfeat.serving.store import ReadTimeout, RedisFailed, Store, open_store
+from streamfeat.sinks.redis import connect
 from streamfeat.topology import TopologyDef
 
 __all__ = ["ROUTES", "FeatureRequest", "build_app"]
@@ -47,6 +54,7 @@ ROUTES = ("POST /features/{topology}", "GET /features/{topology}/{entity}",
           "GET /topologies", "GET /health", "GET /metrics")
 _JSON = "application/json"
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+MODEL_HEADER = "x-streamfeat-model"
 
 
 class FeatureRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,17 +94,23 @@ class _Server:
         self.metrics = ServeMetrics(catalog.names)
         self.url = parse_redis_url(config.redis)  # a bad URL is named before the server starts
         self.store: Store | None = None
+        self.usage: UsageRecorder | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         c = self.config
         self.store = open_store(c.io, self.url, pool=c.redis_pool, timeout_s=c.timeout_s)
         await self.store.start()
+        usage_redis = connect(self.url)  # the model reads' counts: flushed by their thread
+        self.usage = UsageRecorder(usage_redis)
         try:
             yield
         finally:
             store, self.store = self.store, None
+            usage, self.usage = self.usage, None
             await store.close()
+            await asyncio.to_thread(usage.close)  # the last counts
+            usage_redis.close()
 
     # -- feature reads ---------------------------------------------------------
 
@@ -114,7 +128,8 @@ class _Server:
                                '{"entities": ["u1", 42], "features": ["orders", '
                                '"amount_sum__1h"], "meta": false} (features and meta '
                                "optional)") from None
-            response, n = await self._read(topology, req.entities, req.features, req.meta)
+            response, n = await self._read(topology, req.entities, req.features, req.meta,
+                                           _model(request))
         except Exception as e:
             response, n = self._failure(e, label), None
         self.metrics.observe(label, response.status_code, time.perf_counter() - started, n)
@@ -134,14 +149,15 @@ class _Server:
             if meta not in _TRUE and meta not in _FALSE:
                 raise _Refused(400, f"meta={query.get('meta')!r}: use meta=true or meta=false")
             response, n = await self._read(topology, [request.path_params["entity"]],
-                                           features, meta in _TRUE)
+                                           features, meta in _TRUE, _model(request))
         except Exception as e:
             response, n = self._failure(e, label), None
         self.metrics.observe(label, response.status_code, time.perf_counter() - started, n)
         return response
 
     async def _read(self, topology: TopologyDef, entities: Sequence[str | int],
-                    features: Sequence[str] | None, meta: bool) -> tuple[Response, int]:
+                    features: Sequence[str] | None, meta: bool,
+                    model: str | None = None) -> tuple[Response, int]:
         if len(entities) > self.config.max_entities:
             raise _Refused(413, f"{len(entities)} entities in one request; at most "
                            f"{self.config.max_entities} (--max-entities): split the request")
@@ -150,6 +166,8 @@ class _Server:
         if store is None:
             raise RedisFailed("the server is starting or stopping; try again")
         found = await store.read(plan) if plan.ids else {}
+        if model is not None and plan.ids and self.usage is not None:
+            self.usage.record(topology.name, model, plan.fields)  # memory only
         return _json(_document(topology.name, found, meta)), len(plan.ids)
 
     async def _body(self, request: Request) -> bytes:
@@ -212,6 +230,17 @@ class _Server:
         what = "no route" if status == 404 else f"HTTP {status} for"
         return _error(status, f"{what} {request.method} {request.url.path}; routes: "
                               f"{', '.join(ROUTES)}")
+
+
+def _model(request: Request) -> str | None:
+    """The model a request names (``model`` query parameter, else the header), checked."""
+    name = request.query_params.get("model") or request.headers.get(MODEL_HEADER)
+    if name is None:
+        return None
+    try:
+        return check_model(name)
+    except ConfigError as e:
+        raise _Refused(400, f"{e} (the model parameter or X-Streamfeat-Model header)") from None
 
 
 def _document(topology: str, found: dict[str, EntityFeatures], meta: bool) -> dict[str, Any]:
