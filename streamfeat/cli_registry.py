@@ -54,8 +54,8 @@ def _registry(args: argparse.Namespace) -> int:
     asked = [flag for flag, value in (("--history", args.history), ("--diff", args.diff),
                                       ("--lineage", args.lineage)) if value is not None]
     if asked and filters != Filters():
-        raise ConfigError(f"{filters.describe()} select what the listing shows; {asked[0]} "
-                          "answers on its own: leave them out")
+        raise ConfigError(f"filters ({filters.describe()}) choose what the listing shows; "
+                          f"{asked[0]} answers on its own: leave them out")
     if asked and args.topologies:
         raise ConfigError(f"{asked[0]} reads the shared catalog (--redis URL) or a file of "
                           "its own, not TOPOLOGY files: leave them out")
@@ -102,9 +102,9 @@ def _list(args: argparse.Namespace, filters: Any) -> int:
         url = resolve_redis(args.redis)
         where = f"the registry at {_display(url)}"
         with _catalog(url) as catalog:
-            histories = catalog.histories()
-            about, features = deployed_entries(histories)
-            partial = catalog.partial(histories)
+            latest = catalog.latest()
+            about, features = deployed_entries(latest)
+            partial = catalog.partial(latest)
             usage = catalog.usage()
     if partial is not None:
         for e in features:

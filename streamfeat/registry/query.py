@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamfeat.errors import ConfigError
-from streamfeat.registry.shared import SharedCatalog, TopologyHistory
+from streamfeat.registry.shared import Deployment, SharedCatalog
 from streamfeat.registry.usage import ModelRead
 
 __all__ = [
@@ -25,22 +25,21 @@ __all__ = [
 ]
 
 
-def deployed_entries(histories: Mapping[str, TopologyHistory]
+def deployed_entries(latest: Mapping[str, tuple[Deployment, int]]
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The topology and feature entries of the version of each topology started last; the
-    topology entries also say which version that is (``version``, ``digest``,
-    ``definition``, ``first_deployed_ms``, ``last_deployed_ms``, ``starts``, ``generation``,
-    ``host``) and how many there are (``versions``)."""
+    """The topology and feature entries of the version of each topology started last
+    (:meth:`SharedCatalog.latest`); the topology entries also say which version that is
+    (``version``, ``digest``, ``definition``, ``first_deployed_ms``, ``last_deployed_ms``,
+    ``starts``, ``generation``, ``host``) and how many there are (``versions``)."""
     about: list[dict[str, Any]] = []
     features: list[dict[str, Any]] = []
-    for name in sorted(histories):
-        history = histories[name]
-        v = history.latest
+    for name in sorted(latest):
+        v, count = latest[name]
         entry = dict(v.document["topology"])
         entry.update({"version": v.version, "digest": v.digest, "definition": v.definition,
                       "first_deployed_ms": v.first_ms, "last_deployed_ms": v.last_ms,
                       "starts": v.starts, "generation": v.generation, "host": v.host,
-                      "versions": len(history.versions)})
+                      "versions": count})
         about.append(entry)
         features += [dict(e) for e in v.document["features"]]
     return about, features
@@ -85,7 +84,7 @@ def models_reading(catalog: SharedCatalog, topologies: Iterable[str]
     """topology -> field -> the models reading it: declared by the version of the topology
     started last, or seen reading it (``streamfeat plan``'s models)."""
     names = list(dict.fromkeys(topologies))
-    _about, features = deployed_entries(catalog.histories(names))
+    _about, features = deployed_entries(catalog.latest(names))
     return models_by_field(model_rows(features, catalog.usage(names)))
 
 

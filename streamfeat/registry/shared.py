@@ -201,6 +201,34 @@ class SharedCatalog:
                 out[name] = history
         return out
 
+    def latest(self, names: Iterable[str] | None = None) -> dict[str, tuple[Deployment, int]]:
+        """name -> (the version started last, how many versions there are), for ``names``
+        (default: every topology recorded); two round trips, whatever the history's length
+        (only that version's document is read)."""
+        wanted = self.names() if names is None else list(dict.fromkeys(names))
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in wanted:
+                pipe.hmget(catalog_key(name), ["current", "versions"])
+            heads: list[list[Any]] = pipe.execute()
+            found = [(name, _text(current), int(_text(count)))
+                     for name, (current, count) in zip(wanted, heads, strict=True)
+                     if current is not None and count is not None]
+            pipe = self._redis.pipeline(transaction=False)
+            for name, n, _count in found:
+                pipe.hmget(catalog_key(name), [f"v:{n}{attr}" for attr in _ATTRIBUTES])
+            rows: list[list[Any]] = pipe.execute()
+        except RedisError as e:
+            raise self._failed("reading the registry", e) from None
+        out: dict[str, tuple[Deployment, int]] = {}
+        for (name, n, count), row in zip(found, rows, strict=True):
+            raw = {f"v:{n}{attr}": _text(v) for attr, v in zip(_ATTRIBUTES, row, strict=True)
+                   if v is not None}
+            deployment = _deployment(name, int(n), raw)
+            if deployment is not None:
+                out[name] = (deployment, count)
+        return out
+
     def usage(self, topologies: Iterable[str] | None = None) -> list[ModelRead]:
         """The reads by models of ``topologies`` (default: every topology read by a model
         or recorded), sorted by model, topology, field."""
@@ -264,23 +292,30 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_ATTRIBUTES = ("", ":digest", ":first", ":last", ":starts", ":generation", ":host")
+"""The hash fields of version N: ``v:N`` and ``v:N:digest`` ..."""
+
+
+def _deployment(name: str, n: int, raw: dict[str, str]) -> Deployment | None:
+    """Version ``n`` of ``name`` from the catalog hash's fields (``None``: not there)."""
+    text = raw.get(f"v:{n}")
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        log.warning("registry: version %d of %s is not JSON; skipped", n, name)
+        return None
+    return Deployment(
+        topology=name, version=n, digest=raw.get(f"v:{n}:digest", ""), document=doc,
+        first_ms=int(raw.get(f"v:{n}:first", 0)), last_ms=int(raw.get(f"v:{n}:last", 0)),
+        starts=int(raw.get(f"v:{n}:starts", 0)),
+        generation=int(raw.get(f"v:{n}:generation", 0)), host=raw.get(f"v:{n}:host", ""))
+
+
 def _history(name: str, raw: dict[str, str]) -> TopologyHistory | None:
     count = int(raw.get("versions", 0) or 0)
-    versions: list[Deployment] = []
-    for n in range(1, count + 1):
-        text = raw.get(f"v:{n}")
-        if text is None:
-            continue
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            log.warning("registry: version %d of %s is not JSON; skipped", n, name)
-            continue
-        versions.append(Deployment(
-            topology=name, version=n, digest=raw.get(f"v:{n}:digest", ""), document=doc,
-            first_ms=int(raw.get(f"v:{n}:first", 0)), last_ms=int(raw.get(f"v:{n}:last", 0)),
-            starts=int(raw.get(f"v:{n}:starts", 0)),
-            generation=int(raw.get(f"v:{n}:generation", 0)), host=raw.get(f"v:{n}:host", "")))
+    versions = [v for n in range(1, count + 1) if (v := _deployment(name, n, raw)) is not None]
     if not versions:
         return None
     return TopologyHistory(name, versions, int(raw.get("current", versions[-1].version)))
