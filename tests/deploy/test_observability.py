@@ -1,12 +1,18 @@
-"""What ships for operating streamfeat holds together (issue #16):
+"""What ships for operating streamfeat holds together (issues #16, #17):
 
 - the alerts and the scrape configuration pass ``promtool check``, and the alerts' unit tests
   (deploy/prometheus/alerts_test.yml) pass ``promtool test rules``: each alert fires on its
   series and not on the near misses;
-- a real Prometheus (Debian's package, through deploy/local/prometheus) scrapes a real
-  worker with the shipped prometheus.yml (only the target rewritten): the worker's series
-  answer through Prometheus's HTTP API, every alert rule and every dashboard query
-  evaluates there without error, and every metric name they use is one the worker exports;
+- a real Prometheus (Debian's package, through deploy/local/prometheus) scrapes, with the
+  shipped prometheus.yml (only the targets and the intervals rewritten), every process it
+  has a job for: a real worker (value monitoring every second, against a baseline stored
+  with ``streamfeat monitor baseline``, fed a trickle of orders), ``streamfeat serve``,
+  ``streamfeat monitor verify`` and a model server's registry holding a ``Client``'s fetch
+  metrics. Their series answer through Prometheus's HTTP API; every alert rule and every
+  dashboard query evaluates there without error (the queries of value monitoring,
+  consistency and serving with series); every metric name they use is one its process
+  exports; the drift, null and serve-error alerts go pending on real series, and the
+  monitoring-stopped, consistency and verify-stale ones stay quiet;
 - the Dockerfile, compose file and Kubernetes manifests: every ``streamfeat`` command line
   in them parses with the CLI's own parser, the YAML parses, probes ask paths the metrics
   server serves, and the ports agree from one file to the next;
@@ -30,22 +36,33 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import redis
 import yaml
 from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from streamfeat.cli import build_parser
+from streamfeat.client import Client
+from streamfeat.errors import SinkError
 from streamfeat.metrics import MALFORMED_REASONS, Metrics, MetricsServer
-from streamfeat.topology import load_topology
+from streamfeat.monitoring import ValueMonitor, VerifyJob
+from streamfeat.serving.metrics import ServeMetrics
+from streamfeat.sinks import version
+from streamfeat.topology import TopologyDef, load_topology
 from streamfeat.topology.loader import load_topology_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +145,7 @@ def test_promtool_checks_the_rules_and_the_config(promtool: str) -> None:
         done = subprocess.run([promtool, *args], cwd=PROMETHEUS_DIR, capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in subprocess.run(
+    assert "SUCCESS: 16 rules found" in subprocess.run(
         [promtool, "check", "rules", "alerts.yml"], cwd=PROMETHEUS_DIR, capture_output=True,
         text=True, timeout=60, check=True).stdout
 
@@ -148,7 +165,7 @@ def test_every_alert_is_tested_firing_and_silent_and_has_a_runbook() -> None:
     headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
                 for line in OPERATIONS.read_text().splitlines() if line.startswith("#")}
     rules = alert_rules()
-    assert len(rules) == 8
+    assert len(rules) == 16
     for rule in rules:
         name = rule["alert"]
         assert name in fired and name in silent, f"{name}: not tested both ways"
@@ -206,14 +223,35 @@ freshness: 2s
 features:
   - {{name: orders, agg: count, windows: [5m, 1h]}}
   - {{name: amount_sum, agg: sum, field: amount, windows: [1h]}}
+  - {{name: tip_mean, agg: mean, field: tip, windows: [5m]}}
 """
 EVENTS = 3000
+MONITOR_INTERVAL_S = 1
+TRICKLE_RATE = 400  # orders a second once caught up: over 200 values in each 1 s interval
+# The shipped scrape jobs (prometheus.yml) and their placeholder targets.
+TARGETS = {"streamfeat": "worker:9100", "streamfeat-serve": "serve:8000",
+           "streamfeat-verify": "verify:9101", "model": "model:8080"}
+# Which process exports a metric family, by its name's prefix (the worker: the rest).
+EXPORTERS = {"streamfeat_serve_": "serve", "streamfeat_verify_": "verify",
+             "streamfeat_client_": "client"}
+# The value monitoring series that carry a field label (the dashboard filters them by $field).
+PER_FIELD = re.compile(r"\bstreamfeat_value_(?:count|null_ratio|mean|stddev|quantile|psi|"
+                       r"quantile_distance|baseline_null_ratio)\b")
+# The families of value monitoring, consistency and serving (issues #16, #17): each name of
+# them used must answer through Prometheus with a series of the test's topologies.
+NEW_FAMILIES = re.compile(r"streamfeat_(value|verify|serve|client)_")
+
+
+def exporter(name: str) -> str:
+    return next((who for prefix, who in EXPORTERS.items() if name.startswith(prefix)),
+                "worker")
 
 
 def produce_orders(kafka: str, topic: str, n: int) -> None:
     """``n`` order events over 50 users, one every 0.5 s of event time ending now; about
     2 % late (10 minutes behind, beyond the topology's 1 m lateness) and 3 % malformed of
-    three kinds (not JSON, no key, an amount that is not a number)."""
+    three kinds (not JSON, no key, an amount that is not a number). No event has a tip:
+    ``tip_mean`` is written as absent (null)."""
     rng = random.Random(16)
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 10})
     start = int(time.time() * 1000) - n * 500
@@ -232,50 +270,188 @@ def produce_orders(kafka: str, topic: str, n: int) -> None:
     assert producer.flush(60) == 0
 
 
+class Trickle:
+    """Orders of 400 other users (``n0`` ...), stamped now, at ``rate`` a second on a thread
+    while the block runs: a caught-up worker's monitoring intervals hold values (without
+    new events they would be empty, and its value gauges with them)."""
+
+    def __init__(self, kafka: str, topic: str, rate: float) -> None:
+        self.kafka, self.topic, self.rate = kafka, topic, rate
+        self.produced = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trickle", daemon=True)
+        self._failed: BaseException | None = None
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        if self._failed is not None:
+            raise AssertionError("the trickle of orders failed") from self._failed
+
+    def _run(self) -> None:
+        try:
+            producer = Producer({"bootstrap.servers": self.kafka, "linger.ms": 5})
+            rng = random.Random(17)
+            started = time.monotonic()
+            while not self._stop.wait(0.05):
+                due = int((time.monotonic() - started) * self.rate)
+                now = int(time.time() * 1000)
+                for _ in range(due - self.produced):
+                    user = f"n{rng.randrange(400)}"
+                    event = {"user_id": user, "ts": now, "amount": rng.randint(1, 500)}
+                    producer.produce(self.topic, key=user.encode(),
+                                     value=json.dumps(event).encode(), timestamp=now)
+                    self.produced += 1
+                producer.poll(0)
+            assert producer.flush(30) == 0
+        except BaseException as e:  # said by __exit__, in the test's thread
+            self._failed = e
+
+
+def write_training_set(path: Path) -> None:
+    """A baseline far from what the worker writes: sums of amounts of 0-10 (theirs are
+    hundreds), tips always present (the orders have none). No column for the order counts:
+    they get no baseline, hence no drift metrics."""
+    rng = random.Random(3)
+    pq.write_table(pa.table({"amount_sum__1h": [rng.uniform(0, 10) for _ in range(1000)],
+                             "tip_mean__5m": [rng.uniform(0, 5) for _ in range(1000)]}), path)
+
+
+class Processes:
+    """``streamfeat`` commands as subprocesses, each logging to a file; on leaving, those
+    still running get SIGTERM, and every one must have exited 0."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder, self.env = folder, env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str | Path) -> None:
+        with (self.folder / f"{name}.log").open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "streamfeat.cli", *map(str, args)], env=self.env,
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def wait(self, name: str, timeout_s: float = 120) -> None:
+        assert self.procs[name].wait(timeout_s) == 0, self.log(name)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        failed = {name: self.log(name) for name, proc in self.procs.items()
+                  if proc.returncode != 0}
+        assert not failed, failed
+
+
+@dataclass(frozen=True)
+class System:
+    """What the observability test runs: a worker (caught up on :data:`EVENTS` orders, value
+    monitoring every second against a baseline), ``streamfeat serve`` of its topology and of
+    ``broken`` (a topology served only), ``streamfeat monitor verify`` of it, and a model
+    server's registry (``Client(metrics=registry)``, served over HTTP)."""
+
+    topology: TopologyDef
+    broken: TopologyDef
+    kafka: str
+    topic: str
+    ports: dict[str, int]  # by scrape job
+    registry: CollectorRegistry
+
+
 @pytest.fixture
-def worker(kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str],
-           unique_id: str, tmp_path: Path) -> Iterator[tuple[int, str]]:
-    """A real worker over a small topic of its own (late and malformed records in it),
-    caught up; yields its metrics port and topology name."""
+def ports() -> dict[str, int]:
+    """A free port for each scrape job's process."""
+    return {job: _free_port() for job in TARGETS}
+
+
+@pytest.fixture
+def system(kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str],
+           unique_id: str, tmp_path: Path, ports: dict[str, int]) -> Iterator[System]:
+    """The processes of :class:`System`, started once the worker has caught up and the
+    baseline is stored; each must exit 0 on SIGTERM at the end. Their Redis keys are
+    deleted after."""
     topic = new_topic("orders", partitions=2)
     path = tmp_path / f"{unique_id}.yaml"
     path.write_text(TOPOLOGY.format(name=unique_id, topic=topic))
-    load_topology(path)
-    produce_orders(kafka_bootstrap, topic, EVENTS)
-    port = _free_port()
+    broken_path = tmp_path / f"{unique_id}b.yaml"
+    broken_path.write_text(TOPOLOGY.format(name=f"{unique_id}b", topic=f"{topic}b"))
+    topology, broken = load_topology(path), load_topology(broken_path)
+    training = tmp_path / "training.parquet"
+    write_training_set(training)
+    snapshots = tmp_path / "snap"
     runtime = os.environ.get("STREAMFEAT_RUNTIME")
-    cmd = [sys.executable, "-m", "streamfeat.cli", "worker", str(path),
-           "--state-dir", str(tmp_path / "state"), "--snapshot-dir", str(tmp_path / "snap"),
-           "--snapshot-every", "1", "--metrics-port", str(port),
-           *(["--runtime", runtime] if runtime else [])]
     env = {**os.environ, "STREAMFEAT_KAFKA": kafka_bootstrap, "STREAMFEAT_REDIS": redis_url}
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    registry = CollectorRegistry()
     try:
-        _wait("the worker consumed every record", lambda: _total(
-            _metrics_text(port), "streamfeat_events_consumed_total") == EVENTS, 120)
-        yield port, unique_id
+        with Processes(tmp_path, env) as procs:
+            procs.start("baseline", "monitor", "baseline", path, "--training-set", training)
+            procs.start("serve", "serve", path, broken_path, "--port",
+                        str(ports["streamfeat-serve"]))
+            produce_orders(kafka_bootstrap, topic, EVENTS)
+            procs.start("worker", "worker", path, "--state-dir", tmp_path / "state",
+                        "--snapshot-dir", snapshots, "--snapshot-every", "1",
+                        "--monitor-interval", str(MONITOR_INTERVAL_S),
+                        "--metrics-port", str(ports["streamfeat"]),
+                        *(["--runtime", runtime] if runtime else []))
+            model, _thread = start_http_server(ports["model"], addr="127.0.0.1",
+                                               registry=registry)
+            try:
+                _wait("the worker consumed every record", lambda: _total(
+                    _metrics_text(ports["streamfeat"]), "streamfeat_events_consumed_total")
+                    == EVENTS, 120)
+                procs.wait("baseline")
+                procs.start("verify", "monitor", "verify", path, "--snapshot-dir", snapshots,
+                            "--every", "2", "--metrics-port", str(ports["streamfeat-verify"]))
+                yield System(topology, broken, kafka_bootstrap, topic, ports, registry)
+            finally:
+                model.shutdown()
+                model.server_close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    assert proc.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        with redis.Redis.from_url(redis_url) as conn:
+            for name in (topology.name, broken.name):
+                keys = [*conn.scan_iter(match=f"sf:{name}:*", count=1000),
+                        *conn.scan_iter(match=f"sfmeta:{name}:*", count=1000)]
+                if keys:
+                    conn.unlink(*keys)
 
 
 @pytest.fixture
-def prometheus(worker: tuple[int, str], tmp_path: Path) -> Iterator[str]:
-    """deploy/prometheus/prometheus.yml (the worker's address put in place of the target)
-    and alerts.yml, run by Debian's Prometheus on loopback; yields its host:port."""
+def prometheus(ports: dict[str, int], tmp_path: Path) -> Iterator[str]:
+    """deploy/prometheus/prometheus.yml and alerts.yml, run by Debian's Prometheus on
+    loopback, with each job's placeholder target replaced by the address of the test's
+    process (``ports``), and the scrape and evaluation intervals of 15 s made 1 s (the test
+    would wait for them); yields its host:port. Started before the processes: it takes a few
+    seconds to scrape its first targets."""
     shipped = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    assert shipped.count('"worker:9100"') == 1
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
+            for job in yaml.safe_load(shipped)["scrape_configs"]}
+    assert jobs == {job: [target] for job, target in TARGETS.items()}
+    config = shipped
+    for job, target in TARGETS.items():
+        assert config.count(f'"{target}"') == 1, target
+        config = config.replace(f'"{target}"', f'"127.0.0.1:{ports[job]}"')
+    for key in ("scrape_interval", "evaluation_interval"):
+        assert config.count(f"{key}: 15s") == 1, key
+        config = config.replace(f"{key}: 15s", f"{key}: 1s")
     folder = tmp_path / "prometheus"
     folder.mkdir()
-    (folder / "prometheus.yml").write_text(
-        shipped.replace('"worker:9100"', f'"127.0.0.1:{worker[0]}"'))
+    (folder / "prometheus.yml").write_text(config)
     shutil.copy(PROMETHEUS_DIR / "alerts.yml", folder / "alerts.yml")
     port = _free_port()
     env = {**os.environ, "STREAMFEAT_LOCAL_DIR": str(tmp_path / "local")}
@@ -308,14 +484,41 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _http(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    """GET ``path`` (POST ``body`` as JSON) on 127.0.0.1:``port``: status and body."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - loopback
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _alerts(address: str, topology: str) -> dict[str, dict[str, str]]:
+    """The alerts of ``topology`` pending or firing: alert name -> {its ``field`` label (""
+    for an alert without one): state}."""
+    with urllib.request.urlopen(f"http://{address}/api/v1/alerts", timeout=10) as r:
+        alerts = json.loads(r.read())["data"]["alerts"]
+    out: dict[str, dict[str, str]] = {}
+    for a in alerts:
+        labels = a["labels"]
+        if labels.get("topology") == topology:
+            out.setdefault(labels["alertname"], {})[labels.get("field", "")] = a["state"]
+    return out
+
+
 @pytest.mark.integration
-def test_prometheus_scrapes_a_worker_and_every_name_used_is_exported(
-        worker: tuple[int, str], prometheus: str) -> None:
-    port, topology = worker
+def test_prometheus_scrapes_every_process_and_every_name_used_is_exported(
+        prometheus: str, system: System, redis_url: str) -> None:
+    ports = system.ports
+    topology = system.topology.name
+    broken = system.broken.name
     t = f'topology="{topology}"'
     up = _wait("Prometheus scraped the worker", lambda: [
         s for s in _query(prometheus, 'up{job="streamfeat"}') if s["value"][1] == "1"])
-    assert up[0]["metric"]["instance"] == f"127.0.0.1:{port}"
+    assert up[0]["metric"]["instance"] == f"127.0.0.1:{ports['streamfeat']}"
     consumed = _query(prometheus, f"sum(streamfeat_events_consumed_total{{{t}}})")
     assert float(consumed[0]["value"][1]) == EVENTS
     bound = _query(prometheus, f"streamfeat_freshness_bound_seconds{{{t}}}")
@@ -329,42 +532,102 @@ def test_prometheus_scrapes_a_worker_and_every_name_used_is_exported(
     by_reason = _query(prometheus, f"sum by (reason) (streamfeat_events_malformed_total{{{t}}})")
     reasons = {s["metric"]["reason"] for s in by_reason}
     assert reasons and reasons <= set(MALFORMED_REASONS) - {"other"}, reasons
-    text = _metrics_text(port)
     assert sum(float(s["value"][1]) for s in by_reason) == _total(
-        text, "streamfeat_events_malformed_total") > 0
+        _metrics_text(ports["streamfeat"]), "streamfeat_events_malformed_total") > 0
 
-    # every metric the alerts and the dashboard name is one the worker exports
-    exported = exported_names(text)
-    missing = {name: sorted(where) for name, where in used_names().items()
-               if name not in exported}
-    assert not missing, f"not exported by the worker: {missing}"
+    # the feature server answers 200s, and 500 for a value no worker wrote (twice: a rate
+    # needs the series before the increase); the model server's client reads, one fails
+    serve = ports["streamfeat-serve"]
+    _wait("streamfeat serve answering", lambda: _http(serve, "/health")[0] == 200, 60)
+    users = [f"u{i}" for i in range(10)]
+    assert _http(serve, f"/features/{topology}", {"entities": users})[0] == 200
+    assert _http(serve, f"/features/{topology}/u1")[0] == 200
+    with redis.Redis.from_url(redis_url) as conn:
+        conn.hset(system.broken.redis_key("odd"),
+                  mapping={"_v": version(0, 0, 0), "amount_sum__1h": "n/a"})
+    assert _http(serve, f"/features/{broken}/odd")[0] == 500
+    with Client(redis_url, metrics=system.registry) as client:
+        for n in range(1, 6):
+            assert set(client.get(system.topology, users[:n * 2])) == set(users[:n * 2])
+    with Client(f"redis://127.0.0.1:{_free_port()}/0", metrics=system.registry) as down, \
+            pytest.raises(SinkError):
+        down.get(system.topology, users)
+    _wait("Prometheus has the 500", lambda: _query(
+        prometheus, f'streamfeat_serve_requests_total{{topology="{broken}",status="500"}}'))
+    assert _http(serve, f"/features/{broken}/odd")[0] == 500
 
-    # every dashboard query evaluates on the real series (syntax, matching): none errs
-    for expr in dashboard_exprs():
-        grafana = re.fullmatch(r"label_values\((.+), *(\w+)\)", expr)  # Grafana's, not PromQL
-        if grafana is not None:
-            found = _query(prometheus, grafana[1])
-            assert topology in {s["metric"].get(grafana[2]) for s in found}, expr
-            continue
-        _query(prometheus, expr.replace("$__rate_interval", "1m").replace("$topology", topology))
-    # ... and so does every alert rule, as Prometheus itself evaluated it
-    def rules_evaluated() -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"http://{prometheus}/api/v1/rules", timeout=10) as r:
-            groups = json.loads(r.read())["data"]["groups"]
-        rules = [rule for group in groups for rule in group["rules"]]
-        return rules if rules and all(rule.get("lastEvaluation", "").startswith("2")
-                                      and not rule["lastEvaluation"].startswith("0001")
-                                      for rule in rules) else []
-    rules = _wait("every alert rule evaluated", rules_evaluated)
-    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
-    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError"))
-                                                     for r in rules if r["health"] != "ok"]
+    with Trickle(system.kafka, system.topic, TRICKLE_RATE):
+        # real series make the alerts that should fire go pending (their `for:` is minutes)
+        def active() -> dict[str, dict[str, str]] | None:
+            found = _alerts(prometheus, topology)
+            return found if {"StreamfeatFeatureDrift", "StreamfeatNullRatioJump"} <= set(
+                found) else None
+        alerts = _wait("the drift and null alerts pending", active, 60)
+        assert "amount_sum__1h" in alerts["StreamfeatFeatureDrift"], alerts
+        assert "tip_mean__5m" not in alerts["StreamfeatFeatureDrift"], alerts  # no numbers
+        assert set(alerts["StreamfeatNullRatioJump"]) == {"tip_mean__5m"}, alerts
+        _wait("StreamfeatServeErrors pending for the broken topology",
+              lambda: "StreamfeatServeErrors" in _alerts(prometheus, broken), 30)
+        _wait("a verify run that checked entities", lambda: _query(
+            prometheus, f"streamfeat_verify_last_success_timestamp_seconds{{{t}}}"), 60)
+        # ... and not those that should not
+        time.sleep(2)  # evaluated after the verify run's figures were scraped
+        quiet = set(_alerts(prometheus, topology)) & {
+            "StreamfeatValueMonitoringStopped", "StreamfeatConsistencyLow",
+            "StreamfeatVerifyStale", "StreamfeatWorkerUnhealthy"}
+        assert not quiet, (quiet, _query(prometheus, "streamfeat_verify_consistency_ratio"))
+
+        # every metric the alerts and the dashboard name is one its process exports ...
+        texts = {"worker": _metrics_text(ports["streamfeat"]),
+                 "serve": _metrics_text(serve),
+                 "verify": _metrics_text(ports["streamfeat-verify"]),
+                 "client": generate_latest(system.registry).decode()}
+        exported = {who: exported_names(text) for who, text in texts.items()}
+        used = used_names()
+        missing = {name: (exporter(name), sorted(where)) for name, where in used.items()
+                   if name not in exported[exporter(name)]}
+        assert not missing, f"not exported by the process named: {missing}"
+        # ... and those of the new families have series of the test's topologies
+        these = f"{topology}|{broken}"
+        series = {s["metric"]["__name__"] for s in _query(
+            prometheus, 'group by (__name__) ({__name__=~"streamfeat_(value|verify|serve|'
+                        f'client)_.+", topology=~"{these}"}})')}
+        new = {name for name in used if NEW_FAMILIES.match(name)}
+        assert len(new) >= 20 and new <= series, sorted(new - series)
+
+        # every dashboard query evaluates on the real series (syntax, matching): none errs,
+        # and those of the new families answer
+        for expr in dashboard_exprs():
+            query = (expr.replace("$__rate_interval", "1m").replace("$topology", these)
+                     .replace("$field", ".+"))
+            grafana = re.fullmatch(r"label_values\((.+), *(\w+)\)", query)  # Grafana's
+            if grafana is not None:
+                values = {s["metric"].get(grafana[2]) for s in _query(prometheus, grafana[1])}
+                expected = {"topology": {topology},
+                            "field": set(system.topology.redis_fields())}[grafana[2]]
+                assert expected <= values, (expr, values)
+                continue
+            answer = _query(prometheus, query)
+            assert answer or not NEW_FAMILIES.search(expr), f"no series: {query}"
+        # ... and so does every alert rule, as Prometheus itself evaluated it
+        def rules_evaluated() -> list[dict[str, Any]]:
+            with urllib.request.urlopen(f"http://{prometheus}/api/v1/rules", timeout=10) as r:
+                groups = json.loads(r.read())["data"]["groups"]
+            rules = [rule for group in groups for rule in group["rules"]]
+            return rules if rules and all(rule.get("lastEvaluation", "").startswith("2")
+                                          and not rule["lastEvaluation"].startswith("0001")
+                                          for rule in rules) else []
+        rules = _wait("every alert rule evaluated", rules_evaluated)
+        assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
+        assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError"))
+                                                         for r in rules if r["health"] != "ok"]
 
 
 def test_names_are_parsed_with_their_type_suffixes() -> None:
     """The name check itself: a counter is only known with _total, a histogram only with
     its series' suffixes, and a name used bare where Prometheus stores a suffix is caught."""
     metrics = Metrics()
+    ValueMonitor([], metrics.registry)  # its families, as a worker's registry has them
     names = exported_names(metrics.exposition().decode())
     assert "streamfeat_events_consumed_total" in names
     assert "streamfeat_events_consumed" not in names
@@ -375,7 +638,20 @@ def test_names_are_parsed_with_their_type_suffixes() -> None:
     used = used_names()
     assert {"streamfeat_event_to_redis_seconds_bucket", "streamfeat_consumer_lag",
             "streamfeat_healthy", "streamfeat_freshness_bound_seconds"} <= set(used)
-    assert set(used) <= names, set(used) - names  # as declared; the e2e test scrapes a worker
+    # as declared by each process; the e2e test scrapes them
+    serve = ServeMetrics(["orders"]).render().decode()
+    verify = CollectorRegistry()
+    VerifyJob("orders", lambda run: pytest.fail("never run"), verify, every_s=1)
+    client = CollectorRegistry()
+    Client("redis://127.0.0.1:9/0", metrics=client).close()  # connects at its first read only
+    declared = {"worker": names, "serve": exported_names(serve),
+                "verify": exported_names(generate_latest(verify).decode()),
+                "client": exported_names(generate_latest(client).decode())}
+    assert "streamfeat_value_psi" in names and "streamfeat_value_intervals_total" in names
+    assert "streamfeat_client_fetch_errors_total" in declared["client"]
+    undeclared = {name: exporter(name) for name in used
+                  if name not in declared[exporter(name)]}
+    assert not undeclared, undeclared
 
 
 # --------------------------------------------------------------------------- deploy files
@@ -622,13 +898,30 @@ def test_the_dashboard() -> None:
                      for y in range(g["y"], g["y"] + g["h"])):
             assert cell not in taken, (panel["title"], taken[cell])
             taken[cell] = panel["title"]
+    assert variables["field"]["type"] == "query"
+    assert 'topology=~"$topology"' in variables["field"]["query"]["query"]
+    rules = {rule["alert"]: rule for rule in alert_rules()}
     for panel in panels:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel.get("repeat") in (None, *variables), panel["title"]
         for target in panel["targets"]:
             expr = target["expr"]
-            # per topology, but for the per-process series (targets, versions)
-            assert 'topology=~"$topology"' in expr or panel["title"] in {
+            # per topology (the serving requests also those naming none), but for the
+            # per-process series (targets, versions)
+            assert re.search(r'topology=~"\$topology(\|unknown)?"', expr) or panel["title"] in {
                 "Targets up", "Versions"}, (panel["title"], expr)
+            # per field, for the series that have one
+            for name in PER_FIELD.findall(expr):
+                assert f'{name}{{topology=~"$topology", field=~"$field"' in expr, (
+                    panel["title"], expr)
+        # a threshold drawn is its alert's, as the panel's description names it
+        steps = panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
+        if panel["fieldConfig"]["defaults"]["custom"].get("thresholdsStyle"):
+            alert = re.search(r"Alert: (\w+)", panel["description"])
+            assert alert is not None and alert[1] in rules, panel["title"]
+            drawn = steps[-1]["value"]
+            assert re.search(rf"> {re.escape(str(drawn))}\b", rules[alert[1]]["expr"]), (
+                panel["title"], drawn, rules[alert[1]]["expr"])
     shown = " ".join(dashboard_exprs())
     for needed in ("streamfeat_consumer_lag", "streamfeat_event_to_redis_seconds_bucket",
                    "streamfeat_freshness_bound_seconds", "streamfeat_events_malformed_total",
@@ -637,7 +930,24 @@ def test_the_dashboard() -> None:
                    "streamfeat_state_bytes", "streamfeat_snapshot_lag_seconds",
                    "streamfeat_fenced_generation", "streamfeat_recompute_pending",
                    "streamfeat_recompute_records_total", "streamfeat_state_restore_seconds",
-                   "streamfeat_retries_total", "streamfeat_healthy"):
+                   "streamfeat_retries_total", "streamfeat_healthy",
+                   # value monitoring, consistency, serving and the client (#16, #17)
+                   "streamfeat_value_psi", "streamfeat_value_quantile_distance",
+                   "streamfeat_value_null_ratio", "streamfeat_value_baseline_null_ratio",
+                   "streamfeat_value_mean", "streamfeat_value_stddev",
+                   "streamfeat_value_quantile", "streamfeat_value_count",
+                   "streamfeat_value_interval_end_timestamp_seconds",
+                   "streamfeat_value_interval_asof_seconds",
+                   "streamfeat_value_baseline_timestamp_seconds",
+                   "streamfeat_value_monitor_seconds_total",
+                   "streamfeat_verify_consistency_ratio", "streamfeat_verify_checked_entities",
+                   "streamfeat_verify_skipped_entities", "streamfeat_verify_mismatched_fields",
+                   "streamfeat_verify_last_success_timestamp_seconds",
+                   "streamfeat_verify_duration_seconds", "streamfeat_verify_runs_total",
+                   "streamfeat_serve_requests_total", "streamfeat_serve_request_seconds_bucket",
+                   "streamfeat_serve_entities_per_request_bucket",
+                   "streamfeat_serve_redis_errors_total", "streamfeat_client_fetch_seconds_bucket",
+                   "streamfeat_client_fetch_errors_total"):
         assert needed in shown, needed
 
 
