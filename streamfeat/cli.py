@@ -28,6 +28,7 @@ from streamfeat.cli_common import (
     KAFKA_HELP,
     REDIS_HELP,
     add_common,
+    ignore_stop_signals,
     settle_topology,
     streamfeat_version,
 )
@@ -127,8 +128,12 @@ def _worker(args: argparse.Namespace) -> int:
     if args.processes > 1:
         from streamfeat.runtime.supervisor import run_processes
 
-        return run_processes(_worker_argv(args), args.processes, args.metrics_port)
-    return Worker(config).run()
+        status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
+    else:
+        status = Worker(config).run()
+    ignore_stop_signals()
+    return status
+
 
 
 def _checkpoint_dir(args: argparse.Namespace) -> str | None:

@@ -7,6 +7,7 @@ help texts of the connection flags.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +21,7 @@ __all__ = [
     "add_common",
     "add_progress",
     "add_topology",
+    "ignore_stop_signals",
     "settle_topology",
     "streamfeat_version",
 ]
@@ -104,3 +106,13 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress at all (default: a bar when stderr is a terminal, "
                             "else a progress line in the log every 5 s)")
+
+
+def ignore_stop_signals() -> None:
+    """For a long-running command that has stopped and stored everything (worker, serve,
+    monitor verify): from here a second SIGTERM or SIGINT (a supervisor repeating itself)
+    changes nothing. Python puts back the default action of the signals it handled when it
+    shuts down, so one arriving then killed the exiting process (status 143, not its own);
+    ignored ones stay ignored."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from streamfeat.cli_common import ignore_stop_signals
 from streamfeat.config import resolve_redis
 from streamfeat.errors import ConfigError
 
@@ -282,6 +283,7 @@ def _verify(args: argparse.Namespace) -> int:
         if server is not None:
             server.shutdown()
             server.server_close()
+    ignore_stop_signals()
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from streamfeat.cli_common import ignore_stop_signals
 from streamfeat.config import resolve_redis
 
 __all__ = ["add_serve_command"]
@@ -27,7 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
     )
     app = build_app(config)  # every topology, setting and the URL checked before Redis is
     check(config.redis)
-    return serve(config, app)
+    status = serve(config, app)
+    ignore_stop_signals()
+    return status
 
 
 def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

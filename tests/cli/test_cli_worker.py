@@ -93,3 +93,39 @@ def test_a_worker_stopped_while_fenced_exits_4(
     keys = list(client.scan_iter(match=f"sf:{unique_id}:*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
+def test_a_repeated_sigterm_while_stopping_still_exits_0(
+        kafka_bootstrap: str, redis_url: str, new_topic: Callable[..., str], unique_id: str,
+        tmp_path: Path, runtime: str) -> None:
+    """A supervisor that sends SIGTERM again while the worker stops: the worker finishes its
+    stop and exits 0. One arriving while Python shut down (it restores the default action)
+    killed the exiting process with status -15 (seen in CI, test_snapshot_store_e2e)."""
+    import signal
+    import time
+
+    topic = new_topic("orders", partitions=1)
+    _topology, path = make_topology(unique_id, topic, tmp_path)
+    produce(kafka_bootstrap, topic, 300, seed=9, entities=10, events_per_second=0.5)
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(worker_cmd(path, tmp_path / "state", "--runtime", runtime),
+                                env=worker_env(kafka_bootstrap, redis_url), stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "assigned" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "assigned" in log.read_text(), log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            while proc.poll() is None and time.monotonic() < deadline:  # and again, and again
+                time.sleep(0.005)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    _summary(log.read_text())
