@@ -772,6 +772,19 @@ def test_the_compose_file() -> None:
         parsed[name] = _parse_cli([str(a) for a in argv], f"compose service {name}")
     worker = parsed["worker"]
     assert worker.command == "worker" and parsed["generator"].command == "generate"
+    # the feature server and the consistency job, at the targets prometheus.yml scrapes
+    for name in ("serve", "verify"):
+        service = services[name]
+        argv = [*service.get("entrypoint", default_entry), *service["command"]]
+        parsed[name] = _parse_cli([str(a) for a in argv], f"compose service {name}")
+    serve, verify = parsed["serve"], parsed["verify"]
+    assert serve.command == "serve" and serve.host == "0.0.0.0"
+    assert verify.command == "monitor" and verify.monitor_command == "verify"
+    assert verify.snapshot_dir == worker.snapshot_dir
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in yaml.safe_load(
+        (PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"]}
+    assert jobs["streamfeat-serve"] == [f"serve:{serve.port}"]
+    assert jobs["streamfeat-verify"] == [f"verify:{verify.metrics_port}"]
     # the worker runs every topology of topologies/, mounted where its command reads them
     assert sorted(Path(p).name for p in worker.topologies) == sorted(
         p.name for p in (ROOT / "topologies").glob("*.yaml"))
