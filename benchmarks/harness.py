@@ -1,15 +1,19 @@
-"""streamfeat against Quix Streams and plain Faust on the same topic (see benchmarks/README.md).
+"""streamfeat against Quix Streams, Faust, Bytewax and PyFlink on one topic (benchmarks/README.md).
 
     .venv/bin/python benchmarks/harness.py [--events 1000000] [--entities 10000]
-        [--only streamfeat,quix,faust] [--quix-sliding hopping|exact] [--profile]
+        [--only streamfeat,quix,faust,bytewax,pyflink] [--quix-sliding hopping|exact]
+        [--bytewax-processes 1,2] [--flink-parallelism 1,2] [--profile]
         [--format json|avro|json,avro]
 
 Produces N skewed order events (streamfeat.generator.OrderEvents) into a fresh topic,
 then runs each engine on it as a subprocess until it has consumed all N: the streamfeat
-worker (``--stop-at-end``, Redis sink, snapshots), the Quix Streams app and the Faust app
-of benchmarks/peers/ (from the separate venv .venv-peers, created from
-benchmarks/requirements-peers.txt when missing). Each engine is timed from its start to
-its exit; the peak RSS of its process tree is sampled from /proc. The figures, with
+worker (``--stop-at-end``, Redis sink, snapshots), the Quix Streams, Faust and Bytewax
+apps of benchmarks/peers/ (from the separate venv .venv-peers, created from
+benchmarks/requirements-peers.txt when missing) and the Flink SQL job of
+benchmarks/peers/pyflink_app.py (from .venv-flink, created from
+benchmarks/requirements-flink.txt, with the Kafka connector jar fetched by Maven).
+Each engine is timed from its start to its exit; the peak RSS of its process tree is
+sampled from /proc. The figures, with
 ``uname -a``, the CPU model and the date, are printed and appended to
 benchmarks/results/<date>-harness.md. Topics and Redis keys of the run are deleted at
 the end (``--keep`` keeps them).
@@ -51,27 +55,51 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 PEERS = BENCH / "peers"
 PEERS_VENV = ROOT / ".venv-peers"
+FLINK_VENV = ROOT / ".venv-flink"  # apache-flink pins versions Quix and Faust do not share
+# the Kafka SQL connector built for the apache-flink of requirements-flink.txt
+FLINK_KAFKA_JAR = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
 TOPOLOGY = PEERS / "bench_topology.yaml"
-ENGINES = ("streamfeat", "streamfeat-rekeyed", "quix-tumbling", "quix-sliding", "faust")
+ENGINES = ("streamfeat", "streamfeat-rekeyed", "quix-tumbling", "quix-sliding", "faust",
+           "bytewax", "pyflink")
 ALIASES = {"quix": ("quix-tumbling", "quix-sliding")}
 
 
 # --------------------------------------------------------------------------- environment
-def peers_python() -> Path:
+def peers_python(venv: Path = PEERS_VENV, requirements: str = "requirements-peers.txt"
+                 ) -> Path:
     """The peers venv's python, creating the venv from requirements-peers.txt if missing."""
-    python = PEERS_VENV / "bin" / "python"
-    stamp = PEERS_VENV / ".requirements"
-    wanted = (BENCH / "requirements-peers.txt").read_text()
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements"
+    wanted = (BENCH / requirements).read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    print(f"installing the peers into {PEERS_VENV} (once) ...", flush=True)
+    print(f"installing the peers into {venv} (once) ...", flush=True)
     if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-        (PEERS_VENV / ".gitignore").write_text("*\n")  # keep the venv out of git
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        (venv / ".gitignore").write_text("*\n")  # keep the venv out of git
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
-                    str(BENCH / "requirements-peers.txt")], check=True)
+                    str(BENCH / requirements)], check=True)
     stamp.write_text(wanted)
     return python
+
+
+def flink_python() -> Path:
+    """The PyFlink venv's python (requirements-flink.txt), created if missing."""
+    return peers_python(FLINK_VENV, "requirements-flink.txt")
+
+
+def flink_kafka_jar() -> Path:
+    """The Flink Kafka SQL connector jar, fetched once with Maven into .venv-flink/jars."""
+    _group, artifact, version = FLINK_KAFKA_JAR.split(":")
+    jar = FLINK_VENV / "jars" / f"{artifact}-{version}.jar"
+    if not jar.exists():
+        if shutil.which("mvn") is None:
+            raise SystemExit(f"pyflink needs {jar}: install Maven (mvn) to fetch "
+                             f"{FLINK_KAFKA_JAR}, or put the jar there")
+        print(f"fetching {FLINK_KAFKA_JAR} into {jar.parent} (once) ...", flush=True)
+        subprocess.run(["mvn", "-q", "dependency:copy", f"-Dartifact={FLINK_KAFKA_JAR}:jar",
+                        f"-DoutputDirectory={jar.parent}"], check=True)
+    return jar
 
 
 def machine() -> dict[str, str]:
@@ -375,8 +403,83 @@ def run_faust(args: argparse.Namespace, topic: str, name: str, work: Path) -> Ru
     return result
 
 
+def _peer_summary(log: Path) -> dict[str, float]:
+    """The last ``{"peer": ...}`` line a peer printed (its own timings), or {}."""
+    found: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith('{"peer"'):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+    return found
+
+
+def _config(engine: str, base: str) -> int:
+    """The configuration in an engine's name: ``bytewax-p2`` -> 2; ``bytewax`` -> 0."""
+    return int(engine.rsplit("-p", 1)[1]) if engine.startswith(f"{base}-p") else 0
+
+
+def run_bytewax(args: argparse.Namespace, topic: str, name: str, work: Path,
+                engine: str = "bytewax") -> RunResult:
+    processes = _config(engine, "bytewax") or int(args.bytewax_processes.split(",")[0])
+    cmd = [str(peers_python()), str(PEERS / "bytewax_app.py"), "--topic", topic,
+           "--events", str(args.peer_events), "--name", name, "--kafka", args.kafka,
+           "--redis", args.redis, "--processes", str(processes),
+           "--workers", str(args.bytewax_workers), "--batch-size", str(args.bytewax_batch)]
+    log = work / f"{engine}.log"
+    result = run_measured(engine, cmd, args.peer_events, log,
+                          timeout=args.peer_timeout, max_rss=args.max_rss_gib << 30)
+    note = (f"{processes} process(es) x {args.bytewax_workers} worker(s), KafkaSource "
+            f"batch_size {args.bytewax_batch}, unordered fold_window")
+    first = _peer_summary(log).get("first_record_s")
+    if first and result.exit_code == 0:
+        note += (f"; {result.events / first:,.0f} events/s from its first record to its "
+                 f"end ({first:.1f} s)")
+    result.note = (result.note + "; " + note).strip("; ")
+    return result
+
+
+def run_pyflink(args: argparse.Namespace, topic: str, name: str, work: Path,
+                engine: str = "pyflink") -> RunResult:
+    parallelism = _config(engine, "pyflink") or int(args.flink_parallelism.split(",")[0])
+    cmd = [str(flink_python()), str(PEERS / "pyflink_app.py"), "--topic", topic,
+           "--events", str(args.peer_events), "--jar", str(flink_kafka_jar()),
+           "--kafka", args.kafka, "--group", f"pyflink-{name}",
+           "--parallelism", str(parallelism)]
+    log = work / f"{engine}.log"
+    result = run_measured(engine, cmd, args.peer_events, log,
+                          timeout=args.peer_timeout, max_rss=args.max_rss_gib << 30)
+    note = f"parallelism {parallelism}, no checkpoints, blackhole sink (no Redis writes)"
+    job = _peer_summary(log).get("job_seconds")
+    if job and result.exit_code == 0:
+        note += f"; {result.events / job:,.0f} events/s over the Flink job's run time ({job:.1f} s)"
+    result.note = (result.note + "; " + note).strip("; ")
+    return result
+
+
 PEER_RUNNERS = {"quix-tumbling": run_quix_tumbling, "quix-sliding": run_quix_sliding,
                 "faust": run_faust}  # streamfeat runs once per --sf-runtime
+
+
+def run_peer(args: argparse.Namespace, engine: str, topic: str, name: str,
+             work: Path) -> RunResult:
+    """The peer named ``engine`` (``bytewax-p2``: Bytewax with 2 processes; ``pyflink-p2``:
+    Flink with parallelism 2)."""
+    if engine.startswith("bytewax"):
+        return run_bytewax(args, topic, name, work, engine)
+    if engine.startswith("pyflink"):
+        return run_pyflink(args, topic, name, work, engine)
+    return PEER_RUNNERS[engine](args, topic, name, work)
+
+
+def expand_configs(engines: list[str], args: argparse.Namespace) -> list[str]:
+    """One engine per configuration to try: ``bytewax`` with ``--bytewax-processes 1,2``
+    becomes ``bytewax-p1`` and ``bytewax-p2``; ``pyflink`` with ``--flink-parallelism``."""
+    lists = {"bytewax": args.bytewax_processes, "pyflink": args.flink_parallelism}
+    out = []
+    for engine in engines:
+        values = [v.strip() for v in lists.get(engine, "").split(",") if v.strip()]
+        out += [f"{engine}-p{int(v)}" for v in values] if len(values) > 1 else [engine]
+    return out
 
 
 def summarize_profile(path: Path, top: int = 25) -> str:
@@ -444,7 +547,16 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--only", default="streamfeat,quix,faust",
                         help="comma-separated engines: streamfeat, quix (= quix-tumbling and "
-                        "quix-sliding), quix-tumbling, quix-sliding, faust")
+                        "quix-sliding), quix-tumbling, quix-sliding, faust, bytewax, pyflink")
+    parser.add_argument("--bytewax-processes", default="1",
+                        help="Bytewax processes; a list (1,2) runs Bytewax once per value")
+    parser.add_argument("--bytewax-workers", type=int, default=1,
+                        help="Bytewax workers (threads) per process")
+    parser.add_argument("--bytewax-batch", type=int, default=1000,
+                        help="records per poll of Bytewax's KafkaSource (its default: 1000)")
+    parser.add_argument("--flink-parallelism", default="1",
+                        help="Flink's parallelism.default; a list (1,2) runs Flink once per "
+                        "value")
     parser.add_argument("--peer-events", type=int, default=None,
                         help="the peers stop after this many events (default: all); their "
                         "events/s is then over that first part of the topic")
@@ -483,6 +595,7 @@ def main() -> None:
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+    engines = expand_configs(engines, args)
     runtimes = [r.strip() for r in args.sf_runtime.split(",") if r.strip()]
     if not runtimes or set(runtimes) - {"faust", "kafka"}:
         parser.error(f"--sf-runtime takes faust, kafka or both (faust,kafka), not "
@@ -492,8 +605,11 @@ def main() -> None:
         parser.error(f"--format takes json, avro or json,avro, not {args.format!r}")
     if "json" not in formats and any(not e.startswith("streamfeat") for e in engines):
         parser.error("the peers read json only: add json to --format, or --only streamfeat")
-    if args.profile or any(not e.startswith("streamfeat") for e in engines):
+    if args.profile or any(not e.startswith(("streamfeat", "pyflink")) for e in engines):
         peers_python()
+    if any(e.startswith("pyflink") for e in engines):
+        flink_python()
+        flink_kafka_jar()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up on a kill too
     run_id = dt.datetime.now(dt.UTC).strftime("b%Y%m%d%H%M%S")
@@ -528,7 +644,7 @@ def main() -> None:
                                         rekeyed=engine.startswith("streamfeat-rekeyed"),
                                         fmt=fmt)
             else:
-                result = PEER_RUNNERS[engine](args, topic, name, work)
+                result = run_peer(args, engine, topic, name, work)
             result.keys = count_keys(client, name)
             if result.exit_code != 0 and not result.killed:
                 kept = BENCH / "results" / f"{name}.log"
