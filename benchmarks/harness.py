@@ -332,7 +332,10 @@ def delete_keys(client: redis.Redis, name: str) -> None:
 def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
                    engine: str, *, rekeyed: bool = False, fmt: str = "json") -> RunResult:
     topology = work / f"{name}.yaml"
-    text = TOPOLOGY.read_text().replace("BENCH_NAME", name).replace("BENCH_TOPIC", topic)
+    text = TOPOLOGY.read_text() if args.topology is None else args.topology.read_text()
+    # the run's own name and topic (a topology other than the benchmark's has its own)
+    text = re.sub(r"(?m)^name: .*$", f"name: {name}", text)
+    text = re.sub(r"(?m)^  topic: .*$", f"  topic: {topic}", text)
     if fmt == "avro":
         (work / "orders.avsc").write_text(json.dumps(ORDER_AVRO_SCHEMA))
         text = text.replace("  format: json\n", "  format: avro\n  schema: orders.avsc\n")
@@ -344,6 +347,8 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
            "--kafka", args.kafka, "--redis", args.redis, "--stop-at-end",
            "--state-dir", str(work / f"{engine}-state"), "--group", f"sf-{name}"]
     note = f"{args.sf_processes} process(es)"
+    if args.topology is not None:
+        note += f"; topology {args.topology.name}"
     cmd += ["--runtime", args.sf_runtime, "--processes", str(args.sf_processes)]
     if not args.no_snapshots:
         # its own directory: a second run on the same topic would find every offset
@@ -582,6 +587,10 @@ def main() -> None:
     parser.add_argument("--format", default="json",
                         help="record format(s) of the streamfeat runs: json, avro, or json,avro "
                         "(each on a topic of its own, same events); the peers read json")
+    parser.add_argument("--topology", type=Path, default=None, metavar="PATH",
+                        help="streamfeat runs on this topology (its name and source topic "
+                        "are replaced per run) instead of peers/bench_topology.yaml; the "
+                        "peers are unchanged")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and keys")
     parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")

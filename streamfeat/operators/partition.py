@@ -35,6 +35,7 @@ from streamfeat.operators.aggregations import Family, family_of
 from streamfeat.operators.eventtime import late_mask
 from streamfeat.operators.rings import MomentsRing
 from streamfeat.operators.slots import NEVER, Batch, Slot
+from streamfeat.operators.vector import FastBucketSlot, FastExactSlot, FastSessionSlot
 from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
 from streamfeat.topology.definitions import (
     DAY,
@@ -190,8 +191,12 @@ class PartitionOperator:
         *,
         where_compiler: WhereCompiler | None = None,
         slots: Collection[str] | None = None,
+        pure: bool = False,
     ) -> None:
         self.topology = topology
+        self.pure = pure
+        """Reference window kinds (:mod:`~.windows`) instead of their fast paths
+        (:mod:`~.vector`): the same state and values, slower (the property tests' reference)."""
         self.partition = partition
         self.lateness = int(topology.lateness_ms)
         self._compile = where_compiler or _default_compiler
@@ -302,11 +307,14 @@ class PartitionOperator:
             if plan.family is Family.MOMENTS and w.kind in _BUCKETED and not w.exact:
                 impl = MomentsRing(Span.of(w), minmax, capacity=1)
             elif w.kind is WindowKind.SESSION:
-                impl = SessionSlot(int(w.size_ms or 0), self.lateness, plan.family, first)
+                session = SessionSlot if self.pure else FastSessionSlot
+                impl = session(int(w.size_ms or 0), self.lateness, plan.family, first)
             elif w.exact:
-                impl = ExactSlot(int(w.size_ms or 0), plan.family, first)
+                exact = ExactSlot if self.pure else FastExactSlot
+                impl = exact(int(w.size_ms or 0), plan.family, first)
             else:
-                impl = BucketSlot(Span.of(w), plan.family, first)
+                bucketed = BucketSlot if self.pure else FastBucketSlot
+                impl = bucketed(Span.of(w), plan.family, first)
             digest = hashlib.sha256(f"{text}|{minmax}".encode()).hexdigest()[:16]
             members = tuple(plan.members)
             out.append(_Slot(

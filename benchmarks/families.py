@@ -1,0 +1,112 @@
+"""Throughput of PartitionOperator per aggregation family, in-process (no Kafka or Redis).
+
+The harness's order events (``streamfeat.generator.OrderEvents``: 10k users with Zipf-like
+popularity, 200 events per second of event time, 30 s disorder, 0.2 % late by an hour),
+decoded once, then fed to one operator per family in batches of ``--batch`` (the worker's
+default 20,000), each batch followed by ``values(touched)`` and ``due(batch end)`` as the
+worker does. Each family runs alone on a topology of its features from
+``benchmarks/topologies/rich.yaml`` (``rich`` is all of them together, ``orders`` is
+``topologies/orders.yaml``, ``bench`` the harness's benchmark topology). Prints events/s
+per family (CPU time, best of ``--repeat``) and, with ``--profile``, a cProfile of each.
+
+    .venv/bin/python benchmarks/families.py [--events N] [--batch B] [--only a,b]
+        [--repeat R] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streamfeat.generator import OrderEvents
+from streamfeat.operators import PartitionOperator
+from streamfeat.topology import load_topology
+from streamfeat.topology.definitions import TopologyDef
+
+ROOT = Path(__file__).resolve().parent.parent
+RICH = ROOT / "benchmarks" / "topologies" / "rich.yaml"
+ORDERS = ROOT / "topologies" / "orders.yaml"
+BENCH = ROOT / "benchmarks" / "peers" / "bench_topology.yaml"
+
+FAMILIES = {  # family -> features of rich.yaml
+    "count_distinct": ("merchants",),
+    "percentile": ("amount_p95",),
+    "top_k": ("top_merchants",),
+    "session": ("session_orders", "session_amount"),
+    "last_k": ("last_amounts",),
+    "exact_stddev": ("amount_stddev",),
+}
+
+
+def topologies() -> dict[str, TopologyDef]:
+    rich = load_topology(RICH)
+    out = {name: dataclasses.replace(rich, features=tuple(
+        f for f in rich.features if f.name in names)) for name, names in FAMILIES.items()}
+    out["rich"] = rich
+    out["orders"] = load_topology(ORDERS)
+    out["bench"] = load_topology(BENCH)
+    return out
+
+
+def events(n: int) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    decode = msgspec.json.decode
+    keys, ts, records = [], [], []
+    for ev in OrderEvents(entities=10_000, seed=7, start_ms=1_700_000_000_000).events(n):
+        keys.append(ev.key.decode())
+        ts.append(ev.ts)
+        records.append(decode(ev.value))
+    return keys, np.asarray(ts, dtype=np.int64), records
+
+
+def run(topology: TopologyDef, keys: list[str], ts: np.ndarray, records: list[Any],
+        batch: int) -> float:
+    op = PartitionOperator(topology, 0)
+    start = time.process_time()  # CPU time: the machine is shared
+    for lo in range(0, len(keys), batch):
+        hi = min(lo + batch, len(keys))
+        result = op.process(keys[lo:hi], ts[lo:hi], records[lo:hi])
+        op.values(result.touched)
+        due = op.due(int(op.stream_time or 0))
+        if due:
+            op.values(due)
+        if (lo // batch) % 10 == 9:
+            op.take_dirty()  # a commit (every 5 s in the worker)
+    return time.process_time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default=",".join([*FAMILIES, "rich", "orders", "bench"]))
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    tops = topologies()
+    keys, ts, records = events(args.events)
+    n = len(keys)
+    print(f"{n:,} events, {len(set(keys)):,} entities, batch {args.batch:,}")
+    for name in args.only.split(","):
+        topology = tops[name]
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            run(topology, keys, ts, records, args.batch)
+            prof.disable()
+            print(f"--- {name}")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(14)
+            continue
+        best = min(run(topology, keys, ts, records, args.batch) for _ in range(args.repeat))
+        print(f"{name:>15}: {n / best:>12,.0f} events/s ({best:.2f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

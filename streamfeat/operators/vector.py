@@ -1,0 +1,547 @@
+"""Fast paths of the per-event window kinds, equal to their pure paths (issue #18).
+
+The window kinds of :mod:`~streamfeat.operators.windows` are the reference: simple
+loops over events and a merge of every bucket of the window per entity per query.
+The kinds here keep the same state (the same Python objects per bucket, session or
+event, so the stored bytes are the same) and give the same values, bit for bit, only
+faster:
+
+- :class:`FastBucketSlot` (bucketed windows of the non-moments families): the batch's
+  buckets (and a percentile's DDSketch keys) computed with numpy, the events added in one
+  tight loop; and queries that do not merge every bucket of the window:
+  ``count_distinct``, ``top_k`` and ``percentile`` keep per entity a running *window
+  multiset* (value or sketch key -> count over the buckets of the entity's last
+  window), moved by the buckets that enter and leave the window and by the events of
+  buckets inside it, so a query costs the buckets that moved, not the window's;
+  ``first``/``last``/``last_k`` merge the window's buckets newest (or oldest) first and
+  stop once no older bucket can change the answer. Whatever the multiset cannot answer
+  exactly as the merge would (a ``count_distinct`` state that became a HyperLogLog, a
+  ``top_k`` beyond its exact cap, a sketch at its bucket limit) is answered by the
+  reference merge.
+- :class:`FastExactSlot` (``hop: exact`` windows of the moments family): the window's
+  moments of all queried entities at once, with numpy, the sums accumulated one value at
+  a time in the kept order as :class:`~streamfeat.operators.aggregations.Moments` does.
+- :class:`FastSessionSlot`: the common case (an event at or after its entity's latest
+  session start) without scanning every session.
+
+``PartitionOperator(..., pure=True)`` builds the reference kinds instead; the property
+tests (``tests/operators/test_fast_paths.py``) check that both give the same values and
+bytes for any stream, batch split and event order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamfeat.operators.aggregations import (
+    AggState,
+    Distinct,
+    Ends,
+    Family,
+    Frequencies,
+    Quantiles,
+    Recent,
+    _sort_key,
+    empty_value,
+    moments_result,
+)
+from streamfeat.operators.rings import _accumulate_runs
+from streamfeat.operators.sketches import _KEY_OFFSET, _MIN_NORMAL, _bucket_value
+from streamfeat.operators.slots import NEVER, Batch, _floats
+from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
+from streamfeat.topology.definitions import AggKind, FeatureDef
+
+__all__ = ["FastBucketSlot", "FastExactSlot", "FastSessionSlot"]
+
+I64 = npt.NDArray[np.int64]
+
+_MULTISET = (Family.DISTINCT, Family.FREQUENCIES, Family.QUANTILES)
+
+
+def _multiset(state: AggState) -> dict[Any, int] | None:
+    """A bucket state as value -> count, or ``None`` when it is not a plain multiset
+    (a HyperLogLog)."""
+    if isinstance(state, Distinct):
+        return None if state.values is None else dict.fromkeys(state.values, 1)
+    if isinstance(state, Frequencies):
+        return state.counts
+    if isinstance(state, Quantiles):
+        return state.sketch._buckets
+    raise TypeError(f"not a multiset state: {type(state).__name__}")  # pragma: no cover
+
+
+class _Window:
+    """An entity's running window multiset: the sum of its buckets ``lo .. hi``."""
+
+    __slots__ = ("counts", "hi", "lo")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.counts: dict[Any, int] = {}
+
+
+def _plus(counts: dict[Any, int], items: dict[Any, int]) -> None:
+    get = counts.get
+    for v, c in items.items():
+        counts[v] = get(v, 0) + c
+
+
+def _minus(counts: dict[Any, int], items: dict[Any, int]) -> None:
+    for v, c in items.items():
+        left = counts[v] - c
+        if left:
+            counts[v] = left
+        else:
+            del counts[v]
+
+
+class FastBucketSlot(BucketSlot):
+    """:class:`~streamfeat.operators.windows.BucketSlot` with the fast paths of the
+    module doc; same state, same values."""
+
+    def __init__(self, span: Span, family: Family, feature: FeatureDef) -> None:
+        super().__init__(span, family, feature)
+        self.windows: dict[int, _Window] = {}
+        """Per row, its running window multiset (multiset families only)."""
+        self.irregular: set[int] = set()
+        """Rows with a bucket the multiset cannot follow (answered by the merge)."""
+        self.stored: dict[int, dict[int, list[Any]]] = {}
+        """Per row, ``to_obj()`` of its buckets unchanged since they were last dumped."""
+        self.multiset = family in _MULTISET
+        self._limit = feature.exact_up_to
+        self._sketch_limit = 0
+        if family is Family.QUANTILES:
+            self._probe = Quantiles.new(feature).sketch
+            self._multiplier = self._probe._multiplier
+            self._sketch_limit = self._probe.max_buckets
+
+    # -- adding ---------------------------------------------------------------
+
+    def add(self, batch: Batch, field: str | None, where: str | None) -> None:
+        st = batch.stream_time
+        keep = self.span.keep_from(st)
+        pos = np.flatnonzero(batch.passes(where))
+        if pos.size:
+            buckets = self.span.buckets(batch.ts[pos])
+            live = buckets >= keep
+            pos, buckets = pos[live], buckets[live]
+        if pos.size:
+            rows = batch.rows[pos].tolist()
+            ts = batch.ts[pos].tolist()
+            seqs = (pos + batch.first_seq).tolist()
+            column = batch.column(field)
+            values = [column[i] for i in pos.tolist()]
+            blist = buckets.tolist()
+            if self.family is Family.QUANTILES:
+                self._add_quantiles(rows, blist, ts, seqs, values)
+            elif self.family is Family.DISTINCT:
+                self._add_distinct(rows, blist, values)
+            elif self.family is Family.FREQUENCIES:
+                self._add_frequencies(rows, blist, ts, seqs, values)
+            else:
+                self._add_states(rows, blist, ts, seqs, values)
+        for row in batch.touched_rows:
+            self.prune(row, st)
+
+    def _bucket_state(self, row: int, b: int) -> AggState:
+        """The state of bucket ``b`` of ``row``, about to change."""
+        stored = self.stored.get(row)
+        if stored is not None:
+            stored.pop(b, None)
+        buckets = self.entities.get(row)
+        if buckets is None:
+            buckets = self.entities[row] = {}
+        state = buckets.get(b)
+        if state is None:
+            state = buckets[b] = self.new_state()
+        return state
+
+    def _add_states(self, rows: list[int], blist: list[int], ts: list[int],
+                    seqs: list[int], values: list[Any]) -> None:
+        for row, b, t, seq, value in zip(rows, blist, ts, seqs, values, strict=True):
+            self._bucket_state(row, b).add(value, t, seq)
+
+    def _in_window(self, row: int, b: int) -> _Window | None:
+        win = self.windows.get(row)
+        if win is not None and win.lo <= b <= win.hi:
+            return win
+        return None
+
+    def _add_distinct(self, rows: list[int], blist: list[int], values: list[Any]) -> None:
+        limit = self._limit
+        for row, b, value in zip(rows, blist, values, strict=True):
+            state = self._bucket_state(row, b)  # the reference makes it for a null too
+            if value is None:
+                continue
+            if not isinstance(state, Distinct):  # pragma: no cover - the family's class
+                raise TypeError(type(state).__name__)
+            held = state.values
+            if held is None:
+                if state.hll is not None:
+                    state.hll.add(value)
+                continue
+            if value in held:
+                continue
+            held.add(value)
+            win = self._in_window(row, b)
+            if win is not None:
+                win.counts[value] = win.counts.get(value, 0) + 1
+            if len(held) > limit:
+                state._to_hll()
+                self._irregular(row)
+
+    def _add_frequencies(self, rows: list[int], blist: list[int], ts: list[int],
+                         seqs: list[int], values: list[Any]) -> None:
+        for row, b, t, seq, value in zip(rows, blist, ts, seqs, values, strict=True):
+            state = self._bucket_state(row, b)  # the reference makes it for a null too
+            if value is None:
+                continue
+            if not isinstance(state, Frequencies):  # pragma: no cover - the family's class
+                raise TypeError(type(state).__name__)
+            counts = state.counts
+            if value in counts:
+                counts[value] += 1
+            elif len(counts) < state.cap:
+                counts[value] = 1
+            else:
+                state.add(value, t, seq)  # Misra-Gries: every count moves
+                self._irregular(row)
+                continue
+            win = self._in_window(row, b)
+            if win is not None:
+                win.counts[value] = win.counts.get(value, 0) + 1
+
+    def _add_quantiles(self, rows: list[int], blist: list[int], ts: list[int],
+                       seqs: list[int], values: list[Any]) -> None:
+        x, ok = _floats(values)
+        if not bool(np.isfinite(x[ok]).all()):  # refused by the sketch: as the reference does
+            self._add_states(rows, blist, ts, seqs, values)
+            return
+        mag = np.abs(np.where(ok, x, 0.0))
+        nonzero = mag >= _MIN_NORMAL
+        keys = np.zeros(x.size, dtype=np.int64)
+        if nonzero.any():  # DDSketch's own vector mapping (equal to its scalar one)
+            k = self._probe._keys_of_magnitudes(mag[nonzero]) + _KEY_OFFSET
+            keys[nonzero] = np.where(x[nonzero] > 0, k, -k)
+        limit = self._sketch_limit
+        for row, b, t, seq, value, key, good in zip(
+                rows, blist, ts, seqs, values, keys.tolist(), ok.tolist(), strict=True):
+            state = self._bucket_state(row, b)
+            if not good:
+                continue
+            if not isinstance(state, Quantiles):  # pragma: no cover - the family's class
+                raise TypeError(type(state).__name__)
+            sketch = state.sketch
+            held = sketch._buckets
+            if key in held:
+                held[key] += 1
+            elif len(held) < limit:
+                held[key] = 1
+                if sketch._min_key is None or key < sketch._min_key:
+                    sketch._min_key = key
+            else:
+                state.add(value, t, seq)  # at the bucket limit: the sketch collapses
+                self._irregular(row)
+                continue
+            sketch._count += 1
+            win = self._in_window(row, b)
+            if win is not None:
+                win.counts[key] = win.counts.get(key, 0) + 1
+
+    def _irregular(self, row: int) -> None:
+        self.irregular.add(row)
+        self.windows.pop(row, None)
+
+    # -- state the multiset follows --------------------------------------------
+
+    def prune(self, row: int, st: int) -> None:
+        buckets = self.entities.get(row)
+        if buckets is None:
+            return
+        keep = self.span.keep_from(st)
+        win = self.windows.get(row)
+        for b in [b for b in buckets if b < keep]:
+            if win is not None and win.lo <= b <= win.hi:
+                items = _multiset(buckets[b])
+                if items is None:  # pragma: no cover - such rows are irregular
+                    self._irregular(row)
+                    win = None
+                else:
+                    _minus(win.counts, items)
+            del buckets[b]
+            stored = self.stored.get(row)
+            if stored is not None:
+                stored.pop(b, None)
+        if win is not None and win.lo < keep:
+            win.lo = keep
+            if win.hi < keep:
+                del self.windows[row]
+        if not buckets:
+            del self.entities[row]
+            self.windows.pop(row, None)
+            self.irregular.discard(row)
+            self.stored.pop(row, None)
+
+    def dump_row(self, row: int) -> list[Any]:
+        buckets = self.entities[row]
+        stored = self.stored.get(row)
+        if stored is None:
+            stored = self.stored[row] = {}
+        out = []
+        for b in sorted(buckets):
+            obj = stored.get(b)
+            if obj is None:
+                obj = stored[b] = buckets[b].to_obj()
+            out.append([b, obj])
+        return out
+
+    def load(self, row: int, obj: object) -> None:
+        super().load(row, obj)
+        self.windows.pop(row, None)
+        self.irregular.discard(row)
+        self.stored.pop(row, None)
+        if self.multiset and any(_multiset(s) is None for s in self.entities[row].values()):
+            self.irregular.add(row)  # a HyperLogLog
+
+    def clear(self, row: int) -> None:
+        super().clear(row)
+        self.windows.pop(row, None)
+        self.irregular.discard(row)
+        self.stored.pop(row, None)
+
+    # -- queries ----------------------------------------------------------------
+
+    def values(
+        self, rows: I64, t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        if self.multiset:
+            return self._multiset_values(rows, t, features)
+        return super().values(rows, t, features)  # through state_at below
+
+    def _next_change(self, buckets: dict[int, AggState], t: int) -> int:
+        if not self.span.hop:
+            return int(NEVER)
+        keep = self.span.keep_from(t)
+        oldest = min((b for b in buckets if b >= keep), default=None)
+        return int(NEVER) if oldest is None else self.span.next_change_one(oldest, t)
+
+    def state_at(self, row: int, t: int) -> tuple[AggState | None, int]:
+        if self.family not in (Family.RECENT, Family.ENDS):
+            return super().state_at(row, t)
+        buckets = self.entities.get(row)
+        if not buckets:
+            return None, NEVER
+        nxt = self._next_change(buckets, t)
+        lo, hi = self.span.window(t)
+        inside = sorted(b for b in buckets if lo <= b <= hi)
+        if not inside:
+            return None, nxt
+        merged = self.new_state()
+        if isinstance(merged, Recent):
+            # Buckets split time: once k values are held, no older bucket has a later one.
+            for b in reversed(inside):
+                merged.merge(buckets[b])  # type: ignore[arg-type]
+                if len(merged.heap) >= merged.k:
+                    break
+            return merged, nxt
+        if not isinstance(merged, Ends):  # pragma: no cover - the family's class
+            raise TypeError(type(merged).__name__)
+        # The window's first value is its oldest non-empty bucket's, the last its newest's.
+        newest = next((b for b in reversed(inside) if not buckets[b].empty()), None)
+        if newest is None:
+            return merged, nxt
+        oldest = next(b for b in inside if not buckets[b].empty())
+        merged.merge(buckets[oldest])  # type: ignore[arg-type]
+        if newest != oldest:
+            merged.merge(buckets[newest])  # type: ignore[arg-type]
+        return merged, nxt
+
+    def _window(self, row: int, buckets: dict[int, AggState], lo: int, hi: int) -> _Window:
+        """The row's multiset of buckets ``lo .. hi``, moved there from where it was."""
+        win = self.windows.get(row)
+        if win is None or lo < win.lo or hi < win.hi or lo > win.hi:
+            win = self.windows[row] = _Window(lo, hi)
+            for b, state in buckets.items():
+                if lo <= b <= hi:
+                    _plus(win.counts, _multiset(state))  # type: ignore[arg-type]
+            return win
+        counts = win.counts
+        if lo > win.lo:
+            for b in range(win.lo, lo) if lo - win.lo < len(buckets) else sorted(buckets):
+                if win.lo <= b < lo and b in buckets:
+                    _minus(counts, _multiset(buckets[b]))  # type: ignore[arg-type]
+        if hi > win.hi:
+            for b in range(win.hi + 1, hi + 1) if hi - win.hi < len(buckets) else sorted(buckets):
+                if win.hi < b <= hi and b in buckets:
+                    _plus(counts, _multiset(buckets[b]))  # type: ignore[arg-type]
+        win.lo, win.hi = lo, hi
+        return win
+
+    def _multiset_values(
+        self, rows: I64, t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        columns: list[list[Any]] = [[] for _ in features]
+        nexts: list[int] = []
+        lo, hi = self.span.window(t)
+        family = self.family
+        for row in rows.tolist():
+            buckets = self.entities.get(row)
+            if not buckets:
+                nexts.append(int(NEVER))
+                for column, feature in zip(columns, features, strict=True):
+                    column.append(empty_value(feature.agg))
+                continue
+            nexts.append(self._next_change(buckets, t))
+            counts: dict[Any, int] | None = None
+            if row not in self.irregular:
+                counts = self._window(row, buckets, lo, hi).counts
+                if family is Family.DISTINCT and len(counts) > self._limit:
+                    counts = None  # the merge becomes a HyperLogLog
+                elif family is Family.FREQUENCIES and len(counts) > self._limit:
+                    counts = None  # the merge trims (Misra-Gries)
+                elif family is Family.QUANTILES and len(counts) > self._sketch_limit:
+                    counts = None  # the merge collapses
+            if counts is None:
+                state, _ = BucketSlot.state_at(self, row, t)
+                for column, feature in zip(columns, features, strict=True):
+                    column.append(empty_value(feature.agg) if state is None or state.empty()
+                                  else state.result(feature))
+                continue
+            for column, feature in zip(columns, features, strict=True):
+                column.append(self._result(counts, feature, buckets, lo, hi))
+        return columns, np.array(nexts, dtype=np.int64)
+
+    def _result(self, counts: dict[Any, int], feature: FeatureDef,
+                buckets: dict[int, AggState], lo: int, hi: int) -> Any:
+        """What the merged state of the window would answer (``Distinct``, ``Frequencies``,
+        ``Quantiles`` ``result``), from the window's multiset."""
+        if not counts:
+            return empty_value(feature.agg)
+        family = self.family
+        if family is Family.DISTINCT:
+            return len(counts)
+        if family is Family.FREQUENCIES:
+            k = 1 if feature.k is None else feature.k
+            items: Any = counts.items()
+            if len(counts) > 4 * k:  # only values counted at least the k-th count can rank
+                least = min(heapq.nlargest(k, counts.values()))
+                items = [i for i in items if i[1] >= least]
+            if not all(isinstance(v, str) for v, _ in items):
+                # Equal values of other kinds (1, 1.0, True) are one key, held as the merge
+                # of the buckets in order holds it: as the oldest bucket that has it does.
+                first: dict[Any, Any] = {}
+                for b in sorted(b for b in buckets if lo <= b <= hi):
+                    for key in _multiset(buckets[b]) or ():
+                        first.setdefault(key, key)
+                items = [(first.get(v, v), c) for v, c in items]
+            ranked = sorted(items, key=lambda i: (-i[1], *_sort_key(i[0])))
+            return [[v, c] for v, c in ranked[:k]]
+        q = 0.5 if feature.q is None else feature.q
+        rank = math.floor(q * (sum(counts.values()) - 1))
+        seen = 0
+        for key in sorted(counts):
+            seen += counts[key]
+            if seen > rank:
+                return _bucket_value(self._multiplier, key)
+        raise AssertionError("unreachable: bucket counts sum to count")  # pragma: no cover
+
+
+class FastExactSlot(ExactSlot):
+    """:class:`~streamfeat.operators.windows.ExactSlot` of the moments family, its queries
+    in numpy (module doc); same state, same values."""
+
+    def values(
+        self, rows: I64, t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        if self.family is not Family.MOMENTS:
+            return super().values(rows, t, features)
+        m = rows.size
+        entities = self.entities
+        lists = [entities.get(r, ()) for r in rows.tolist()]
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=m)
+        flat = list(chain.from_iterable(lists))
+        count = np.zeros(m, dtype=np.int64)
+        numbers = np.zeros(m, dtype=np.int64)
+        shift = np.zeros(m)
+        s1 = np.zeros(m)
+        s2 = np.zeros(m)
+        mn = np.full(m, np.inf)
+        mx = np.full(m, -np.inf)
+        nxt = np.full(m, NEVER, dtype=np.int64)
+        if flat:
+            ts = np.fromiter((e[0] for e in flat), dtype=np.int64, count=len(flat))
+            x, ok = _floats([e[2] for e in flat])
+            group = np.repeat(np.arange(m), lengths)
+            inwin = ts > t - self.size
+            g = group[inwin]
+            count = np.bincount(g, minlength=m)
+            if g.size:
+                np.minimum.at(nxt, g, ts[inwin] + self.size)
+            gn = g[ok[inwin]]
+            xn = x[inwin][ok[inwin]]
+            numbers = np.bincount(gn, minlength=m)
+            if gn.size:
+                heads = np.flatnonzero(np.r_[True, gn[1:] != gn[:-1]])
+                owners = gn[heads]
+                shift[owners] = xn[heads]
+                with np.errstate(all="ignore"):  # inf and nan as Moments.add gives them
+                    d = xn - shift[gn]
+                    zero = np.zeros(heads.size)
+                    s1[owners] = _accumulate_runs(zero, heads, gn.size, d)
+                    s2[owners] = _accumulate_runs(zero, heads, gn.size, d * d)
+                if any(f.agg in (AggKind.MIN, AggKind.MAX) for f in features):
+                    mn[owners] = np.minimum.reduceat(xn, heads)
+                    mx[owners] = np.maximum.reduceat(xn, heads)
+                    for i in np.flatnonzero((mn == 0.0) | (mx == 0.0)).tolist():
+                        # signed zeros: min() and max() keep the first of equal values
+                        vals = xn[gn == i].tolist()
+                        mn[i] = min(vals)
+                        mx[i] = max(vals)
+        columns: list[list[Any]] = []
+        cl, nl, kl = count.tolist(), numbers.tolist(), shift.tolist()
+        s1l, s2l, mnl, mxl = s1.tolist(), s2.tolist(), mn.tolist(), mx.tolist()
+        for feature in features:
+            agg = feature.agg
+            empty = empty_value(agg)
+            columns.append([
+                empty if c == 0 else moments_result(agg, c, n, k or 0.0, a, b, lo, hi)
+                for c, n, k, a, b, lo, hi in zip(cl, nl, kl, s1l, s2l, mnl, mxl, strict=True)
+            ])
+        return columns, nxt
+
+
+class FastSessionSlot(SessionSlot):
+    """:class:`~streamfeat.operators.windows.SessionSlot` whose events at or after the
+    latest session's start skip the scan of every session (module doc)."""
+
+    def add(self, batch: Batch, field: str | None, where: str | None) -> None:
+        values, rows, ts = batch.column(field), batch.row_list, batch.ts_list
+        first_seq, st = batch.first_seq, batch.stream_time
+        passes: list[bool] = batch.passes(where).tolist()
+        entities = self.entities
+        g = self.gap
+        for i in batch.accepted_list:
+            row, t = rows[i], ts[i]
+            sessions = entities.get(row)
+            if sessions:
+                latest = sessions[-1]
+                # Sessions are disjoint and ordered: an event after the last one's start
+                # can only touch that one.
+                if t > latest.start and t < latest.last + g and (
+                        len(sessions) == 1 or sessions[-2].last + g <= t):
+                    if t > latest.last:
+                        latest.last = t
+                    if passes[i]:
+                        latest.state.add(values[i], t, first_seq + i)
+                    continue
+            self._add(row, t, first_seq + i, values[i], passes[i])
+        for row in batch.touched_rows:
+            self.prune(row, st)
