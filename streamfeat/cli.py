@@ -98,6 +98,9 @@ def _worker(args: argparse.Namespace) -> int:
             "--instance-id names one member of the group, not --processes "
             f"{args.processes} of them: run one worker per id (e.g. one pod of a StatefulSet "
             "each, --instance-id $(POD_NAME)) or leave --instance-id out")
+    if args.recompute_max_rate is not None and args.recompute_max_rate <= 0:
+        raise ConfigError("--recompute-max-rate must be above 0 records per second, got "
+                          f"{args.recompute_max_rate:g}")
     if args.unhealthy_after <= 0:
         raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
@@ -123,6 +126,7 @@ def _worker(args: argparse.Namespace) -> int:
         checkpoint_dir=_checkpoint_dir(args),
         monitor=args.monitor,
         monitor_interval_s=args.monitor_interval,
+        recompute_max_rate=args.recompute_max_rate,
     )
     check_connections(config)  # Kafka and Redis answer, or one line saying what to check
     if args.processes > 1:
@@ -162,6 +166,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--monitor-interval", str(args.monitor_interval)]
     if not args.monitor:
         argv.append("--no-monitor")
+    if args.recompute_max_rate is not None:
+        argv += ["--recompute-max-rate", str(args.recompute_max_rate)]
     argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
@@ -337,6 +343,10 @@ def _add_worker(sub: Any) -> None:
                    help="do not monitor the values written (distributions, drift; on by default)")
     p.add_argument("--monitor-interval", type=float, default=60.0, metavar="SECONDS",
                    help="seconds per value-monitoring interval (default 60)")
+    p.add_argument("--recompute-max-rate", type=float, default=None, metavar="RECORDS_PER_S",
+                   help="after a definition change, read history (snapshots, then the topic) "
+                        "at most this fast, per partition, to spare the brokers and the "
+                        "object store (default: as fast as the worker computes)")
     p.set_defaults(run=_worker)
 
 

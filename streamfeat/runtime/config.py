@@ -36,6 +36,7 @@ class WorkerConfig:
     checkpoint_dir: str | None = None  # durable state: a path or an object-store URL
     monitor: bool = True  # sketch the values written, per interval (--no-monitor: off)
     monitor_interval_s: float = 60.0  # --monitor-interval
+    recompute_max_rate: float | None = None  # history records/s per partition, at most
 
     @property
     def group(self) -> str:

@@ -102,6 +102,8 @@ class Recomputer:
     history: TopicHistory
     snapshot_dir: str | None
     entities: EntityLister
+    max_rate: float | None = None
+    """Records of history per second at most (``--recompute-max-rate``); None: no limit."""
     recomputation: Recomputation | None = None
     plan: HistoryPlan | None = None
     partial: dict[str, int] = field(default_factory=dict)
@@ -173,6 +175,8 @@ class Recomputer:
             position = rec.next_offset if rec.next_offset is not None else 0
             if position >= target:
                 break
+            if self._throttled():
+                return False
             self._read(rec, plan, position, target)
             self.records = rec.records
             self._report(target)
@@ -194,6 +198,12 @@ class Recomputer:
                         ", ".join(sorted(self.partial)))
         self.recomputation = None
         return True
+
+    def _throttled(self) -> bool:
+        """Whether the history read so far is ahead of ``max_rate`` (then the slice ends)."""
+        if self.max_rate is None:
+            return False
+        return self.records >= self.max_rate * (time.monotonic() - self.started)
 
     def _read(self, rec: Recomputation, plan: HistoryPlan, position: int, target: int) -> None:
         """Feed one batch of history below ``target``: snapshots first, then the topic."""

@@ -369,7 +369,8 @@ class Worker:
             snapshot_dir = None if self.config.snapshot_dir is None else str(
                 self.config.snapshot_dir)
             self.recomputers[(tp, name)] = Recomputer(
-                tp, pipeline, self.history, snapshot_dir, self.publisher.sinks[name])
+                tp, pipeline, self.history, snapshot_dir, self.publisher.sinks[name],
+                max_rate=self.config.recompute_max_rate)
             self.metrics.recomputing.labels(name, str(tp[1])).set(1)
 
     def _apply_changes(self, *, busy: bool) -> None:

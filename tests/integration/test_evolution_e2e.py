@@ -189,10 +189,14 @@ def test_two_workers_of_one_group_rebalance_in_the_middle_of_the_recomputation(
     port = free_port()
     env = worker_env(kafka_bootstrap, redis_url)
     with Workers(tmp_path, env) as workers:
+        # History read at 10k records/s a partition: 75k records each take 7.5 s, so the
+        # second worker joins mid-recomputation however fast this machine is (without the
+        # limit, CI once finished before it joined).
+        slow = ("--recompute-max-rate", "10000")
         a = workers.start("v2", worker_cmd(path2, state, "--metrics-port", str(port),
-                                           "--stop-at-end"))
+                                           "--stop-at-end", *slow))
         _wait_recomputing(port, workers)
-        b = workers.start("b", worker_cmd(path2, state, "--stop-at-end"))
+        b = workers.start("b", worker_cmd(path2, state, "--stop-at-end", *slow))
         for name, proc in (("v2", a), ("b", b)):
             assert proc.wait(300) == 0, workers.log(name)
         both = workers.log("v2", 10**7) + workers.log("b", 10**7)

@@ -118,10 +118,11 @@ class Deployment:
         return Recording()
 
     def run(self, topology: TopologyDef, log: MemoryLog, *, history: MemoryHistory | None = None,
-            batch_size: int = 9) -> Worker:
+            batch_size: int = 9, recompute_max_rate: float | None = None) -> Worker:
         config = WorkerConfig(topologies=[topology], kafka="memory", redis="memory",
                               state_dir=self.tmp / "state", stop_at_end=True,
-                              batch_size=batch_size, commit_every_s=0.0)
+                              batch_size=batch_size, commit_every_s=0.0,
+                              recompute_max_rate=recompute_max_rate)
         worker = Worker(config, consumer=MemoryConsumer(log),
                         sinks={"shop": self.sink()}, dead_letters=self.dlq,
                         history=history or MemoryHistory(log))
@@ -208,6 +209,24 @@ def test_a_changed_topology_ends_as_if_it_had_always_run(
         "streamfeat_recompute_records_total", {"topology": "shop", "partition": str(p)}) or 0
         for p in range(PARTITIONS))
     assert recomputed >= 2 * 70  # the history v1 had seen, read again for the new slots
+
+
+def test_a_recomputation_held_to_a_rate_reads_no_faster_and_ends_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--recompute-max-rate``: 70 records of history per partition at 100 records/s take
+    at least 0.6 s (read 3 at a time), and the values end as without the limit."""
+    import time
+
+    monkeypatch.setattr("streamfeat.runtime.recompute.READ_RECORDS", 3)
+    log = make_log(seed=9, per_partition=90)
+    deployment = Deployment(tmp_path)
+    deployment.run(shop(V1), head(log, 70))
+    started = time.monotonic()
+    worker = deployment.run(shop(V2), log, recompute_max_rate=100.0)
+    assert time.monotonic() - started >= 0.6
+    assert not worker.recomputers
+    expected, _dead = reference(shop(V2), log)
+    assert deployment.values() == expected
 
 
 def test_unchanged_topology_recomputes_nothing(tmp_path: Path) -> None:
