@@ -134,20 +134,25 @@ class FastBucketSlot(BucketSlot):
             live = buckets >= keep
             pos, buckets = pos[live], buckets[live]
         if pos.size:
-            rows = batch.rows[pos].tolist()
-            ts = batch.ts[pos].tolist()
-            seqs = (pos + batch.first_seq).tolist()
+            # One group per (row, bucket), its events in offset order (a stable sort): the
+            # states are independent, each takes its events in the order the reference does.
+            rows_arr = batch.rows[pos]
+            order = np.lexsort((buckets, rows_arr))
+            pos, buckets, rows_arr = pos[order], buckets[order], rows_arr[order]
+            cut = np.flatnonzero((rows_arr[1:] != rows_arr[:-1]) | (buckets[1:] != buckets[:-1]))
+            bounds = np.r_[0, cut + 1, pos.size].tolist()
+            groups = list(zip(rows_arr[bounds[:-1]].tolist(), buckets[bounds[:-1]].tolist(),
+                              bounds[:-1], bounds[1:], strict=True))
             column = batch.column(field)
             values = [column[i] for i in pos.tolist()]
-            blist = buckets.tolist()
             if self.family is Family.QUANTILES:
-                self._add_quantiles(rows, blist, ts, seqs, values)
+                self._add_quantiles(groups, batch, pos, values)
             elif self.family is Family.DISTINCT:
-                self._add_distinct(rows, blist, values)
+                self._add_distinct(groups, values)
             elif self.family is Family.FREQUENCIES:
-                self._add_frequencies(rows, blist, ts, seqs, values)
+                self._add_frequencies(groups, batch, pos, values)
             else:
-                self._add_states(rows, blist, ts, seqs, values)
+                self._add_states(groups, batch, pos, values)
         for row in batch.touched_rows:
             self.prune(row, st)
 
@@ -164,10 +169,14 @@ class FastBucketSlot(BucketSlot):
             state = buckets[b] = self.new_state()
         return state
 
-    def _add_states(self, rows: list[int], blist: list[int], ts: list[int],
-                    seqs: list[int], values: list[Any]) -> None:
-        for row, b, t, seq, value in zip(rows, blist, ts, seqs, values, strict=True):
-            self._bucket_state(row, b).add(value, t, seq)
+    def _add_states(self, groups: list[tuple[int, int, int, int]], batch: Batch,
+                    pos: I64, values: list[Any]) -> None:
+        ts = batch.ts[pos].tolist()
+        seqs = (pos + batch.first_seq).tolist()
+        for row, b, lo, hi in groups:
+            add = self._bucket_state(row, b).add
+            for j in range(lo, hi):
+                add(values[j], ts[j], seqs[j])
 
     def _in_window(self, row: int, b: int) -> _Window | None:
         win = self.windows.get(row)
@@ -175,55 +184,63 @@ class FastBucketSlot(BucketSlot):
             return win
         return None
 
-    def _add_distinct(self, rows: list[int], blist: list[int], values: list[Any]) -> None:
+    def _add_distinct(self, groups: list[tuple[int, int, int, int]],
+                      values: list[Any]) -> None:
         limit = self._limit
-        for row, b, value in zip(rows, blist, values, strict=True):
+        for row, b, lo, hi in groups:
             state = self._bucket_state(row, b)  # the reference makes it for a null too
-            if value is None:
-                continue
             if not isinstance(state, Distinct):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
             held = state.values
             if held is None:
                 if state.hll is not None:
-                    state.hll.add(value)
+                    for value in values[lo:hi]:
+                        if value is not None:
+                            state.hll.add(value)
                 continue
-            if value in held:
+            # new values, each as first seen (a set keeps the first of equal values)
+            fresh = [v for v in dict.fromkeys(values[lo:hi]) if v is not None and v not in held]
+            if not fresh:
                 continue
-            held.add(value)
+            held.update(fresh)
             win = self._in_window(row, b)
             if win is not None:
-                win.counts[value] = win.counts.get(value, 0) + 1
-            if len(held) > limit:
+                counts = win.counts
+                for value in fresh:
+                    counts[value] = counts.get(value, 0) + 1
+            if len(held) > limit:  # registers are the same whatever the order
                 state._to_hll()
                 self._irregular(row)
 
-    def _add_frequencies(self, rows: list[int], blist: list[int], ts: list[int],
-                         seqs: list[int], values: list[Any]) -> None:
-        for row, b, t, seq, value in zip(rows, blist, ts, seqs, values, strict=True):
+    def _add_frequencies(self, groups: list[tuple[int, int, int, int]], batch: Batch,
+                         pos: I64, values: list[Any]) -> None:
+        for row, b, lo, hi in groups:
             state = self._bucket_state(row, b)  # the reference makes it for a null too
-            if value is None:
-                continue
             if not isinstance(state, Frequencies):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
             counts = state.counts
-            if value in counts:
-                counts[value] += 1
-            elif len(counts) < state.cap:
-                counts[value] = 1
-            else:
-                state.add(value, t, seq)  # Misra-Gries: every count moves
+            group = [v for v in values[lo:hi] if v is not None]
+            if len(counts) + len(group) > state.cap:  # Misra-Gries may run: event by event
+                ts = batch.ts[pos[lo:hi]].tolist()
+                seqs = (pos[lo:hi] + batch.first_seq).tolist()
+                for value, t, seq in zip(values[lo:hi], ts, seqs, strict=True):
+                    state.add(value, t, seq)
                 self._irregular(row)
                 continue
+            get = counts.get
+            for value in group:
+                counts[value] = get(value, 0) + 1
             win = self._in_window(row, b)
             if win is not None:
-                win.counts[value] = win.counts.get(value, 0) + 1
+                wc = win.counts
+                for value in group:
+                    wc[value] = wc.get(value, 0) + 1
 
-    def _add_quantiles(self, rows: list[int], blist: list[int], ts: list[int],
-                       seqs: list[int], values: list[Any]) -> None:
+    def _add_quantiles(self, groups: list[tuple[int, int, int, int]], batch: Batch,
+                       pos: I64, values: list[Any]) -> None:
         x, ok = _floats(values)
         if not bool(np.isfinite(x[ok]).all()):  # refused by the sketch: as the reference does
-            self._add_states(rows, blist, ts, seqs, values)
+            self._add_states(groups, batch, pos, values)
             return
         mag = np.abs(np.where(ok, x, 0.0))
         nonzero = mag >= _MIN_NORMAL
@@ -231,30 +248,36 @@ class FastBucketSlot(BucketSlot):
         if nonzero.any():  # DDSketch's own vector mapping (equal to its scalar one)
             k = self._probe._keys_of_magnitudes(mag[nonzero]) + _KEY_OFFSET
             keys[nonzero] = np.where(x[nonzero] > 0, k, -k)
+        key_list = keys.tolist()
+        good = ok.tolist()
         limit = self._sketch_limit
-        for row, b, t, seq, value, key, good in zip(
-                rows, blist, ts, seqs, values, keys.tolist(), ok.tolist(), strict=True):
-            state = self._bucket_state(row, b)
-            if not good:
-                continue
+        for row, b, lo, hi in groups:
+            state = self._bucket_state(row, b)  # the reference makes it for a null too
             if not isinstance(state, Quantiles):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
+            group = [key_list[j] for j in range(lo, hi) if good[j]]
+            if not group:
+                continue
             sketch = state.sketch
             held = sketch._buckets
-            if key in held:
-                held[key] += 1
-            elif len(held) < limit:
-                held[key] = 1
-                if sketch._min_key is None or key < sketch._min_key:
-                    sketch._min_key = key
-            else:
-                state.add(value, t, seq)  # at the bucket limit: the sketch collapses
+            if len(held) + len(group) > limit:  # the sketch may collapse: event by event
+                for j in range(lo, hi):
+                    if good[j]:
+                        state.add(values[j], 0, 0)
                 self._irregular(row)
                 continue
-            sketch._count += 1
+            get = held.get
+            for key in group:
+                held[key] = get(key, 0) + 1
+            sketch._count += len(group)
+            least = min(group)
+            if sketch._min_key is None or least < sketch._min_key:
+                sketch._min_key = least
             win = self._in_window(row, b)
             if win is not None:
-                win.counts[key] = win.counts.get(key, 0) + 1
+                wc = win.counts
+                for key in group:
+                    wc[key] = wc.get(key, 0) + 1
 
     def _irregular(self, row: int) -> None:
         self.irregular.add(row)
@@ -299,7 +322,7 @@ class FastBucketSlot(BucketSlot):
         for b in sorted(buckets):
             obj = stored.get(b)
             if obj is None:
-                obj = stored[b] = buckets[b].to_obj()
+                obj = stored[b] = _to_obj(buckets[b])
             out.append([b, obj])
         return out
 
@@ -324,13 +347,48 @@ class FastBucketSlot(BucketSlot):
     ) -> tuple[list[list[Any]], I64]:
         if self.multiset:
             return self._multiset_values(rows, t, features)
+        if self.family is Family.RECENT:
+            return self._recent_values(rows, t, features)
         return super().values(rows, t, features)  # through state_at below
+
+    def _recent_values(
+        self, rows: I64, t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        """``last_k``: the ``k`` latest ``(ts, seq, value)`` of the window's newest buckets
+        (buckets split time: once ``k`` are held, no older bucket has a later one)."""
+        lo, hi = self.span.window(t)
+        k = 1 if self.feature.k is None else self.feature.k
+        column: list[Any] = []
+        nexts: list[int] = []
+        for row in rows.tolist():
+            buckets = self.entities.get(row)
+            if not buckets:
+                nexts.append(int(NEVER))
+                column.append(None)
+                continue
+            nexts.append(self._next_change(buckets, t))
+            items: list[tuple[int, int, Any]] = []
+            for b in sorted((b for b in buckets if lo <= b <= hi), reverse=True):
+                state = buckets[b]
+                if not isinstance(state, Recent):  # pragma: no cover - the family's class
+                    raise TypeError(type(state).__name__)
+                items.extend(state.heap)
+                if len(items) >= k:
+                    break
+            if not items:
+                column.append(None)
+                continue
+            items.sort(reverse=True)  # (ts, seq) are distinct: values are never compared
+            column.append([v for _, _, v in items[:k]])
+        return [list(column) for _ in features], np.array(nexts, dtype=np.int64)
 
     def _next_change(self, buckets: dict[int, AggState], t: int) -> int:
         if not self.span.hop:
             return int(NEVER)
         keep = self.span.keep_from(t)
-        oldest = min((b for b in buckets if b >= keep), default=None)
+        oldest: int | None = min(buckets)
+        if oldest is not None and oldest < keep:
+            oldest = min((b for b in buckets if b >= keep), default=None)
         return int(NEVER) if oldest is None else self.span.next_change_one(oldest, t)
 
     def state_at(self, row: int, t: int) -> tuple[AggState | None, int]:
@@ -375,11 +433,11 @@ class FastBucketSlot(BucketSlot):
             return win
         counts = win.counts
         if lo > win.lo:
-            for b in range(win.lo, lo) if lo - win.lo < len(buckets) else sorted(buckets):
+            for b in range(win.lo, lo) if lo - win.lo < len(buckets) else list(buckets):
                 if win.lo <= b < lo and b in buckets:
                     _minus(counts, _multiset(buckets[b]))  # type: ignore[arg-type]
         if hi > win.hi:
-            for b in range(win.hi + 1, hi + 1) if hi - win.hi < len(buckets) else sorted(buckets):
+            for b in range(win.hi + 1, hi + 1) if hi - win.hi < len(buckets) else list(buckets):
                 if win.hi < b <= hi and b in buckets:
                     _plus(counts, _multiset(buckets[b]))  # type: ignore[arg-type]
         win.lo, win.hi = lo, hi
@@ -442,7 +500,9 @@ class FastBucketSlot(BucketSlot):
                     for key in _multiset(buckets[b]) or ():
                         first.setdefault(key, key)
                 items = [(first.get(v, v), c) for v, c in items]
-            ranked = sorted(items, key=lambda i: (-i[1], *_sort_key(i[0])))
+                ranked = sorted(items, key=lambda i: (-i[1], *_sort_key(i[0])))
+            else:  # strings only: _sort_key is ("str", value)
+                ranked = sorted(items, key=lambda i: (-i[1], i[0]))
             return [[v, c] for v, c in ranked[:k]]
         q = 0.5 if feature.q is None else feature.q
         rank = math.floor(q * (sum(counts.values()) - 1))
@@ -452,6 +512,17 @@ class FastBucketSlot(BucketSlot):
             if seen > rank:
                 return _bucket_value(self._multiplier, key)
         raise AssertionError("unreachable: bucket counts sum to count")  # pragma: no cover
+
+
+def _to_obj(state: AggState) -> list[Any]:
+    """``state.to_obj()``, faster where values are all strings (their ``_sort_key`` order
+    is the strings' own)."""
+    if isinstance(state, Distinct) and state.values is not None:
+        if all(isinstance(v, str) for v in state.values):
+            return [0, sorted(state.values)]
+    elif isinstance(state, Frequencies) and all(isinstance(v, str) for v in state.counts):
+        return [[[v, c] for v, c in sorted(state.counts.items())]]
+    return state.to_obj()
 
 
 class FastExactSlot(ExactSlot):
