@@ -429,12 +429,14 @@ def run_bytewax(args: argparse.Namespace, topic: str, name: str, work: Path,
     cmd = [str(peers_python()), str(PEERS / "bytewax_app.py"), "--topic", topic,
            "--events", str(args.peer_events), "--name", name, "--kafka", args.kafka,
            "--redis", args.redis, "--processes", str(processes),
-           "--workers", str(args.bytewax_workers), "--batch-size", str(args.bytewax_batch)]
+           "--workers", str(args.bytewax_workers), "--batch-size", str(args.bytewax_batch),
+           "--epoch-interval", str(args.bytewax_epoch)]
     log = work / f"{engine}.log"
     result = run_measured(engine, cmd, args.peer_events, log,
                           timeout=args.peer_timeout, max_rss=args.max_rss_gib << 30)
     note = (f"{processes} process(es) x {args.bytewax_workers} worker(s), KafkaSource "
-            f"batch_size {args.bytewax_batch}, unordered fold_window")
+            f"batch_size {args.bytewax_batch}, epoch {args.bytewax_epoch:g} s, unordered "
+            f"fold_window")
     first = _peer_summary(log).get("first_record_s")
     if first and result.exit_code == 0:
         note += (f"; {result.events / first:,.0f} events/s from its first record to its "
@@ -559,6 +561,9 @@ def main() -> None:
                         help="Bytewax workers (threads) per process")
     parser.add_argument("--bytewax-batch", type=int, default=1000,
                         help="records per poll of Bytewax's KafkaSource (its default: 1000)")
+    parser.add_argument("--bytewax-epoch", type=float, default=10.0,
+                        help="seconds of a Bytewax epoch (its default: 10); each epoch ends "
+                        "with a deep copy of the touched keys' window state")
     parser.add_argument("--flink-parallelism", default="1",
                         help="Flink's parallelism.default; a list (1,2) runs Flink once per "
                         "value")
