@@ -10,7 +10,7 @@ worker does. Each family runs alone on a topology of its features from
 per family (CPU time, best of ``--repeat``) and, with ``--profile``, a cProfile of each.
 
     .venv/bin/python benchmarks/families.py [--events N] [--batch B] [--only a,b]
-        [--repeat R] [--profile]
+        [--repeat R] [--profile] [--pure]
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def events(n: int) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
 
 
 def run(topology: TopologyDef, keys: list[str], ts: np.ndarray, records: list[Any],
-        batch: int) -> float:
-    op = PartitionOperator(topology, 0)
+        batch: int, pure: bool = False) -> float:
+    op = PartitionOperator(topology, 0, pure=pure)
     start = time.process_time()  # CPU time: the machine is shared
     for lo in range(0, len(keys), batch):
         hi = min(lo + batch, len(keys))
@@ -89,22 +89,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default=",".join([*FAMILIES, "rich", "orders", "bench"]))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--pure", action="store_true",
+                        help="the reference window kinds (the code before issue #18's fast paths)")
     args = parser.parse_args()
     tops = topologies()
     keys, ts, records = events(args.events)
     n = len(keys)
-    print(f"{n:,} events, {len(set(keys)):,} entities, batch {args.batch:,}")
+    print(f"{n:,} events, {len(set(keys)):,} entities, batch {args.batch:,}"
+          + (", pure (reference) kinds" if args.pure else ""))
     for name in args.only.split(","):
         topology = tops[name]
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
-            run(topology, keys, ts, records, args.batch)
+            run(topology, keys, ts, records, args.batch, args.pure)
             prof.disable()
             print(f"--- {name}")
             pstats.Stats(prof).sort_stats("tottime").print_stats(14)
             continue
-        best = min(run(topology, keys, ts, records, args.batch) for _ in range(args.repeat))
+        best = min(run(topology, keys, ts, records, args.batch, args.pure)
+                   for _ in range(args.repeat))
         print(f"{name:>15}: {n / best:>12,.0f} events/s ({best:.2f} s)", flush=True)
 
 
