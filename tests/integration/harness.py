@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamfeat.client import Client
 from streamfeat.generator import OrderEvents, produce_events
@@ -216,9 +216,20 @@ class GroupProgress:
     def per_partition(self, ends: dict[int, tuple[int, int]] | None = None) -> dict[int, int]:
         """Records committed per partition (0 where nothing is)."""
         ends = ends if ends is not None else self.ends()
-        got = self.consumer.committed(
-            [TopicPartition(self.topic, p) for p in self.partitions], timeout=30
-        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = self.consumer.committed(
+                    [TopicPartition(self.topic, p) for p in self.partitions], timeout=30)
+                break
+            except KafkaException as e:
+                # A broker just (re)started answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_
+                # PROGRESS until it has loaded the offsets topic (seen in CI on a loaded host).
+                error = e.args[0]
+                if time.monotonic() > deadline or not (
+                        error.retriable() or error.code() in _COORDINATOR_NOT_READY):
+                    raise
+                time.sleep(0.2)
         return {tp.partition: max(tp.offset - ends[tp.partition][0], 0) for tp in got}
 
     def done(self) -> tuple[int, int]:
@@ -608,6 +619,12 @@ def assert_survived(kafka: str, redis_url: str, topology: TopologyDef, *,
         snapshotted = len(seen)
     return Survived(len(run.values), run.late, run.malformed, len(letters), snapshotted, reads,
                     moves)
+
+
+_COORDINATOR_NOT_READY = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT})
+"""Errors of a group coordinator not ready yet (a broker just started or restarted)."""
 
 
 def free_port() -> int:
