@@ -312,7 +312,10 @@ class MomentsRing:
             cells[:, _SUM_SQ] = _accumulate_runs(cells[:, _SUM_SQ], starts, e.size, d * d)
         self.cell_moments[cid] = cells
         if self.minmax and valid.any():
-            gi, gx = inv[valid], x[valid]
+            # + 0.0 makes -0.0 into 0.0: numpy's minimum and maximum keep the later of two
+            # equal values, so a cell holding 0.0 and -0.0 would keep whichever came in the
+            # later batch, and the state would depend on where batches were cut.
+            gi, gx = inv[valid], x[valid] + 0.0
             lo = np.full(m, np.inf)
             hi = np.full(m, -np.inf)
             np.minimum.at(lo, gi, gx)
