@@ -44,6 +44,8 @@ from streamfeat.client import Client
 from streamfeat.config import resolve_redis
 from streamfeat.topology import load_topology
 
+from harness import delete_keys  # benchmarks/harness.py
+
 ROOT = Path(__file__).resolve().parent.parent
 ORDERS = ROOT / "topologies" / "orders.yaml"
 STREAMFEAT = Path(sys.executable).parent / "streamfeat"
@@ -268,10 +270,7 @@ def main() -> None:
         client.close()
         path.unlink(missing_ok=True)
         path.parent.rmdir()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(match=f"sf:{name}:*", count=5000))
-        for i in range(0, len(keys), 5000):
-            r.unlink(*keys[i : i + 5000])
+        delete_keys(redis.Redis.from_url(redis_url), name)
 
 
 if __name__ == "__main__":
