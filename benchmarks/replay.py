@@ -1,49 +1,95 @@
-"""Replay throughput: events/s over snapshotted order events (4 partitions).
+"""Replay against the worker on the same records (issue #18): events/s of each, and the ratio.
 
-    .venv/bin/python benchmarks/replay.py [--events 1000000] [--processes N]
+    .venv/bin/python benchmarks/replay.py [--topology PATH] [--events 1000000] [--rounds 3]
+        [--replay-processes 1,2] [--runtime faust|kafka] [--profile]
+    .venv/bin/python benchmarks/replay.py --no-worker [--topology PATH] [--processes N]
 
-Generates the events with ``OrderEvents`` into Parquet snapshots with ``SnapshotWriter``
-(keyed to partitions like Kafka's hash would: crc32 of the key), then times
-``replay(..., to_parquet=...)`` through the worker's pipeline (:mod:`streamfeat.pipeline`),
-and prints events/s.
+With Kafka and Redis (``STREAMFEAT_KAFKA`` / ``STREAMFEAT_REDIS``, as ``deploy/local/up``
+prints them): produces ``--events`` order events (``OrderEvents``, the harness's seed and
+rates) into a fresh topic of 4 partitions once, then, ``--rounds`` times, in turn:
+
+1. the real worker, ``streamfeat worker --stop-at-end --snapshot-dir ...`` (Redis sink on,
+   fresh group, state and snapshot directory, a topology name of its own), as
+   ``benchmarks/harness.py`` runs it; timed from its start to its exit, and from its first
+   partition assigned to caught up (its log): start-up and the final flush excluded;
+2. ``streamfeat replay --to-parquet`` over the snapshots that worker run just wrote, once per
+   ``--replay-processes`` value; timed from its start to its exit, and by its own summary
+   line (the partitions' run: start-up, listing and the final Parquet file excluded).
+
+So both engines see the same records on the same machine in the same minutes. Prints each
+round and the medians, with the two ratios: replay's rate over the worker's with start-up
+excluded on both sides, and with everything included on both sides (``uptime``'s load
+average before and after each round: the machine is shared). ``--profile`` records the
+1-process replay of the last round with py-spy and prints where its time went.
+
+``--no-worker`` (no Kafka or Redis needed): the events are written as Parquet snapshots
+directly (``SnapshotWriter``, keyed to partitions by crc32 of the key), then replayed in this
+process, e.g. ``--no-worker --topology topologies/orders.yaml`` for the rich topology.
+
+Default topology: the benchmark topology of the harness (``peers/bench_topology.yaml``:
+count, sum and mean of ``amount`` over 5m/1h/1d sliding windows, a count over 1h tumbling).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
-from streamfeat.generator import OrderEvents
-from streamfeat.records import RawRecord
-from streamfeat.replay import replay
-from streamfeat.snapshot import SnapshotWriter
-from streamfeat.topology import load_topology
-
 ROOT = Path(__file__).resolve().parents[1]
+STREAMFEAT = Path(sys.executable).parent / "streamfeat"
+BENCH_TOPOLOGY = ROOT / "benchmarks" / "peers" / "bench_topology.yaml"
+# replay's summary line (streamfeat.replay.backfill.replay, logged at INFO)
+_SUMMARY = re.compile(r"replay \S+: ([\d,]+) records of \d+ partitions, ([\d,]+) entities in "
+                      r"[\d.]+ s \(([\d,]+) records/s\)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--processes", type=int, default=None)
-    parser.add_argument("--topology", default=str(ROOT / "topologies" / "orders.yaml"))
-    args = parser.parse_args()
+def load_average() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def own_topology(source: Path, name: str, topic: str) -> str:
+    """``source``'s text with its name and topic replaced (as the harness does per run)."""
+    text = source.read_text()
+    text = re.sub(r"(?m)^name: .*$", f"name: {name}", text)
+    return re.sub(r"(?m)^  topic: .*$", f"  topic: {topic}", text)
+
+
+# --------------------------------------------------------------------------- replay alone
+def replay_alone(args: argparse.Namespace) -> None:
+    """Snapshots written directly, then replayed in this process (no Kafka, no Redis)."""
+    from streamfeat.generator import OrderEvents
+    from streamfeat.records import RawRecord
+    from streamfeat.replay import replay
+    from streamfeat.snapshot import SnapshotWriter
+    from streamfeat.topology import load_topology
+
     # replay() reports its progress on the streamfeat.replay logger
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    topology = load_topology(Path(args.topology))
     with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "topology.yaml"
+        path.write_text(own_topology(args.topology, "replay_bench", "bench.replay"))
+        topology = load_topology(path)
         snap = Path(tmp) / "snap"
         started = time.perf_counter()
         writers = [SnapshotWriter(snap, topology.source.topic, p)
                    for p in range(args.partitions)]
         offsets = [0] * args.partitions
         buffers: list[list[RawRecord]] = [[] for _ in range(args.partitions)]
-        for ev in OrderEvents(entities=10_000, events_per_second=200.0).events(args.events):
+        events = OrderEvents(entities=args.entities, seed=args.seed,
+                             events_per_second=args.event_rate).events(args.events)
+        for ev in events:
             p = zlib.crc32(ev.key) % args.partitions
             buffers[p].append(RawRecord(p, offsets[p], ev.ts, ev.key, ev.value))
             offsets[p] += 1
@@ -57,13 +103,182 @@ def main() -> None:
         files = len(list(snap.rglob("*.parquet")))
         print(f"snapshotted {args.events:,} events in {files} files "
               f"({time.perf_counter() - started:.1f} s); per partition {offsets}")
-        started = time.perf_counter()
-        result = replay(topology, snap, to_parquet=Path(tmp) / "final.parquet",
-                        processes=args.processes, progress=True)
-        seconds = time.perf_counter() - started
-        print(f"replay: {result.records:,} events, {result.entities:,} entities in "
-              f"{seconds:.1f} s -> {result.records / seconds:,.0f} events/s "
-              f"({len(result.partitions)} partitions)")
+        print(f"load average {load_average()}")
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            result = replay(topology, snap, to_parquet=Path(tmp) / "final.parquet",
+                            processes=args.processes, progress=True)
+            seconds = time.perf_counter() - started
+            print(f"replay: {result.records:,} events, {result.entities:,} entities in "
+                  f"{seconds:.2f} s -> {result.records / seconds:,.0f} events/s "
+                  f"({len(result.partitions)} partitions); load average {load_average()}")
+
+
+# --------------------------------------------------------------------------- against the worker
+@dataclass
+class Timing:
+    what: str
+    seconds: float  # start to exit
+    steady: float | None  # the part where records flow (see the module docstring)
+    records: int
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def steady_rate(self) -> float | None:
+        return self.records / self.steady if self.steady else None
+
+
+def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: Path,
+               profile: Path | None = None) -> Timing:
+    """``streamfeat replay --to-parquet`` as a subprocess (optionally under py-spy)."""
+    cmd = [str(STREAMFEAT), "replay", str(topology), "--snapshot-dir", str(snapshots),
+           "--to-parquet", str(out), "--processes", str(processes)]
+    if profile is not None:
+        cmd = [str(STREAMFEAT.parent / "py-spy"), "record", "--rate", "250", "--subprocesses",
+               "--format", "raw", "-o", str(profile), "--", *cmd]
+    started = time.perf_counter()
+    with log.open("wb") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=3600)
+    seconds = time.perf_counter() - started
+    text = log.read_text(errors="replace")
+    if done.returncode != 0:
+        raise SystemExit(f"replay failed ({done.returncode}):\n{text[-3000:]}")
+    m = _SUMMARY.search(text)
+    if m is None:
+        raise SystemExit(f"no summary line in the replay's log:\n{text[-3000:]}")
+    records = int(m[1].replace(",", ""))
+    steady = records / int(m[3].replace(",", ""))
+    return Timing(f"replay, {processes} process(es)", seconds, steady, records)
+
+
+def against_worker(args: argparse.Namespace) -> None:
+    import redis
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    from streamfeat.config import resolve_kafka, resolve_redis
+
+    from harness import (  # benchmarks/harness.py
+        _steady_seconds,
+        create_topic,
+        delete_keys,
+        delete_topics,
+        machine,
+        produce,
+        run_measured,
+        summarize_profile,
+    )
+
+    kafka, redis_url = resolve_kafka(args.kafka), resolve_redis(args.redis)
+    run_id = dt.datetime.now(dt.UTC).strftime("r%Y%m%d%H%M%S")
+    topic = f"bench.{run_id}"
+    admin = AdminClient({"bootstrap.servers": kafka})
+    client = redis.Redis.from_url(redis_url)
+    work = Path(tempfile.mkdtemp(prefix=f"streamfeat-{run_id}-"))
+    info = machine()
+    processes = [int(p) for p in args.replay_processes.split(",") if p.strip()]
+    rounds: list[list[Timing]] = []
+    try:
+        create_topic(admin, topic, args.partitions)
+        print(f"producing {args.events:,} events to {topic} ...", flush=True)
+        seconds = produce(kafka, topic, args.events, args.entities, args.seed, args.event_rate)
+        print(f"  {args.events / seconds:,.0f} events/s", flush=True)
+        for i in range(1, args.rounds + 1):
+            name = f"{run_id}_{i}"
+            topology = work / f"{name}.yaml"
+            topology.write_text(own_topology(args.topology, name, topic))
+            snapshots = work / f"{name}-snapshots"
+            load_before = load_average()
+            cmd = [str(STREAMFEAT), "worker", str(topology), "--kafka", kafka,
+                   "--redis", redis_url, "--stop-at-end", "--state-dir",
+                   str(work / f"{name}-state"), "--group", f"sf-{name}", "--runtime",
+                   args.runtime, "--snapshot-dir", str(snapshots)]
+            log = work / f"{name}-worker.log"
+            print(f"round {i}: worker ...", flush=True)
+            run = run_measured("worker", cmd, args.events, log)
+            if run.exit_code != 0:
+                raise SystemExit(f"worker failed ({run.exit_code}):\n"
+                                 f"{log.read_text(errors='replace')[-3000:]}")
+            timings = [Timing(f"worker ({args.runtime} runtime)", run.seconds,
+                              _steady_seconds(log), args.events)]
+            delete_keys(client, name)
+            for p in processes:
+                print(f"round {i}: replay, {p} process(es) ...", flush=True)
+                profile = (work / "replay.pyspy.txt"
+                           if args.profile and p == 1 and i == args.rounds else None)
+                timing = run_replay(topology, snapshots, work / f"{name}-p{p}.parquet", p,
+                                    work / f"{name}-replay-p{p}.log", profile)
+                if timing.records != args.events:
+                    raise SystemExit(f"replay read {timing.records:,} records of the "
+                                     f"worker's snapshots, not {args.events:,}")
+                timings.append(timing)
+                if profile is not None and profile.exists():
+                    print(summarize_profile(profile, top=30))
+            shutil.rmtree(snapshots, ignore_errors=True)
+            shutil.rmtree(work / f"{name}-state", ignore_errors=True)
+            rounds.append(timings)
+            print(table(timings, f"round {i} (load average {load_before} before, "
+                                 f"{load_average()} after)"), flush=True)
+    finally:
+        delete_topics(admin, run_id)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{info['date']}; {info['uname']}; {info['cpu']}; Python {info['python']}")
+    shown = args.topology.relative_to(ROOT) if args.topology.is_relative_to(ROOT) else args.topology
+    print(f"{args.events:,} events, {args.entities:,} entities, {args.partitions} partitions; "
+          f"topology {shown}; worker runtime {args.runtime}")
+    medians = [Timing(rows[0].what, statistics.median(r.seconds for r in rows),
+                      statistics.median(r.steady or 0.0 for r in rows) or None, rows[0].records)
+               for rows in zip(*rounds, strict=True)]
+    print(table(medians, f"medians of {len(rounds)} rounds"))
+
+
+def table(timings: list[Timing], title: str) -> str:
+    worker = timings[0]
+    lines = [f"\n{title}",
+             "| engine | events/s, start-up excluded | ratio | events/s, start to exit "
+             "| ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for t in timings:
+        steady, base = t.steady_rate, worker.steady_rate
+        ratio = f"{steady / base:.2f}x" if steady and base else "-"
+        lines.append(f"| {t.what} | {steady or 0:,.0f} | {ratio} | {t.rate:,.0f} "
+                     f"| {t.rate / worker.rate:.2f}x |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--topology", type=Path, default=BENCH_TOPOLOGY,
+                        help="topology of order events (its name and topic are replaced); "
+                        "default: the harness's benchmark topology")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--event-rate", type=float, default=200.0,
+                        help="events per second of event time (the harness's default)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--replay-processes", default="1,2",
+                        help="replay runs once per value in each round (--processes)")
+    parser.add_argument("--runtime", choices=("faust", "kafka"), default="faust",
+                        help="the worker's runtime (default: faust, the worker's own)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the 1-process replay of the last round")
+    parser.add_argument("--no-worker", action="store_true",
+                        help="replay alone, in this process, over snapshots written directly")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="--no-worker: replay processes (default: one per CPU)")
+    parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
+    parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
+    args = parser.parse_args()
+    args.topology = args.topology.resolve()
+    if args.no_worker:
+        replay_alone(args)
+    else:
+        against_worker(args)
 
 
 if __name__ == "__main__":
