@@ -77,6 +77,10 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 """A compiled ``where``: does a record pass it (records hold any JSON-able values)."""
 WhereCompiler = Callable[[str], Predicate]
 
+ROW_OVERHEAD_BYTES = 160
+"""Memory an entity holding a row costs beside its slots' state (measured: the id string,
+its index entry and slot of ``keys_by_row``, and the per-row arrays)."""
+
 _MINMAX = (AggKind.MIN, AggKind.MAX)
 _BUCKETED = (WindowKind.SLIDING, WindowKind.HOPPING, WindowKind.TUMBLING, WindowKind.LIFETIME)
 
@@ -205,6 +209,9 @@ class PartitionOperator:
         self._index = _Index()
         self._dirty: set[int] = set()
         self._armed = np.full(0, NEVER, dtype=np.int64)  # next change time by row
+        self._used = np.zeros(0, dtype=np.int64)  # by row: the batch that last used it
+        self._clock = 0  # batches processed or entities loaded: the recency of _used
+        self._kept_empty: set[int] = set()  # rows stored empty but still armed
         self.dropped_slots = 0
         """Serialized slots dropped on load because their definition changed."""
         planned = self._plan(topology.features)
@@ -330,6 +337,9 @@ class PartitionOperator:
             armed = np.full(self._cap, NEVER, dtype=np.int64)
             armed[: self._armed.size] = self._armed
             self._armed = armed
+            used = np.zeros(self._cap, dtype=np.int64)
+            used[: self._used.size] = self._used
+            self._used = used
             for s in self._slots:
                 s.impl.reserve(self._cap)
 
@@ -389,6 +399,8 @@ class PartitionOperator:
 
         touched_rows = np.unique(rows[accepted]).tolist()
         self._dirty.update(touched_rows)
+        self._clock += 1
+        self._used[rows] = self._clock
         keys_by_row = index.keys_by_row
         return ProcessResult(late, {keys_by_row[r] for r in touched_rows})
 
@@ -516,11 +528,17 @@ class PartitionOperator:
         self._dirty.clear()
         data = self._dump(rows)
         out = list(zip([keys[r] for r in rows], data, strict=True))
+        kept_empty = self._kept_empty
         for row, blob in zip(rows, data, strict=True):
-            if blob == EMPTY_STATE and self._armed[row] == NEVER:
+            if blob != EMPTY_STATE:
+                kept_empty.discard(row)
+            elif self._armed[row] == NEVER:
+                kept_empty.discard(row)
                 for slot in self._slots:
                     slot.impl.clear(row)
                 self._index.release(row)
+            else:
+                kept_empty.add(row)
         return out
 
     def dump_all(self) -> list[tuple[str, bytes]]:
@@ -649,6 +667,75 @@ class PartitionOperator:
                     continue
                 known.impl.load(row, obj)
             rows.append(row)
+        if rows:
+            self._clock += 1
+            self._used[rows] = self._clock
         if rows and self._st is not None:
             keys = index.keys_by_row
             self.values([keys[r] for r in rows])  # arms the timers of restored entities
+
+    # -- a working set under a memory budget (streamfeat.pipeline.cache) --------
+
+    def missing(self, entity_ids: Iterable[str]) -> list[str]:
+        """The distinct entities of ``entity_ids`` that hold no row here (in first-seen
+        order): evicted ones, and ones never seen."""
+        index = self._index
+        return [e for e in dict.fromkeys(entity_ids) if e not in index]
+
+    def evictable(self) -> int:
+        """Entities that :meth:`evict` could drop now: those with a row whose state is
+        stored as it stands (not changed since the last :meth:`take_dirty`)."""
+        return len(self._index) - len(self._dirty) - len(self._kept_empty)
+
+    def evict(self, count: int) -> list[tuple[str, int]]:
+        """Drop from memory the state of up to ``count`` entities, the least recently used
+        first, among those whose state the last :meth:`take_dirty` gave as it stands (so
+        the store holds it exactly: :meth:`load_entities` brings it back). Entities stored
+        empty but still due to change by time are kept. Returns each dropped entity with
+        its next change time by time alone (:data:`NEVER` if none): the caller must make
+        it due by then (it is not in :meth:`due` any more)."""
+        if count <= 0:
+            return []
+        rows = self._clean(np.fromiter(self._index.values(), dtype=np.int64,
+                                       count=len(self._index)))
+        if count < rows.size:
+            pick = np.argpartition(self._used[rows], count - 1)[:count]
+            rows = rows[pick]
+        return self._evict_rows(rows)
+
+    def evict_entities(self, entity_ids: Iterable[str]) -> list[tuple[str, int]]:
+        """:meth:`evict` of the given entities (those it may drop; others are skipped)."""
+        index = self._index
+        rows = np.array([index[e] for e in dict.fromkeys(entity_ids) if e in index],
+                        dtype=np.int64)
+        return self._evict_rows(self._clean(rows))
+
+    def _clean(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Those of ``rows`` whose state is stored as it stands."""
+        if rows.size and (self._dirty or self._kept_empty):
+            busy = np.fromiter(self._dirty | self._kept_empty, dtype=np.int64)
+            rows = rows[~np.isin(rows, busy)]
+        return rows
+
+    def _evict_rows(self, rows: npt.NDArray[np.int64]) -> list[tuple[str, int]]:
+        if rows.size == 0:
+            return []
+        armed = self._armed[rows].tolist()
+        keys = self._index.keys_by_row
+        out = [(keys[r], t) for r, t in zip(rows.tolist(), armed, strict=True)]
+        self._armed[rows] = NEVER
+        for row in rows.tolist():
+            for slot in self._slots:
+                slot.impl.clear(row)
+            self._index.release(row)
+        return out
+
+    def state_bytes(self) -> int:
+        """Rough memory of the state of the entities held: :meth:`approx_state_bytes` plus
+        about :data:`ROW_OVERHEAD_BYTES` per entity (its id, index entry and row arrays)."""
+        rows = len(self._index)
+        held = 0
+        for slot in self._slots:
+            impl = slot.impl
+            held += impl.live_bytes(rows) if isinstance(impl, MomentsRing) else impl.approx_bytes()
+        return held + ROW_OVERHEAD_BYTES * rows

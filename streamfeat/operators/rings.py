@@ -192,6 +192,12 @@ class MomentsRing:
     def approx_bytes(self) -> int:
         return self.nbytes
 
+    def live_bytes(self, rows: int) -> int:
+        """Bytes ``rows`` entities' state needs here: their ring rows and the live cells
+        (what a memory budget counts; :attr:`nbytes` is what is allocated)."""
+        cell = 8 * (2 + _MOMENTS + (2 if self.minmax else 0))
+        return int(rows * self.ring_size * 4 + (self.cells_used - len(self.free_cells)) * cell)
+
     def _alloc(self, count: int) -> I64:
         free = self.free_cells
         take = min(count, len(free))

@@ -14,6 +14,7 @@ import msgspec
 
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
 from streamfeat.pipeline.acceptance import Acceptance, DeadLetter
+from streamfeat.pipeline.cache import EntityCache, StateBudget
 from streamfeat.pipeline.evolution import Recomputation, compare
 from streamfeat.records import RawRecord, RecordBatch, as_batch
 from streamfeat.sinks.updates import UpdateBatch
@@ -45,7 +46,10 @@ class PartitionPipeline:
         *,
         generation: int = 0,
         store: PartitionStore | None = None,
+        budget: StateBudget | None = None,
     ) -> None:
+        """``budget``: hold only what fits in its share in memory, the rest in ``store``
+        (:mod:`~streamfeat.pipeline.cache`); without one, every entity is held."""
         self.topology = topology
         self.partition = partition
         self.generation = generation
@@ -63,10 +67,15 @@ class PartitionPipeline:
             topology, partition, slots=self.change.ready if self.change.pending else None)
         self._stored_fields = stored[1] if stored is not None and self.change.needs_refresh \
             else None
+        self.cache = (EntityCache(self.operator, store, budget)
+                      if store is not None and budget is not None and budget.bounded else None)
         if store is not None and checkpoint is not None:
             if checkpoint.meta is not None:
                 self.operator.load_meta(checkpoint.meta)
-                self.operator.load_entities(store.entities())
+                if self.cache is not None:
+                    self.cache.open()
+                else:
+                    self.operator.load_entities(store.entities())
             self.next_offset = checkpoint.next_offset
             if checkpoint.origins is not None:
                 self.acceptance.origins_seen = msgspec.msgpack.decode(
@@ -96,6 +105,8 @@ class PartitionPipeline:
                 f"partition {self.partition}: the recomputation stands at offset "
                 f"{recomputation.next_offset}, the pipeline at {self.next_offset}; feed it up "
                 "to the pipeline's position first")
+        if self.cache is not None:  # the adopted slots join each entity's whole state
+            self.cache.ensure(recomputation.operator.entity_ids())
         return self.operator.adopt(recomputation.operator)
 
     def refresh(self, entity_ids: Sequence[str]) -> list[UpdateBatch]:
@@ -108,10 +119,18 @@ class PartitionPipeline:
         if not entity_ids or st is None or self.next_offset is None or self.next_offset < 1:
             return []
         ids = sorted(set(entity_ids))
-        columns = self.operator.value_columns(ids, as_of=st)
         v = version(self.generation, self.partition, self.next_offset - 1)
-        return [UpdateBatch(ids, self.operator.field_names, columns, st, v,
-                            deletes=self.change.deleted_fields, refresh=True)]
+        pieces = self.cache.chunks(ids) if self.cache is not None else [ids]
+        return [UpdateBatch(piece, self.operator.field_names,
+                            self.operator.value_columns(piece, as_of=st), st, v,
+                            deletes=self.change.deleted_fields, refresh=True)
+                for piece in pieces]
+
+    def entity_ids(self) -> list[str]:
+        """Every entity with state on this partition (in memory or, with a budget, stored)."""
+        if self.cache is not None:
+            return self.cache.entity_ids()
+        return self.operator.entity_ids()
 
     def refreshed(self) -> None:
         """The refresh is submitted: the next commit records the new fields as served."""
@@ -137,6 +156,11 @@ class PartitionPipeline:
             self.next_offset = last + 1
             return out
         decoded = verdict.decoded
+        if self.cache is not None:
+            # before the stream time moves: evicted entities come back as they were
+            self.cache.ensure(decoded.keys)
+            if verdict.stream_time is not None:
+                self.cache.wake(verdict.stream_time)
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
         out.dead = verdict.dead_letters()
         out.malformed = verdict.malformed
@@ -172,8 +196,12 @@ class PartitionPipeline:
         origins = msgspec.msgpack.encode(seen) if seen else None
         meta = self.operator.meta(fields=self._stored_fields)
         self.store.commit(self.next_offset, meta, changed, gone, origins=origins)
+        if self.cache is not None:
+            self.cache.trim()
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
         if self.store is not None:
             self.store.close()
 

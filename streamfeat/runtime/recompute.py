@@ -233,7 +233,7 @@ class Recomputer:
             self.done = True
             return []
         if self._listing is None:
-            self._refresh_ids.update(self.pipeline.operator.entity_ids())
+            self._refresh_ids.update(self.pipeline.entity_ids())
             self._listing = self.entities.partition_entities(self.pipeline.partition)
         for page in self._listing:
             self._refresh_ids.update(page)

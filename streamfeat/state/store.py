@@ -11,11 +11,11 @@ import shutil
 import struct
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch
 
 from streamfeat.errors import StateError
 
@@ -25,6 +25,8 @@ _OFFSET = b"\x00offset"
 _META = b"\x00meta"
 _ORIGINS = b"\x00origins"
 _ENTITY = b"e:"
+_TIMER = b"t:"  # t:{time, int64 big-endian}{entity}: when an evicted entity is next due
+_TIMER_END = b"t;"
 _FORMAT = b"\x00format"
 _FORMAT_VERSION = b"1"
 _WRITE_BUFFER_BYTES = 8 * 1024 * 1024
@@ -65,6 +67,11 @@ class PartitionStore:
         # memory grow with the events processed until each partition's memtables were full.
         options.set_write_buffer_size(_WRITE_BUFFER_BYTES)
         options.set_max_write_buffer_number(2)
+        # Point reads of entities that were never stored (a new entity, with a bounded
+        # working set) stop at a Bloom filter instead of reading blocks.
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
         # During a rebalance between worker processes of one host, the previous owner may
         # still be closing the store: wait for its lock a little before giving up.
         deadline = time.monotonic() + lock_wait_s
@@ -154,6 +161,61 @@ class PartitionStore:
                 break
             yield key[len(_ENTITY):].decode(), it.value()
             it.next()
+
+    def entity_ids(self) -> Iterator[str]:
+        """The stored entities' ids, in key order."""
+        it = self._db.iter()
+        it.seek(_ENTITY)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(_ENTITY):
+                break
+            yield key[len(_ENTITY):].decode()
+            it.next()
+
+    def states(self, entities: Sequence[str]) -> list[bytes | None]:
+        """The stored state of each of ``entities`` (``None`` for one not stored)."""
+        if not entities:
+            return []
+        got = self._db.get([_ENTITY + e.encode() for e in entities])
+        return list(got or ())
+
+    # -- when entities held out of memory are next due (streamfeat.pipeline.cache) ------
+
+    def add_timers(self, timers: Iterable[tuple[str, int]]) -> None:
+        """Record that each entity is next due at its time (any number per entity)."""
+        self._writable()
+        batch = WriteBatch(raw_mode=True)
+        pack = struct.Struct(">q").pack
+        for entity, at in timers:
+            batch.put(_TIMER + pack(at) + entity.encode(), b"")
+        self._db.write(batch)
+
+    def pop_timers(self, up_to: int) -> list[str]:
+        """The entities of every timer at or before ``up_to``, those timers deleted."""
+        self._writable()
+        it = self._db.iter()
+        it.seek(_TIMER)
+        found: list[bytes] = []
+        unpack = struct.Struct(">q").unpack_from
+        while it.valid():
+            key = it.key()
+            if not key.startswith(_TIMER) or unpack(key, 2)[0] > up_to:
+                break
+            found.append(key)
+            it.next()
+        if not found:
+            return []
+        batch = WriteBatch(raw_mode=True)
+        for key in found:
+            batch.delete(key)
+        self._db.write(batch)
+        return [key[10:].decode() for key in found]
+
+    def clear_timers(self) -> None:
+        """Forget every timer (they are rebuilt from the entities' state)."""
+        self._writable()
+        self._db.delete_range(_TIMER, _TIMER_END)
 
     def commit(self, next_offset: int, meta: bytes, entities: list[tuple[str, bytes]],
                deleted: Sequence[str] = (), *, origins: bytes | None = None) -> None:

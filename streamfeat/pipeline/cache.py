@@ -1,0 +1,182 @@
+"""State larger than memory: a partition's working set in memory, the rest in its store.
+
+The operator keeps the state of every entity it holds in memory; RocksDB has a copy of it
+as of the last commit. :class:`EntityCache` keeps that copy as the only one for the
+entities not used lately: after each commit, while the state held is over the partition's
+share of the :class:`StateBudget`, it drops the least recently used entities whose state
+is stored as it stands (:meth:`PartitionOperator.evict`). They come back, a batch at a
+time, when an event arrives for one (:meth:`EntityCache.ensure`) or when one is next due
+to change by time alone (:meth:`EntityCache.wake`): an evicted entity leaves a *timer* in
+the store (``t:{time}{entity}``) so that its window expiry still rewrites Redis in time,
+without loading every entity every second.
+
+The values, the stored bytes and the Redis updates are those of the all-in-memory state,
+whatever was evicted when (``tests/pipeline/test_cache.py`` proves it for any eviction
+order): an evicted entity is loaded before the batch that would touch it or make it due,
+at the stream time before that batch, where its next change time is the one it had.
+A timer left by an entity that came back meanwhile only loads it for nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+
+from streamfeat.operators import PartitionOperator
+from streamfeat.operators.slots import NEVER
+from streamfeat.state import PartitionStore
+
+__all__ = ["DEFAULT_STATE_CACHE_MB", "EntityCache", "StateBudget"]
+
+DEFAULT_STATE_CACHE_MB = 256
+"""The worker's default ``--state-cache-mb``: the window state one worker process holds in
+memory, shared by its partitions (benchmarks/RESULTS.md, "State larger than memory")."""
+
+_LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
+_LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
+_REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
+
+
+class StateBudget:
+    """Memory for window state shared by the partitions one worker process holds."""
+
+    def __init__(self, total_bytes: int | None) -> None:
+        """``total_bytes``: ``None`` holds every entity in memory (no eviction)."""
+        if total_bytes is not None and total_bytes <= 0:
+            raise ValueError("a state budget needs a positive number of bytes (or None)")
+        self.total_bytes = total_bytes
+        self._members = 0
+
+    @classmethod
+    def of_mb(cls, mb: float | None) -> StateBudget:
+        """``--state-cache-mb``: ``None`` or ``0`` for no limit."""
+        return cls(None if not mb else int(mb * 1024 * 1024))
+
+    @property
+    def bounded(self) -> bool:
+        return self.total_bytes is not None
+
+    def join(self) -> None:
+        self._members += 1
+
+    def leave(self) -> None:
+        self._members = max(0, self._members - 1)
+
+    def share(self) -> int | None:
+        """Bytes one partition may hold (the budget split evenly among those open)."""
+        if self.total_bytes is None:
+            return None
+        return self.total_bytes // max(1, self._members)
+
+
+class EntityCache:
+    """Keeps ``operator``'s entities within its share of ``budget``, the rest in ``store``.
+
+    The pipeline calls :meth:`open` once (instead of loading every stored entity),
+    :meth:`ensure` and :meth:`wake` before each batch, and :meth:`trim` after each commit.
+    """
+
+    def __init__(self, operator: PartitionOperator, store: PartitionStore,
+                 budget: StateBudget) -> None:
+        self.operator = operator
+        self.store = store
+        self.budget = budget
+        self.loaded = 0
+        """Entities brought back from the store (a metric)."""
+        self.evicted = 0
+        """Entities dropped from memory (a metric)."""
+        self._per_entity: float | None = None
+        self._measured_at = 0
+        self._trims = 0
+        budget.join()
+
+    def open(self) -> None:
+        """Load the stored entities, keeping what fits (the state's meta is loaded):
+        every stored entity's next change time is known from then on."""
+        self.store.clear_timers()
+        entities = self.store.entities()
+        while True:
+            chunk = list(islice(entities, _LOAD_CHUNK))
+            if not chunk:
+                break
+            self.operator.load_entities(chunk)
+            self.trim()
+
+    def ensure(self, entity_ids: Iterable[str]) -> None:
+        """Bring back the evicted entities among ``entity_ids`` (call before the batch
+        that holds their events)."""
+        missing = self.operator.missing(entity_ids)
+        if missing:
+            self._load(missing)
+
+    def wake(self, stream_time: int) -> None:
+        """Bring back the evicted entities due to change at or before ``stream_time``
+        (call before the batch that moves the stream time there)."""
+        if not self.budget.bounded and self.evicted == 0:
+            return
+        due = self.store.pop_timers(stream_time)
+        if due:
+            missing = self.operator.missing(due)
+            if missing:
+                self._load(missing)
+
+    def _load(self, entity_ids: Sequence[str]) -> None:
+        states = self.store.states(entity_ids)
+        found = [(e, s) for e, s in zip(entity_ids, states, strict=True) if s is not None]
+        if found:
+            self.operator.load_entities(found)
+            self.loaded += len(found)
+
+    def trim(self) -> int:
+        """Evict down to the budget's share (call right after a commit, when the state of
+        every entity held is stored); returns the number evicted."""
+        share = self.budget.share()
+        if share is None:
+            return 0
+        held = self.operator.entity_count
+        if held == 0:
+            return 0
+        per_entity = self._bytes_per_entity(held)
+        if held * per_entity <= share:
+            return 0
+        keep = int(_LOW_WATER * share / per_entity)
+        return self._evicted(self.operator.evict(held - keep))
+
+    def evict(self, entity_ids: Iterable[str]) -> int:
+        """Evict these entities now, those of them whose state is stored as it stands
+        (the tests' way to choose the order); returns the number evicted."""
+        return self._evicted(self.operator.evict_entities(entity_ids))
+
+    def _evicted(self, gone: list[tuple[str, int]]) -> int:
+        if gone:
+            self.store.add_timers((e, t) for e, t in gone if t != NEVER)
+            self.evicted += len(gone)
+        return len(gone)
+
+    def _bytes_per_entity(self, held: int) -> float:
+        """Bytes per entity held, measured again every few trims or when the count moved
+        by more than 5 % (a full measure walks every entity of some slots)."""
+        self._trims += 1
+        per_entity = self._per_entity
+        if (per_entity is None or self._trims % _REMEASURE_EVERY == 0
+                or abs(held - self._measured_at) > 0.05 * max(held, self._measured_at)):
+            per_entity = self._per_entity = max(1.0, self.operator.state_bytes() / held)
+            self._measured_at = held
+        return per_entity
+
+    def entity_ids(self) -> list[str]:
+        """Every entity with state: held in memory or stored."""
+        return sorted(set(self.operator.entity_ids()) | set(self.store.entity_ids()))
+
+    def chunks(self, entity_ids: Sequence[str]) -> Iterator[list[str]]:
+        """``entity_ids`` in pieces small enough to hold, each brought back before it is
+        given (the caller reads their values) and the previous one evicted again."""
+        size = _LOAD_CHUNK
+        for start in range(0, len(entity_ids), size):
+            chunk = list(entity_ids[start:start + size])
+            self.ensure(chunk)
+            yield chunk
+            self.trim()
+
+    def close(self) -> None:
+        self.budget.leave()
