@@ -42,6 +42,24 @@ def _redis_checked(url: str) -> str:
     return url
 
 
+def _spark(args: argparse.Namespace) -> Any:
+    """:mod:`streamfeat.spark` (and its session on ``--spark-master``) for ``--engine spark``."""
+    try:
+        import streamfeat.spark as engine
+    except ImportError as exc:
+        raise ConfigError(
+            f"--engine spark needs PySpark ({exc}); install it with "
+            "pip install 'streamfeat[spark]' (and a Java 17 or 21 runtime)"
+        ) from None
+    return engine
+
+
+def _local_only(args: argparse.Namespace, *flags: str) -> None:
+    given = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None)]
+    if given and args.engine != "spark":
+        raise ConfigError(f"{', '.join(given)} needs --engine spark")
+
+
 def _display(args: argparse.Namespace) -> Any:
     from streamfeat.cli_progress import ProgressDisplay, choose_mode
 
@@ -54,6 +72,18 @@ def _replay(args: argparse.Namespace) -> int:
 
     if args.to_redis:
         _redis_checked(args.to_redis)
+    _local_only(args, "--output-table")
+    if args.engine == "spark":
+        engine = _spark(args)
+        with _display(args) as display:
+            engine.replay(
+                args.topology, args.snapshot_dir, master=args.spark_master,
+                partitions=_partitions(args.partitions), date_from=args.date_from,
+                date_to=args.date_to, to_redis=args.to_redis, to_parquet=args.to_parquet,
+                to_table=args.output_table, generation=args.generation,
+                progress=display.enabled,
+            )
+        return 0
     with _display(args) as display:
         replay(
             args.topology, args.snapshot_dir, partitions=_partitions(args.partitions),
@@ -69,6 +99,22 @@ def _training_set(args: argparse.Namespace) -> int:
     from streamfeat.replay import training_set
 
     features = [f for f in args.features.split(",") if f] if args.features else None
+    _local_only(args, "--output-table", "--slice")
+    if args.out is None and args.output_table is None:
+        raise ConfigError("training-set needs an output: pass --out FILE (or, with --engine "
+                          "spark, --output-table NAME)")
+    if args.engine == "spark":
+        engine = _spark(args)
+        with _display(args) as display:
+            engine.training_set(
+                args.topology, args.snapshot_dir, args.spine, args.out,
+                master=args.spark_master, features=features, as_served=args.as_served,
+                entity_column=args.entity_column, timestamp_column=args.timestamp_column,
+                date_from=args.date_from, date_to=args.date_to, slice_seconds=args.slice,
+                to_table=args.output_table, progress=display.enabled,
+            )
+        print(f"{args.out or args.output_table}: written by the Spark engine", file=sys.stderr)
+        return 0
     with _display(args) as display:
         table = training_set(
             args.topology, args.snapshot_dir, args.spine, args.out, features=features,
@@ -85,9 +131,13 @@ def _verify(args: argparse.Namespace) -> int:
     from streamfeat.replay import verify
 
     redis_url = _redis_checked(resolve_redis(args.redis))
-    with _display(args) as display:
-        report = verify(args.topology, args.snapshot_dir, redis_url, sample=args.sample,
-                        progress=display.enabled)
+    if args.engine == "spark":
+        report = _spark(args).verify(args.topology, args.snapshot_dir, redis_url,
+                                     master=args.spark_master, sample=args.sample)
+    else:
+        with _display(args) as display:
+            report = verify(args.topology, args.snapshot_dir, redis_url, sample=args.sample,
+                            progress=display.enabled)
     for m in report.mismatches[:50]:
         print(f"mismatch {m.entity_id}.{m.field} (_v {m.version}): online={m.online!r} "
               f"replay={m.replayed!r}")
@@ -113,6 +163,20 @@ def _processes(p: argparse.ArgumentParser) -> None:
                    help="partitions replayed in parallel processes (default: one per CPU)")
 
 
+def _engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="local: one process per partition here (default); spark: Spark tasks "
+                        "(pip install 'streamfeat[spark]'; docs/spark.md)")
+    p.add_argument("--spark-master", metavar="URL", default=None,
+                   help="with --engine spark: the master (default: spark-submit's, else "
+                        "SPARK_MASTER, else local[*])")
+
+
+def _output_table(p: argparse.ArgumentParser | Any) -> None:
+    p.add_argument("--output-table", metavar="NAME",
+                   help="with --engine spark: write the values to this Spark table (replaced)")
+
+
 def add_replay_commands(subparsers: Any) -> None:
     """Register ``replay``, ``training-set`` and ``verify`` on ``argparse`` sub-parsers."""
     p = subparsers.add_parser(
@@ -129,10 +193,13 @@ def add_replay_commands(subparsers: Any) -> None:
     out.add_argument("--to-redis", metavar="URL",
                      help="backfill this Redis (redis:// or rediss://)")
     out.add_argument("--to-parquet", metavar="PATH",
-                     help="write the final values per entity to this Parquet file")
+                     help="write the final values per entity to this Parquet file (with "
+                          "--engine spark: a directory of Parquet parts)")
+    _output_table(out)
     p.add_argument("--generation", type=int, default=1, metavar="N",
                    help="write generation (above the worker's 0 to supersede online values)")
     _processes(p)
+    _engine(p)
     add_progress(p)
     p.add_argument("--quiet", dest="progress", action="store_false", default=None,
                    help="same as --no-progress (kept for existing scripts)")
@@ -147,7 +214,9 @@ def add_replay_commands(subparsers: Any) -> None:
     p.add_argument("--snapshot-dir", required=True, metavar="PATH|URL", help=_SNAPSHOTS_HELP)
     p.add_argument("--spine", required=True, metavar="FILE",
                    help="Parquet or CSV with entity and timestamp")
-    p.add_argument("--out", required=True, metavar="FILE", help="output Parquet file")
+    p.add_argument("--out", metavar="FILE",
+                   help="output Parquet file (with --engine spark: a directory of parts)")
+    _output_table(p)
     p.add_argument("--features", metavar="NAMES",
                    help="comma-separated feature or field names (default: all)")
     p.add_argument("--as-served", action="store_true",
@@ -158,6 +227,12 @@ def add_replay_commands(subparsers: Any) -> None:
                    help="the spine's time column (default: the topology's source.timestamp)")
     _dates(p)
     _processes(p)
+    _engine(p)
+    p.add_argument("--slice", type=float, default=None, metavar="SECONDS",
+                   help="with --engine spark: one task per partition and event-time slice of "
+                        "this many seconds, each after a warm-up of its longest window "
+                        "(not for lifetime or session windows or --as-served: then one task "
+                        "per partition, with a warning)")
     add_progress(p)
     p.set_defaults(run=_training_set)
 
@@ -171,5 +246,6 @@ def add_replay_commands(subparsers: Any) -> None:
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="check N random entities (default: all)")
     p.add_argument("--redis", metavar="URL", help=REDIS_HELP)
+    _engine(p)
     add_progress(p)
     p.set_defaults(run=_verify)

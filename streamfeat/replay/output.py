@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 
 from streamfeat.topology import AggKind, TopologyDef
 
-__all__ = ["arrow_columns", "write_parquet_atomically"]
+__all__ = [
+    "arrow_columns", "combined_kind", "typed_array", "value_kind", "write_parquet_atomically",
+]
 
 
 def _json_text(v: Any) -> str | None:
@@ -35,13 +37,45 @@ def _column(agg: AggKind, values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if agg in (AggKind.LAST_K, AggKind.TOP_K):
         return pa.array([_json_text(v) for v in values], pa.string())
-    # first / last: the field's own type when it is uniform, JSON text otherwise
+    return typed_array(value_kind(values) or "string", values)
+
+
+def value_kind(values: list[Any]) -> str | None:
+    """How a ``first``/``last`` column of these values is typed: ``string`` (all text),
+    ``int`` (all integers), ``float`` (numbers, some not integers), ``json`` (anything else),
+    or ``None`` when every value is ``None`` (typed as text). :func:`combined_kind` gives the
+    kind of values split into parts from the kinds of the parts."""
     present = [v for v in values if v is not None]
+    if not present:
+        return None
     if all(type(v) is str for v in present):
-        return pa.array(values, pa.string())
+        return "string"
     if all(type(v) in (int, float) for v in present):
-        if all(type(v) is int for v in present):
-            return pa.array(values, pa.int64())
+        return "int" if all(type(v) is int for v in present) else "float"
+    return "json"
+
+
+def combined_kind(kinds: Iterable[str | None]) -> str:
+    """The :func:`value_kind` of the concatenation of parts of these kinds (``string`` when
+    every part is empty)."""
+    found = {k for k in kinds if k is not None}
+    if not found:
+        return "string"
+    if len(found) == 1:
+        return found.pop()
+    if found <= {"int", "float"}:
+        return "float"
+    return "json"
+
+
+def typed_array(kind: str, values: list[Any]) -> pa.Array:
+    """A ``first``/``last`` column of ``kind`` (:func:`value_kind`): the field's own type when
+    it is uniform (string, int64, float64), JSON text otherwise."""
+    if kind == "string":
+        return pa.array(values, pa.string())
+    if kind == "int":
+        return pa.array(values, pa.int64())
+    if kind == "float":
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     return pa.array([_json_text(v) for v in values], pa.string())
 

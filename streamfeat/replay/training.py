@@ -52,6 +52,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ from streamfeat.operators import PartitionOperator
 from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.progress import Tracker, announce, progress_logger
+from streamfeat.records import RecordBatch
 from streamfeat.registry import training_lineage, with_lineage
 from streamfeat.replay.coverage import coverage, warn_times
 from streamfeat.replay.inputs import (
@@ -126,11 +128,17 @@ def _task(topology: TopologyDef, stage: str) -> str:
 
 def _accepted(
     topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int,
-    tracker: Tracker | None = None,
+    tracker: Tracker | None = None, *, start_offset: int = 0, end_offset: int | None = None,
+    stream_time: int | None = None,
 ) -> Iterator[tuple[AcceptedEvents, int]]:
-    """Per batch with events: the accepted ones (offset order) and the stream time after."""
-    acceptance = Acceptance(topology, partition)
-    for batch in iter_files(files, batch_rows=batch_rows):
+    """Per batch with events: the accepted ones (offset order) and the stream time after.
+
+    ``start_offset`` / ``end_offset`` (exclusive): only the records in that range, judged
+    from ``stream_time`` (the partition's stream time before ``start_offset``), as a run
+    from the first record would judge them (a time slice: :mod:`streamfeat.spark`).
+    """
+    acceptance = Acceptance(topology, partition, stream_time=stream_time)
+    for batch in offset_range(files, batch_rows, start_offset, end_offset):
         verdict = acceptance.judge(batch)
         if tracker is not None:
             tracker.advance(len(batch))
@@ -138,6 +146,24 @@ def _accepted(
             yield verdict.accepted(), verdict.stream_time
     if tracker is not None:
         tracker.finish()
+
+
+def offset_range(
+    files: Sequence[SnapshotFile], batch_rows: int, start_offset: int = 0,
+    end_offset: int | None = None,
+) -> Iterator[RecordBatch]:
+    """The records of ``files`` with ``start_offset <= offset < end_offset`` (no end when
+    ``None``), in offset order, in batches of at most ``batch_rows``."""
+    if start_offset > 0 or end_offset is not None:
+        files = [f for f in files if f.last_offset >= start_offset
+                 and (end_offset is None or f.first_offset < end_offset)]
+    for batch in iter_files(files, batch_rows=batch_rows):
+        if start_offset > 0 and batch.offsets[0] < start_offset:
+            batch = batch.since(start_offset)
+        if end_offset is not None and batch and batch.offsets[-1] >= end_offset:
+            batch = batch[: bisect_left(batch.offsets, end_offset)]
+        if batch:
+            yield batch
 
 
 def _keys_of_partition(job: _KeysJob) -> set[str]:
@@ -162,17 +188,27 @@ class _RowsJob:
     entities: tuple[str, ...]
     batch_rows: int
     progress: bool = False
+    # a time slice (streamfeat.spark): the records read, the stream time before the first,
+    # and per row its entity's first accepted event time (None: none), which says whether
+    # the entity was seen by then when the slice does not start at the partition's start
+    start_offset: int = 0
+    end_offset: int | None = None
+    stream_time: int | None = None
+    first_ts: tuple[int | None, ...] | None = None
 
 
 def _sorted_events(
     topology: TopologyDef, partition: int, files: Sequence[SnapshotFile], batch_rows: int,
-    tracker: Tracker | None = None,
+    tracker: Tracker | None = None, *, start_offset: int = 0, end_offset: int | None = None,
+    stream_time: int | None = None,
 ) -> Iterator[list[tuple[int, int, str, dict[str, Any]]]]:
     """Accepted events in ``(ts, offset)`` order, holding only the last ``lateness``."""
     lateness = int(topology.lateness_ms)
     heap: list[tuple[int, int, str, dict[str, Any]]] = []
     push, pop = heapq.heappush, heapq.heappop
-    for events, st in _accepted(topology, partition, files, batch_rows, tracker):
+    for events, st in _accepted(topology, partition, files, batch_rows, tracker,
+                                start_offset=start_offset, end_offset=end_offset,
+                                stream_time=stream_time):
         for item in zip(events.ts, events.offsets, events.keys, events.records, strict=True):
             push(heap, item)
         bound = st - lateness  # every later accepted event has ts >= bound
@@ -190,7 +226,7 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
     """Feature values (one list per field) of the job's rows, in the job's row order."""
     topology = job.topology
     n = len(job.times)
-    times, ents, fields = job.times, job.entities, job.fields
+    times, ents, fields, first_ts = job.times, job.entities, job.fields, job.first_ts
     order = sorted(range(n), key=lambda i: (times[i], i))
     cols: list[list[Any]] = [[topology.defaults.get(f)] * n for f in fields]
     op = PartitionOperator(topology, job.partition)
@@ -217,7 +253,10 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
             while j < n and times[order[j]] == t:
                 group.append(order[j])
                 j += 1
-            group = [g for g in group if ents[g] in seen]  # the others keep the defaults
+            if first_ts is None:
+                group = [g for g in group if ents[g] in seen]  # the others keep the defaults
+            else:
+                group = [g for g in group if (f := first_ts[g]) is not None and f <= t]
             if not group:
                 continue
             feed()
@@ -228,7 +267,9 @@ def _event_time_rows(job: _RowsJob) -> list[list[Any]]:
                     c[g] = row[name]
 
     tracker = _tracker(topology, _STAGE_ROWS, job.partition, job.files, job.progress)
-    for chunk in _sorted_events(topology, job.partition, job.files, job.batch_rows, tracker):
+    for chunk in _sorted_events(topology, job.partition, job.files, job.batch_rows, tracker,
+                                start_offset=job.start_offset, end_offset=job.end_offset,
+                                stream_time=job.stream_time):
         for ts, _off, key, record in chunk:
             if j < n and times[order[j]] < ts:
                 answer(ts)

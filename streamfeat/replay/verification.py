@@ -36,7 +36,7 @@ from streamfeat.snapshot.reader import SnapshotFile, iter_files, snapshot_files
 from streamfeat.topology import TopologyDef
 from streamfeat.topology.definitions import ASOF_FIELD
 
-__all__ = ["Mismatch", "VerifyReport", "values_equal", "verify"]
+__all__ = ["Mismatch", "VerifyReport", "online_targets", "values_equal", "verify"]
 
 _REL = 1e-9
 
@@ -107,18 +107,7 @@ def verify(
     """Compare online values of (a sample of) the topology's entities with a replay.
     ``progress``: log the replay's progress on ``streamfeat.replay``."""
     topo = resolve_topology(topology)
-    if sample is not None and sample < 1:
-        raise ConfigError(f"--sample must be at least 1, got {sample}")
-    entities = _scan_entities(redis_url, topo)
-    if sample is not None and sample < len(entities):
-        entities = sorted(random.Random(seed).sample(entities, sample))  # noqa: S311 - sampling
-    with Client(redis_url) as client:
-        online = client.get_with_meta(topo, entities)
-    targets: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for e, got in online.items():
-        if got.found and got.version is not None:
-            _g, p, off = parse_version(got.version)
-            targets[p][off].append(e)
+    online, targets = online_targets(topo, redis_url, sample=sample, seed=seed)
     report = VerifyReport(1.0, 0)
     failed: set[str] = set()
     files = {p: snapshot_files(os.fspath(snapshot_dir), consumed_topic(topo), p)
@@ -132,6 +121,26 @@ def verify(
         _verify_partition(topo, files[p], p, by_offset, online, report, failed, tracker)
     report.match_rate = (report.checked - len(failed)) / report.checked if report.checked else 0.0
     return report
+
+
+def online_targets(
+    topology: TopologyDef, redis_url: str, *, sample: int | None, seed: int
+) -> tuple[dict[str, Any], dict[int, dict[int, list[str]]]]:
+    """What Redis holds for (a sample of) the entities, and which to check where:
+    partition -> offset -> the entities whose values reflect the records up to it."""
+    if sample is not None and sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}")
+    entities = _scan_entities(redis_url, topology)
+    if sample is not None and sample < len(entities):
+        entities = sorted(random.Random(seed).sample(entities, sample))  # noqa: S311 - sampling
+    with Client(redis_url) as client:
+        online = client.get_with_meta(topology, entities)
+    targets: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for e, got in online.items():
+        if got.found and got.version is not None:
+            _g, p, off = parse_version(got.version)
+            targets[p][off].append(e)
+    return online, targets
 
 
 def _verify_partition(
