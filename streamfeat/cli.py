@@ -32,7 +32,7 @@ from streamfeat.cli_common import (
     settle_topology,
     streamfeat_version,
 )
-from streamfeat.config import RUNTIMES, resolve_kafka, resolve_redis
+from streamfeat.config import DEFAULT_STATE_CACHE_MB, RUNTIMES, resolve_kafka, resolve_redis
 from streamfeat.connections import parse_redis_url, resolve_kafka_config
 from streamfeat.errors import ConfigError, StreamfeatError
 from streamfeat.redact import redact
@@ -101,6 +101,9 @@ def _worker(args: argparse.Namespace) -> int:
     if args.recompute_max_rate is not None and args.recompute_max_rate <= 0:
         raise ConfigError("--recompute-max-rate must be above 0 records per second, got "
                           f"{args.recompute_max_rate:g}")
+    if args.state_cache_mb < 0:
+        raise ConfigError(f"--state-cache-mb must be 0 (no limit) or above, got "
+                          f"{args.state_cache_mb:g}")
     if args.unhealthy_after <= 0:
         raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
@@ -127,6 +130,7 @@ def _worker(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         monitor_interval_s=args.monitor_interval,
         recompute_max_rate=args.recompute_max_rate,
+        state_cache_mb=args.state_cache_mb or None,
     )
     check_connections(config)  # Kafka and Redis answer, or one line saying what to check
     if args.processes > 1:
@@ -168,6 +172,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--no-monitor")
     if args.recompute_max_rate is not None:
         argv += ["--recompute-max-rate", str(args.recompute_max_rate)]
+    argv += ["--state-cache-mb", str(args.state_cache_mb)]
     argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
@@ -347,6 +352,12 @@ def _add_worker(sub: Any) -> None:
                    help="after a definition change, read history (snapshots, then the topic) "
                         "at most this fast, per partition, to spare the brokers and the "
                         "object store (default: as fast as the worker computes)")
+    p.add_argument("--state-cache-mb", type=float, default=DEFAULT_STATE_CACHE_MB,
+                   metavar="MB",
+                   help="window state held in memory by this worker process, shared by its "
+                        "partitions; the state of entities not used lately stays in the "
+                        "state store (RocksDB) until an event or a window expiry needs it. "
+                        f"0: hold every entity (default {DEFAULT_STATE_CACHE_MB})")
     p.set_defaults(run=_worker)
 
 

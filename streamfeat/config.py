@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "RUNTIMES", "resolve_kafka", "resolve_redis"]
+__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "DEFAULT_STATE_CACHE_MB", "RUNTIMES",
+           "resolve_kafka", "resolve_redis"]
 
 DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
 RUNTIMES = ("faust", "kafka")
 """The runtimes ``streamfeat worker --runtime`` accepts; the first is the default."""
+DEFAULT_STATE_CACHE_MB = 256
+"""The worker's default ``--state-cache-mb``: the window state one worker process holds in
+memory, shared by its partitions (:mod:`streamfeat.pipeline.cache`; benchmarks/RESULTS.md,
+"State larger than memory")."""
 
 
 def resolve_kafka(flag: str | None = None, from_file: str | None = None) -> str:

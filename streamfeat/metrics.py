@@ -153,6 +153,14 @@ class Metrics:
                               registry=r)
         self.state_bytes = Gauge("streamfeat_state_bytes",
                                  "Approximate in-memory size of the window state", tp, registry=r)
+        self.state_evictions = Counter(
+            "streamfeat_state_evictions",
+            "Entities whose window state left memory for the state store (--state-cache-mb)",
+            ["topology"], registry=r)
+        self.state_loads = Counter(
+            "streamfeat_state_loads",
+            "Entities whose window state was read back from the state store into memory "
+            "(an event or a window expiry for an evicted entity)", ["topology"], registry=r)
         self.stream_time = Gauge(
             "streamfeat_stream_time_seconds",
             "Stream time of the partition (the largest event time seen), Unix seconds", tp,

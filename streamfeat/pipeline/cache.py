@@ -22,18 +22,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
+from streamfeat.config import DEFAULT_STATE_CACHE_MB
 from streamfeat.operators import PartitionOperator
 from streamfeat.operators.slots import NEVER
 from streamfeat.state import PartitionStore
 
 __all__ = ["DEFAULT_STATE_CACHE_MB", "EntityCache", "StateBudget"]
 
-DEFAULT_STATE_CACHE_MB = 256
-"""The worker's default ``--state-cache-mb``: the window state one worker process holds in
-memory, shared by its partitions (benchmarks/RESULTS.md, "State larger than memory")."""
 
 _LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
 _LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
+_PRESSED = 1.25  # above this fraction of the share, the worker commits before it is due
 _REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
 
 
@@ -46,6 +45,10 @@ class StateBudget:
             raise ValueError("a state budget needs a positive number of bytes (or None)")
         self.total_bytes = total_bytes
         self._members = 0
+        self.evicted = 0
+        """Entities evicted by every partition that shared the budget (a run's summary)."""
+        self.loaded = 0
+        """Entities read back by every partition that shared the budget."""
 
     @classmethod
     def of_mb(cls, mb: float | None) -> StateBudget:
@@ -88,6 +91,7 @@ class EntityCache:
         self._per_entity: float | None = None
         self._measured_at = 0
         self._trims = 0
+        self._reported = (0, 0)
         budget.join()
 
     def open(self) -> None:
@@ -126,6 +130,7 @@ class EntityCache:
         if found:
             self.operator.load_entities(found)
             self.loaded += len(found)
+            self.budget.loaded += len(found)
 
     def trim(self) -> int:
         """Evict down to the budget's share (call right after a commit, when the state of
@@ -142,6 +147,26 @@ class EntityCache:
         keep = int(_LOW_WATER * share / per_entity)
         return self._evicted(self.operator.evict(held - keep))
 
+    def take_counts(self) -> tuple[int, int]:
+        """Entities evicted and loaded since the last call (for counters)."""
+        out = (self.evicted - self._reported[0], self.loaded - self._reported[1])
+        self._reported = (self.evicted, self.loaded)
+        return out
+
+    def pressed(self) -> bool:
+        """Whether the state held is well over the share (by a quarter): the worker then
+        commits early, since only stored state can be evicted."""
+        share = self.budget.share()
+        if share is None:
+            return False
+        held = self.operator.entity_count
+        per_entity = self._per_entity
+        if per_entity is None:
+            if held < 1000:
+                return False
+            per_entity = self._bytes_per_entity(held)
+        return held * per_entity > _PRESSED * share
+
     def evict(self, entity_ids: Iterable[str]) -> int:
         """Evict these entities now, those of them whose state is stored as it stands
         (the tests' way to choose the order); returns the number evicted."""
@@ -151,6 +176,7 @@ class EntityCache:
         if gone:
             self.store.add_timers((e, t) for e, t in gone if t != NEVER)
             self.evicted += len(gone)
+            self.budget.evicted += len(gone)
         return len(gone)
 
     def _bytes_per_entity(self, held: int) -> float:

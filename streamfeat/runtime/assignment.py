@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamfeat.pipeline import PartitionPipeline
+from streamfeat.pipeline.cache import StateBudget
 from streamfeat.pipeline.rekey import consumed_topic, is_rekeyed
 from streamfeat.runtime.consumers import TP
 from streamfeat.runtime.repartition import Repartitioner, RepartitionOutput
@@ -60,8 +61,11 @@ class Assignment:
 
     def __init__(self, plans: dict[str, TopicPlan], state_dir: Path, generation: int,
                  snapshots: SnapshotFactory | None, rekey: RepartitionOutput | None,
-                 checkpoints: Checkpoints | None = None) -> None:
+                 checkpoints: Checkpoints | None = None,
+                 budget: StateBudget | None = None) -> None:
         self.plans = plans
+        self.budget = budget
+        """Memory for the window state of every partition held (``--state-cache-mb``)."""
         self.state_dir = state_dir
         self.checkpoints = checkpoints
         self.generation = generation
@@ -77,6 +81,11 @@ class Assignment:
     def __iter__(self) -> Iterator[TP]:
         return iter(self.pipelines)
 
+    def state_pressed(self) -> bool:
+        """Whether a partition holds well over its share of the state budget."""
+        return any(p.cache is not None and p.cache.pressed()
+                   for stages in self.pipelines.values() for p in stages)
+
     def labels(self) -> list[str]:
         return sorted(f"{t}[{p}]" for t, p in self.pipelines)
 
@@ -86,7 +95,8 @@ class Assignment:
         plan = self.plans[topic]
         self.pipelines[tp] = [
             PartitionPipeline(topology, partition, generation=self.generation,
-                              store=self._store(topology.name, topic, partition))
+                              store=self._store(topology.name, topic, partition),
+                              budget=self.budget)
             for topology in plan.pipelines]
         rekeyers = []
         for topology in plan.rekeyed:

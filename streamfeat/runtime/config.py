@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamfeat.config import DEFAULT_STATE_CACHE_MB
 from streamfeat.topology import TopologyDef
 
 __all__ = ["WorkerConfig"]
@@ -37,6 +38,8 @@ class WorkerConfig:
     monitor: bool = True  # sketch the values written, per interval (--no-monitor: off)
     monitor_interval_s: float = 60.0  # --monitor-interval
     recompute_max_rate: float | None = None  # history records/s per partition, at most
+    state_cache_mb: float | None = DEFAULT_STATE_CACHE_MB  # window state held in memory;
+    # None or 0: every entity held (streamfeat.pipeline.cache)
 
     @property
     def group(self) -> str:

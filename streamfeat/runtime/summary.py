@@ -35,6 +35,8 @@ class RunTotals:
     malformed: int = 0
     written: int = 0
     refused: int = 0
+    evicted: int = 0  # entities whose state left memory (--state-cache-mb)
+    loaded: int = 0  # and came back from the state store
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -42,7 +44,9 @@ class RunTotals:
         return (f"summary: consumed {self.consumed:,} records ({self.aggregated:,} aggregated, "
                 f"{self.late:,} late, {self.malformed:,} malformed), {self.written:,} entity "
                 f"writes applied to Redis ({self.refused:,} refused as not newer), in "
-                f"{elapsed:.1f} s ({rate:,.0f} records/s)")
+                f"{elapsed:.1f} s ({rate:,.0f} records/s)"
+                + (f"; state cache: {self.evicted:,} entities evicted to the state store, "
+                   f"{self.loaded:,} read back" if self.evicted or self.loaded else ""))
 
 
 class CountingSink:

@@ -32,6 +32,7 @@ from streamfeat.errors import SinkError, SourceError, StateError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.monitoring import open_monitor
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
+from streamfeat.pipeline.cache import StateBudget
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
 from streamfeat.records import RecordBatch
 from streamfeat.registry import record_deployments
@@ -143,7 +144,8 @@ class Worker:
         if config.checkpoint_dir is not None:
             checkpoints = Checkpoints(open_store(config.checkpoint_dir), prefix="")
         self.assignment = Assignment(self.plans, config.state_dir, config.generation,
-                                     self._snapshot_factory(), repartition, checkpoints)
+                                     self._snapshot_factory(), repartition, checkpoints,
+                                     StateBudget.of_mb(config.state_cache_mb))
         self.end = EndOffsets(sorted(self.repartitions))
         self.history = history if history is not None else KafkaHistory(settings)
         self.recomputers: dict[tuple[TP, str], Recomputer] = {}
@@ -208,6 +210,9 @@ class Worker:
             clean = True
         finally:
             self._shutdown(clean)
+        budget = self.assignment.budget
+        if budget is not None:
+            self.totals.evicted, self.totals.loaded = budget.evicted, budget.loaded
         log.info("%s", self.totals.summary())
         return self._exit_status()
 
@@ -290,6 +295,8 @@ class Worker:
         if not self.checkpoint.pending:
             return {}
         if self.checkpoint.due() or (idle and self.config.stop_at_end and self._own_done()):
+            return self._commit()
+        if self.assignment.state_pressed():  # only stored state can leave memory
             return self._commit()
         return {}
 
@@ -564,6 +571,13 @@ class Worker:
                 self.metrics.entities.labels(*labels).set(pipeline.operator.entity_count)
                 self.metrics.state_bytes.labels(*labels).set(
                     pipeline.operator.approx_state_bytes())
+                cache = pipeline.cache
+                if cache is not None:
+                    evicted, loaded = cache.take_counts()
+                    if evicted:
+                        self.metrics.state_evictions.labels(labels[0]).inc(evicted)
+                    if loaded:
+                        self.metrics.state_loads.labels(labels[0]).inc(loaded)
             try:
                 _low, high = self.consumer.watermarks(tp, cached=True)
             except Exception as exc:  # statistics not available yet
