@@ -73,6 +73,9 @@ __all__ = ["PartitionStats", "ReplayResult", "replay"]
 log = logging.getLogger(LOGGER)
 
 _BATCH_ROWS = 20_000  # the worker's default --batch-size
+# Parquet only: no values per batch, so larger batches only spread the operators' per-batch
+# work over more records (benchmarks/RESULTS.md, "Replay against the worker")
+_FINAL_BATCH_ROWS = 100_000
 _VALUES_CHUNK = 10_000
 _SINK_ATTEMPTS = 6
 _SINK_FIRST_WAIT_S = 0.2
@@ -160,16 +163,17 @@ def _final_rows(
         return cols
     v = version(generation, stats.partition, stats.last_offset)
     ordered = sorted(entities)
-    for i in range(0, len(ordered), _VALUES_CHUNK):
+    operator = pipeline.operator
+    served = operator.field_names
+    cols[key] = ordered
+    cols[ASOF_FIELD] = [st] * len(ordered)
+    cols[VERSION_FIELD] = [v] * len(ordered)
+    for i in range(0, len(ordered), _VALUES_CHUNK):  # as columns: no dict per entity
         chunk = ordered[i : i + _VALUES_CHUNK]
-        values = pipeline.operator.values(chunk, as_of=st)
-        for e in chunk:
-            row = values[e]
-            cols[key].append(e)
-            cols[ASOF_FIELD].append(st)
-            cols[VERSION_FIELD].append(v)
-            for n in names:
-                cols[n].append(row.get(n))
+        by_name = dict(zip(served, operator.value_columns(chunk, as_of=st), strict=True))
+        for n in names:
+            column = by_name.get(n)
+            cols[n].extend([None] * len(chunk) if column is None else column)
     return cols
 
 
@@ -256,7 +260,7 @@ def replay(
     generation: int = 1,
     processes: int | None = None,
     progress: bool = True,
-    batch_rows: int = _BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> ReplayResult:
     """Recompute the topology's features from its snapshots (see the module docstring).
 
@@ -264,7 +268,9 @@ def replay(
     ``date_to``: only the snapshot dates in that range (inclusive, ``YYYY-MM-DD``; a warning
     when either is beyond the snapshots). At least one of ``to_redis`` (a Redis URL) and
     ``to_parquet`` (a file path) is needed. ``progress``: log progress and totals on
-    ``streamfeat.replay`` (:mod:`streamfeat.progress`).
+    ``streamfeat.replay`` (:mod:`streamfeat.progress`). ``batch_rows``: records per batch
+    (default: the worker's 20,000 with ``to_redis``, 100,000 for ``to_parquet`` alone); the
+    values do not depend on it.
     """
     topo = resolve_topology(topology)
     if to_redis is None and to_parquet is None:
@@ -274,6 +280,8 @@ def replay(
     if to_redis is not None and generation == 0:
         log.warning("replay: generation 0 equals the worker's; the backfill will not "
                     "supersede newer online values (use --generation 1 or more)")
+    if batch_rows is None:
+        batch_rows = _BATCH_ROWS if to_redis is not None else _FINAL_BATCH_ROWS
     if batch_rows < 1:
         raise ConfigError(f"batch_rows must be at least 1, got {batch_rows}")
     snap = snapshot_root(snapshot_dir)
@@ -294,7 +302,7 @@ def replay(
                  sum(planned_records(fs) for fs in files.values()))
     started = time.monotonic()
     results: list[tuple[PartitionStats, dict[str, list[Any]] | None]] = run_jobs(
-        _replay_partition, jobs, processes
+        _replay_partition, jobs, processes, size=lambda j: planned_records(j.files)
     )
     out = ReplayResult([s for s, _ in results], time.monotonic() - started)
     if to_parquet is not None:
