@@ -135,13 +135,13 @@ def delete_topics(admin: AdminClient, run_id: str) -> None:
 
 
 def produce(kafka: str, topic: str, events: int, entities: int, seed: int,
-            event_rate: float = 200.0, fmt: str = "json") -> float:
+            event_rate: float = 200.0, fmt: str = "json", skew: float = 1.1) -> float:
     """Produce the events; returns the seconds it took (generation included)."""
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20,
                          "compression.type": "lz4", "enable.idempotence": True})
     started = time.perf_counter()
     left = produce_events(producer, topic,
-                          OrderEvents(entities=entities, seed=seed,
+                          OrderEvents(entities=entities, seed=seed, skew=skew,
                                       events_per_second=event_rate,
                                       encoding=AvroOrders() if fmt == "avro" else None,
                                       ).events(events),
@@ -350,6 +350,9 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
     if args.topology is not None:
         note += f"; topology {args.topology.name}"
     cmd += ["--runtime", args.sf_runtime, "--processes", str(args.sf_processes)]
+    if args.sf_args:
+        cmd += args.sf_args.split()
+        note += f"; {args.sf_args}"
     if not args.no_snapshots:
         # its own directory: a second run on the same topic would find every offset
         # already snapshotted and skip that work
@@ -521,7 +524,7 @@ def report(args: argparse.Namespace, info: dict[str, str], produce_s: float,
     mib = 1024 * 1024
     lines = [
         f"## {info['date']}: {args.events:,} events, {args.entities:,} entities, "
-        f"{args.partitions} partitions",
+        f"{args.partitions} partitions" + (f", key skew {args.skew:g}" if args.skew != 1.1 else ""),
         "",
         f"- machine: `{info['uname']}`",
         f"- CPU: {info['cpu']}; Python {info['python']}",
@@ -581,6 +584,12 @@ def main() -> None:
     parser.add_argument("--max-rss-gib", type=int, default=8,
                         help="stop a peer whose processes hold more memory than this")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skew", type=float, default=1.1,
+                        help="key skew: entity i is 1/(i+1)**skew as frequent as the first "
+                        "(0: uniform keys, every entity about equally often)")
+    parser.add_argument("--sf-args", default="", metavar="'ARGS'",
+                        help="more arguments for the streamfeat worker, e.g. "
+                        "'--state-cache-mb 0' (split on spaces)")
     parser.add_argument("--event-rate", type=float, default=200.0,
                         help="events per second of event time (200: 1M events span 1.4 h; "
                         "10: 1M span 28 h, so the 1d windows are full, for memory runs)")
@@ -640,7 +649,7 @@ def main() -> None:
             create_topic(admin, fmt_topic, args.partitions)
             print(f"producing {args.events:,} {fmt} events to {fmt_topic} ...", flush=True)
             seconds = produce(args.kafka, fmt_topic, args.events, args.entities, args.seed,
-                              args.event_rate, fmt)
+                              args.event_rate, fmt, args.skew)
             produce_s = produce_s or seconds  # the report's figure: the first format's
             print(f"  {args.events / seconds:,.0f} events/s", flush=True)
         own = ("streamfeat", "streamfeat-rekeyed")

@@ -634,13 +634,14 @@ class PartitionOperator:
         self._seq = int(seq)
 
     def load_entities(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """Restore entity states written by :meth:`take_dirty`.
+        """Restore entity states written by :meth:`take_dirty` (an entity given twice: the
+        last state given).
 
         Slots whose definition changed (unknown key) are dropped and counted in
         :attr:`dropped_slots`; those feature-windows start empty.
         """
         index = self._index
-        rows: list[int] = []
+        payloads: dict[str, dict[str, Any]] = {}
         for entity, data in items:
             try:
                 version, payload = msgspec.msgpack.decode(data)
@@ -654,25 +655,39 @@ class PartitionOperator:
                     f"state of entity {entity!r} has format {version}, this streamfeat reads "
                     f"{STATE_FORMAT_VERSION}; delete the state directory and replay"
                 )
-            if not payload:
-                continue  # nothing to restore (stored by an earlier version): no row
-            row = index[entity]
-            self._ensure_capacity(len(index.keys_by_row))
-            for slot in self._slots:
-                slot.impl.clear(row)
+            if payload:  # else nothing to restore (stored by an earlier version): no row
+                payloads[entity] = payload
+        if not payloads:
+            return
+        rows = [index[entity] for entity in payloads]
+        self._ensure_capacity(len(index.keys_by_row))
+        by_slot: dict[str, tuple[list[int], list[object]]] = {}
+        for row, payload in zip(rows, payloads.values(), strict=True):
             for key, (_members, obj) in payload.items():
-                known = self._by_key.get(key)
-                if known is None:
+                if key not in self._by_key:
                     self.dropped_slots += 1
                     continue
-                known.impl.load(row, obj)
-            rows.append(row)
-        if rows:
-            self._clock += 1
-            self._used[rows] = self._clock
-        if rows and self._st is not None:
-            keys = index.keys_by_row
-            self.values([keys[r] for r in rows])  # arms the timers of restored entities
+                got = by_slot.get(key)
+                if got is None:
+                    got = by_slot[key] = ([], [])
+                got[0].append(row)
+                got[1].append(obj)
+        row_array = np.asarray(rows, dtype=np.int64)
+        for slot in self._slots:
+            impl = slot.impl
+            slot_rows, objs = by_slot.get(slot.key, ([], []))
+            if isinstance(impl, MomentsRing):
+                impl.clear_many(row_array)
+                impl.load_many(slot_rows, objs)
+            else:
+                for row in rows:
+                    impl.clear(row)
+                for row, obj in zip(slot_rows, objs, strict=True):
+                    impl.load(row, obj)
+        self._clock += 1
+        self._used[row_array] = self._clock
+        if self._st is not None:
+            self.values(list(payloads))  # arms the timers of restored entities
 
     # -- a working set under a memory budget (streamfeat.pipeline.cache) --------
 
@@ -724,10 +739,17 @@ class PartitionOperator:
         keys = self._index.keys_by_row
         out = [(keys[r], t) for r, t in zip(rows.tolist(), armed, strict=True)]
         self._armed[rows] = NEVER
-        for row in rows.tolist():
-            for slot in self._slots:
-                slot.impl.clear(row)
-            self._index.release(row)
+        row_list = rows.tolist()
+        for slot in self._slots:
+            impl = slot.impl
+            if isinstance(impl, MomentsRing):
+                impl.clear_many(rows)
+            else:
+                for row in row_list:
+                    impl.clear(row)
+        release = self._index.release
+        for row in row_list:
+            release(row)
         return out
 
     def state_bytes(self) -> int:
