@@ -249,9 +249,9 @@ def _warn_span(span: Coverage, n: int, low: int, high: int, before: int, after: 
     shown = [low] if n == 1 else [low, high]
     before -= sum(t < span.first_ms for t in shown)
     after -= sum(t > span.last_ms for t in shown)
+    # stand-ins for the other rows outside: low (high) is before (after) the span when any is
     warn_times(log, "training-set", "the spine", chain(
-        shown, repeat(span.first_ms - 1, max(0, before)), repeat(span.last_ms + 1, max(0, after))
-    ), span)
+        shown, repeat(low, max(0, before)), repeat(high, max(0, after))), span)
 
 
 def _check_column(spine: DataFrame, column: str, what: str, flag: str) -> None:
