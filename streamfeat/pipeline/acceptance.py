@@ -176,7 +176,7 @@ def _refuse_foreign_keys(decoded: DecodedBatch, raw_keys: Sequence[bytes | None]
     # Usually every record is keyed by its entity: one list comparison (in C) says so, and
     # only a batch where it fails is searched record by record.
     good = raw_keys if len(positions) == len(raw_keys) else [raw_keys[p] for p in positions]
-    if [k.encode() for k in keys] == good:
+    if list(map(str.encode, keys)) == good:
         return decoded
     foreign = [i for i, (pos, entity) in enumerate(zip(positions, keys, strict=True))
                if (raw := raw_keys[pos]) is not None and raw != entity.encode()]

@@ -55,6 +55,9 @@ class PartitionPipeline:
         self.generation = generation
         self.store = store
         self.next_offset: int | None = None
+        self.keep_dead_letters = True
+        """Whether :meth:`process` lists the refused records (a replay, which writes none,
+        sets it off: each is a :class:`DeadLetter` built with its reason)."""
         self.acceptance = Acceptance(topology, partition)
         checkpoint = store.committed() if store is not None else None
         stored = None
@@ -162,7 +165,8 @@ class PartitionPipeline:
             if verdict.stream_time is not None:
                 self.cache.wake(verdict.stream_time)
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
-        out.dead = verdict.dead_letters()
+        if self.keep_dead_letters:
+            out.dead = verdict.dead_letters()
         out.malformed = verdict.malformed
         out.late = verdict.late_count
         out.aggregated = verdict.accepted_count

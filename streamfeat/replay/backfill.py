@@ -204,6 +204,7 @@ def _replay_partition(job: _Job) -> tuple[PartitionStats, dict[str, list[Any]] |
         PartitionPipeline(topology, job.partition, generation=job.generation) if sink
         else _FinalOnlyPipeline(topology, job.partition, generation=job.generation)
     )
+    pipeline.keep_dead_letters = False  # counted in the stats; a replay writes none
     entities: set[str] = set()
     started = time.monotonic()
     done_files = 0
