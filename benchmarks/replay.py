@@ -1,7 +1,7 @@
 """Replay against the worker on the same records (issue #18): events/s of each, and the ratio.
 
     .venv/bin/python benchmarks/replay.py [--topology PATH] [--events 1000000] [--rounds 3]
-        [--replay-processes 1,2] [--runtime faust|kafka] [--profile]
+        [--replay-processes 1,2] [--runtime faust|kafka] [--profile] [--baseline DIR]
     .venv/bin/python benchmarks/replay.py --no-worker [--topology PATH] [--processes N]
 
 With Kafka and Redis (``STREAMFEAT_KAFKA`` / ``STREAMFEAT_REDIS``, as ``deploy/local/up``
@@ -21,6 +21,9 @@ round and the medians, with the two ratios: replay's rate over the worker's with
 excluded on both sides, and with everything included on both sides (``uptime``'s load
 average before and after each round: the machine is shared). ``--profile`` records the
 1-process replay of the last round with py-spy and prints where its time went.
+``--baseline DIR`` also runs, in each round, the replay of another source tree (a directory
+holding ``streamfeat/``, e.g. ``git archive <commit> streamfeat | tar -x -C DIR``) over the
+same snapshots: a before/after in the same minutes.
 
 ``--no-worker`` (no Kafka or Redis needed): the events are written as Parquet snapshots
 directly (``SnapshotWriter``, keyed to partitions by crc32 of the key), then replayed in this
@@ -132,17 +135,21 @@ class Timing:
 
 
 def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: Path,
-               profile: Path | None = None) -> Timing:
-    """``streamfeat replay --to-parquet`` as a subprocess (optionally under py-spy)."""
+               profile: Path | None = None, source: Path | None = None) -> Timing:
+    """``streamfeat replay --to-parquet`` as a subprocess (optionally under py-spy; from the
+    streamfeat of ``source``, a source tree, instead of this one)."""
     cmd = [str(STREAMFEAT), "replay", str(topology), "--snapshot-dir", str(snapshots),
            "--to-parquet", str(out), "--processes", str(processes)]
     if profile is not None:
         cmd = [str(STREAMFEAT.parent / "py-spy"), "record", "--rate", "250", "--subprocesses",
                "--format", "raw", "-o", str(profile), "--", *cmd]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if source is not None:  # found before the installed (editable) streamfeat
+        env["PYTHONPATH"] = str(source)
     started = time.perf_counter()
     with log.open("wb") as fh:
         done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=3600)
+                              env=env, timeout=3600)
     seconds = time.perf_counter() - started
     text = log.read_text(errors="replace")
     if done.returncode != 0:
@@ -152,7 +159,8 @@ def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: 
         raise SystemExit(f"no summary line in the replay's log:\n{text[-3000:]}")
     records = int(m[1].replace(",", ""))
     steady = records / int(m[3].replace(",", ""))
-    return Timing(f"replay, {processes} process(es)", seconds, steady, records)
+    label = "replay" if source is None else f"replay of {source}"
+    return Timing(f"{label}, {processes} process(es)", seconds, steady, records)
 
 
 def against_worker(args: argparse.Namespace) -> None:
@@ -205,18 +213,27 @@ def against_worker(args: argparse.Namespace) -> None:
             timings = [Timing(f"worker ({args.runtime} runtime)", run.seconds,
                               _steady_seconds(log), args.events)]
             delete_keys(client, name)
+            sources = [None] if args.baseline is None else [args.baseline, None]
             for p in processes:
-                print(f"round {i}: replay, {p} process(es) ...", flush=True)
-                profile = (work / "replay.pyspy.txt"
-                           if args.profile and p == 1 and i == args.rounds else None)
-                timing = run_replay(topology, snapshots, work / f"{name}-p{p}.parquet", p,
-                                    work / f"{name}-replay-p{p}.log", profile)
-                if timing.records != args.events:
-                    raise SystemExit(f"replay read {timing.records:,} records of the "
-                                     f"worker's snapshots, not {args.events:,}")
-                timings.append(timing)
-                if profile is not None and profile.exists():
-                    print(summarize_profile(profile, top=30))
+                outs = []
+                for source in sources:
+                    print(f"round {i}: replay{'' if source is None else f' of {source}'}, "
+                          f"{p} process(es) ...", flush=True)
+                    profile = (work / "replay.pyspy.txt" if args.profile and p == 1
+                               and i == args.rounds and source is None else None)
+                    out = work / f"{name}-p{p}-{len(outs)}.parquet"
+                    timing = run_replay(topology, snapshots, out, p,
+                                        work / f"{name}-replay-p{p}.log", profile, source)
+                    if timing.records != args.events:
+                        raise SystemExit(f"replay read {timing.records:,} records of the "
+                                         f"worker's snapshots, not {args.events:,}")
+                    timings.append(timing)
+                    outs.append(out.read_bytes())
+                    if profile is not None and profile.exists():
+                        print(summarize_profile(profile, top=30))
+                if len(set(outs)) != 1:
+                    raise SystemExit(f"the replays of {args.baseline} and of this tree wrote "
+                                     "different Parquet files")
             shutil.rmtree(snapshots, ignore_errors=True)
             shutil.rmtree(work / f"{name}-state", ignore_errors=True)
             rounds.append(timings)
@@ -267,6 +284,9 @@ def main() -> None:
                         help="the worker's runtime (default: faust, the worker's own)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the 1-process replay of the last round")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="also replay with the streamfeat of this source tree, each round "
+                        "(before/after in the same minutes; the two files must be equal)")
     parser.add_argument("--no-worker", action="store_true",
                         help="replay alone, in this process, over snapshots written directly")
     parser.add_argument("--processes", type=int, default=None,
@@ -275,6 +295,10 @@ def main() -> None:
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
     args = parser.parse_args()
     args.topology = args.topology.resolve()
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "streamfeat" / "__init__.py").exists():
+            parser.error(f"--baseline {args.baseline} holds no streamfeat/ package")
     if args.no_worker:
         replay_alone(args)
     else:
