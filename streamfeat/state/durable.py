@@ -11,6 +11,10 @@ Layout, under the store's ``_checkpoints/{store name}/`` (store name
 (their whole state, not a difference), those deleted, the operator meta, the origins of a
 re-keyed stream and the next offset; and from time to time ``{next_offset:020d}-base.ckpt``,
 the whole state. Restoring reads the latest base and the deltas after it, in offset order.
+A base of a large state is written a part at a time (``{next_offset:020d}-base-{k:05d}.part``,
+at most ``_PART_ENTITIES`` entities each, read from RocksDB as they are written, so that
+writing it never holds the whole state in memory), then the ``-base.ckpt`` that names
+them: a base without it was never finished and is not read.
 Each object is written whole or not at all (:class:`~streamfeat.storage.ObjectStore`), and
 before the local commit it mirrors, so the durable state is never behind what the local
 state says was done.
@@ -51,6 +55,7 @@ _FORMAT = 1
 _MAGIC = b"SFCKPT1\n"
 _BASE_MIN_BYTES = 64 * 1024 * 1024
 _RESTORE_CHUNK = 20_000
+_PART_ENTITIES = 50_000  # entities per part of a base
 _ENTITY = b"e:"
 
 
@@ -85,13 +90,25 @@ class Checkpoints:
             return [bases[-1], *(c for c in found if not c.base and c.offset > start)]
         return [c for c in found if not c.base]
 
-    def write(self, name: str, next_offset: int, obj: dict[str, Any], *, base: bool) -> int:
-        """Write one object of ``name``'s chain; returns its size in bytes."""
+    def write(self, name: str, next_offset: int, obj: dict[str, Any], *, base: bool,
+              part: int | None = None) -> int:
+        """Write one object of ``name``'s chain (``part``: part ``k`` of a base); returns
+        its size in bytes."""
         raw = msgspec.msgpack.encode({"v": _FORMAT, **obj})
         data = _MAGIC + struct.pack(">Q", len(raw)) + self._codec.compress(raw, asbytes=True)
-        kind = "base" if base else "delta"
-        self.store.put(f"{self._folder(name)}/{next_offset:020d}-{kind}.ckpt", data)
+        self.store.put(self._path(name, next_offset, base, part), data)
         return len(data)
+
+    def _path(self, name: str, next_offset: int, base: bool, part: int | None = None) -> str:
+        if part is not None:
+            return f"{self._folder(name)}/{next_offset:020d}-base-{part:05d}.part"
+        return f"{self._folder(name)}/{next_offset:020d}-{'base' if base else 'delta'}.ckpt"
+
+    def parts(self, checkpoint: _Checkpoint, count: int) -> list[_Checkpoint]:
+        """The ``count`` parts a base names."""
+        name = checkpoint.path.rsplit("/", 1)[0]
+        return [_Checkpoint(f"{name}/{checkpoint.offset:020d}-base-{k:05d}.part",
+                            checkpoint.offset, True) for k in range(count)]
 
     def read(self, checkpoint: _Checkpoint) -> tuple[dict[str, Any], int]:
         """One object's content and its size in bytes."""
@@ -117,9 +134,14 @@ class Checkpoints:
         return obj, len(data)
 
     def prune(self, name: str, upto: int) -> None:
-        """Delete the objects of ``name`` made obsolete by a base at ``upto``."""
+        """Delete the objects of ``name`` made obsolete by a base at ``upto`` (parts of
+        older bases, finished or not, too)."""
         old = [c.path for c in self._all(name) if c.offset < upto or (
             c.offset == upto and not c.base)]
+        for path in self.store.list(self._folder(name)):
+            stem = path.rsplit("/", 1)[-1]
+            if stem.endswith(".part") and stem[:20].isdigit() and int(stem[:20]) < upto:
+                old.append(path)
         self.store.delete(old)
 
     def _all(self, name: str) -> list[_Checkpoint]:
@@ -180,6 +202,11 @@ class DurableStore(PartitionStore):
         last: dict[str, Any] | None = None
         for checkpoint in chain:
             obj, n = self.checkpoints.read(checkpoint)
+            if checkpoint.base:
+                for part in self.checkpoints.parts(checkpoint, int(obj.get("parts", 0))):
+                    content, k = self.checkpoints.read(part)
+                    self._apply(content["entities"], [])
+                    n += k
             size += n
             if checkpoint.base:
                 self._base_bytes = n
@@ -212,10 +239,19 @@ class DurableStore(PartitionStore):
         committed = self.committed()
         if committed.next_offset is None or committed.meta is None:
             return
-        entities = [[e, d] for e, d in self.entities()]
-        self._base_bytes = self.checkpoints.write(self.name, committed.next_offset, {
-            "next_offset": committed.next_offset, "meta": committed.meta,
-            "origins": committed.origins, "entities": entities, "deleted": []}, base=True)
+        offset = committed.next_offset
+        size = parts = 0
+        chunk: list[list[Any]] = []
+        for entity, data in self.entities():  # a part at a time: never the whole state
+            chunk.append([entity, data])
+            if len(chunk) >= _PART_ENTITIES:
+                size += self.checkpoints.write(self.name, offset, {"entities": chunk},
+                                               base=True, part=parts)
+                parts += 1
+                chunk = []
+        self._base_bytes = size + self.checkpoints.write(self.name, offset, {
+            "next_offset": offset, "meta": committed.meta, "parts": parts,
+            "origins": committed.origins, "entities": chunk, "deleted": []}, base=True)
         self._since_base = 0
         self.checkpoints.prune(self.name, committed.next_offset)
         self.durable_offset = committed.next_offset

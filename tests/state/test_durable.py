@@ -148,3 +148,35 @@ def test_a_corrupt_checkpoint_is_named(tmp_path: Path, checkpoints: Checkpoints)
     checkpoints.store.put(last.path, b"not a checkpoint")
     with pytest.raises(StateError, match="is corrupt"):
         DurableStore(tmp_path / "b", "t", "orders", 0, checkpoints=checkpoints)
+
+
+def test_a_base_of_many_parts_restores_exactly_and_an_unfinished_one_is_not_read(
+        tmp_path: Path, checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base is written a few entities at a time (parts), so that writing it never holds
+    the whole state in memory; parts without their ``-base.ckpt`` (a crash while writing
+    them) are not read, and go with the next base."""
+    monkeypatch.setattr(durable_module, "_BASE_MIN_BYTES", 2000)
+    monkeypatch.setattr(durable_module, "_PART_ENTITIES", 4)
+    rng = random.Random(3)
+    a = DurableStore(tmp_path / "a", "t", "orders", 0, checkpoints=checkpoints)
+    offset = commits(a, rng, 40)
+    folder = f"_checkpoints/{a.name}"
+    base = checkpoints.chain(a.name)[0]
+    assert base.base
+    parts = [p for p in checkpoints.store.list(folder) if p.endswith(".part")]
+    assert len(parts) >= 3 and all(p.rsplit("/", 1)[-1][:20] == f"{base.offset:020d}"
+                                   for p in parts)
+    want = contents(a)
+    b = DurableStore(tmp_path / "b", "t", "orders", 0, checkpoints=checkpoints)
+    assert contents(b) == want
+    b.close()
+    # parts of a base that was never finished, at a later offset: not read
+    checkpoints.write(a.name, offset + 1, {"entities": [["e1", b"stray"]]}, base=True, part=0)
+    c = DurableStore(tmp_path / "c", "t", "orders", 0, checkpoints=checkpoints)
+    assert contents(c) == want
+    c.close()
+    commits(a, rng, 40, offset + 2)  # the next bases delete every older part
+    newest = checkpoints.chain(a.name)[0].offset
+    assert all(int(p.rsplit("/", 1)[-1][:20]) == newest
+               for p in checkpoints.store.list(folder) if p.endswith(".part"))
+    a.close()

@@ -1,0 +1,111 @@
+"""State larger than memory, in-process: events/s and peak RSS as live entities grow.
+
+    .venv/bin/python benchmarks/cache.py [--users 1000000,2000000,4000000]
+        [--events-per-user 2] [--budget-mb 256,0] [--commit-every 5]
+
+Drives one partition's :class:`~streamfeat.pipeline.PartitionPipeline` like the worker does
+(batches of 20,000 records, the values of touched and due entities, a state commit every
+``--commit-every`` batches, or sooner when the state held is over its budget as the worker
+does), with uniform keys (every user about equally often), over the benchmark topology
+(count, sum, mean over 5m, 1h, 1d sliding windows and a 1h tumbling one) and event times 10
+per second apart so that every user's 1d window holds its events. No Kafka, no Redis: the
+figures are the state's cost alone. Each configuration runs in a process of its own; its
+peak RSS (``ru_maxrss``) and events/s are printed, with the entities held in memory and
+stored at the end. ``--budget-mb 0``: every entity held, no eviction (the previous design).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+T0 = 1_700_000_000_000
+BATCH = 20_000
+
+
+def run_one(users: int, events: int, budget_mb: float, commit_every: int, topology: Path
+            ) -> dict[str, float]:
+    from streamfeat.pipeline import PartitionPipeline
+    from streamfeat.pipeline.cache import StateBudget
+    from streamfeat.records import RecordBatch
+    from streamfeat.state import PartitionStore
+    from streamfeat.topology import load_topology
+
+    topo = load_topology(topology)
+    key, ts_field = topo.source.key, topo.source.timestamp or "ts"
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = PartitionStore(tmp, topo.name, topo.source.topic, 0)
+        budget = StateBudget.of_mb(budget_mb) if budget_mb else None
+        proc = PartitionPipeline(topo, 0, store=store, budget=budget)
+        started = time.perf_counter()
+        offset = 0
+        for batches, start in enumerate(range(0, events, BATCH), start=1):
+            n = min(BATCH, events - start)
+            ids = [f"u{rng.randrange(users)}" for _ in range(n)]
+            times = [T0 + 100 * (start + i) for i in range(n)]
+            values = [json.dumps({key: u, ts_field: t, "amount": 12.5}).encode()
+                      for u, t in zip(ids, times, strict=True)]
+            proc.process(RecordBatch(0, list(range(offset, offset + n)), times,
+                                     [u.encode() for u in ids], values))
+            offset += n
+            cache = proc.cache
+            if batches % commit_every == 0 or (cache is not None and cache.pressed()):
+                proc.commit()
+        proc.commit()
+        seconds = time.perf_counter() - started
+        held = proc.operator.entity_count
+        stored = sum(1 for _ in store.entity_ids())
+        proc.close()
+    return {"events_per_s": events / seconds, "seconds": seconds, "held": held,
+            "stored": stored,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", default="1000000,2000000,4000000")
+    parser.add_argument("--events-per-user", type=float, default=2.0)
+    parser.add_argument("--budget-mb", default="256,0")
+    parser.add_argument("--commit-every", type=int, default=5, metavar="BATCHES")
+    parser.add_argument("--topology", type=Path, default=HERE / "peers" / "bench_topology.yaml")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # users,budget (child)
+    args = parser.parse_args()
+    if args.one is not None:
+        users, budget = args.one.split(",")
+        out = run_one(int(users), int(int(users) * args.events_per_user), float(budget),
+                      args.commit_every, args.topology)
+        print(json.dumps(out))
+        return
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# state cache: uniform users, {args.events_per_user:g} events per user, "
+          f"{args.topology.name}; {platform.node()} {platform.machine()}, {now}")
+    print("| users | --state-cache-mb | events/s | peak RSS MiB | held in memory | stored |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for users in [int(u) for u in args.users.split(",")]:
+        for budget in [float(b) for b in args.budget_mb.split(",")]:
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", f"{users},{budget:g}",
+                 "--events-per-user", str(args.events_per_user),
+                 "--commit-every", str(args.commit_every), "--topology", str(args.topology)],
+                capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(f"| {users:,} | {budget:g} | failed: {done.stderr.strip()[-300:]} |")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"| {users:,} | {budget:g}{' (all held)' if not budget else ''} | "
+                  f"{r['events_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {r['held']:,} | "
+                  f"{r['stored']:,} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
