@@ -162,6 +162,25 @@ class Acceptance:
         return records if len(keep) == len(records) else records.take(keep)
 
 
+def _keyed_alike(keys: list[str], raw_keys: Sequence[bytes | None]) -> bool:
+    """Whether ``raw_keys[i] == keys[i].encode()`` for every ``i`` (``False`` may be wrong
+    only when a key holds a NUL: the caller then compares record by record).
+
+    Joined with NUL, the raw keys hold exactly ``n - 1`` NUL bytes only when none holds one
+    itself; UTF-8 puts a NUL byte where the text has a NUL character and nowhere else, so
+    the two joins are equal exactly when every key is.
+    """
+    if len(keys) != len(raw_keys):
+        return False
+    if not keys:
+        return True
+    try:
+        joined = b"\x00".join(raw_keys)  # type: ignore[arg-type]  # None: TypeError
+    except TypeError:
+        return False
+    return joined.count(0) == len(keys) - 1 and "\x00".join(keys).encode() == joined
+
+
 def _refuse_foreign_keys(decoded: DecodedBatch, raw_keys: Sequence[bytes | None],
                          topology: TopologyDef) -> DecodedBatch:
     """Events whose record key is not their entity id become malformed (reason ``key``).
@@ -173,10 +192,10 @@ def _refuse_foreign_keys(decoded: DecodedBatch, raw_keys: Sequence[bytes | None]
     partitions by the entity itself).
     """
     positions, keys = decoded.positions, decoded.keys
-    # Usually every record is keyed by its entity: one list comparison (in C) says so, and
-    # only a batch where it fails is searched record by record.
+    # Usually every record is keyed by its entity: a few calls in C say so, and only a batch
+    # where they do not is searched record by record.
     good = raw_keys if len(positions) == len(raw_keys) else [raw_keys[p] for p in positions]
-    if list(map(str.encode, keys)) == good:
+    if _keyed_alike(keys, good):
         return decoded
     foreign = [i for i, (pos, entity) in enumerate(zip(positions, keys, strict=True))
                if (raw := raw_keys[pos]) is not None and raw != entity.encode()]

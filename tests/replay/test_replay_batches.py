@@ -163,8 +163,8 @@ def _foreign_reference(values: list[bytes], keys: list[bytes | None]) -> list[in
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["a", "b", "é"]),
-                          st.sampled_from(["same", "none", "other", "malformed"])),
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "é", "a\x00", "\x00b", "\x00"]),
+                          st.sampled_from(["same", "none", "other", "nul", "malformed"])),
                 min_size=1, max_size=12))
 def test_foreign_keys_are_found_in_any_batch(rows: list[tuple[str, str]]) -> None:
     values: list[bytes] = []
@@ -172,7 +172,8 @@ def test_foreign_keys_are_found_in_any_batch(rows: list[tuple[str, str]]) -> Non
     for user, kind in rows:
         values.append(b"{not json" if kind == "malformed"
                       else json.dumps({"user_id": user, "ts": 1000}).encode())
-        keys.append(None if kind == "none" else b"zz" if kind == "other" else user.encode())
+        keys.append(None if kind == "none" else b"zz" if kind == "other"
+                    else user.encode() + b"\x00" if kind == "nul" else user.encode())
     n = len(rows)
     batch = RecordBatch(0, list(range(n)), [10_000] * n, keys, values)
     verdict = Acceptance(load_topology_text(KEYED), 0).judge(batch)
