@@ -697,6 +697,14 @@ class PartitionOperator:
         index = self._index
         return [e for e in dict.fromkeys(entity_ids) if e not in index]
 
+    def due_among(self, entity_ids: Iterable[str], as_of: int) -> list[str]:
+        """Those of ``entity_ids`` held here whose values change by time alone at or before
+        ``as_of`` (they are not marked changed, unlike :meth:`due`)."""
+        index = self._index
+        armed = self._armed
+        limit = min(as_of, LATEST_QUERY_MS)
+        return [e for e in entity_ids if e in index and armed[index[e]] <= limit]
+
     def evictable(self) -> int:
         """Entities that :meth:`evict` could drop now: those with a row whose state is
         stored as it stands (not changed since the last :meth:`take_dirty`)."""

@@ -6,20 +6,24 @@ entities not used lately: after each commit, while the state held is over the pa
 share of the :class:`StateBudget`, it drops the least recently used entities whose state
 is stored as it stands (:meth:`PartitionOperator.evict`). They come back, a batch at a
 time, when an event arrives for one (:meth:`EntityCache.ensure`) or when one is next due
-to change by time alone (:meth:`EntityCache.wake`): an evicted entity leaves a *timer* in
-the store (``t:{time}{entity}``) so that its window expiry still rewrites Redis in time,
-without loading every entity every second.
+to change by time alone (:meth:`EntityCache.expired`): an evicted entity leaves a *timer*
+in the store (``t:{time}{entity}``) so that its window expiry still rewrites Redis in time,
+without loading every entity every second; those that expire together (every entity of a
+tumbling window, at its end) are read, written and evicted again a chunk at a time.
 
-The values, the stored bytes and the Redis updates are those of the all-in-memory state,
-whatever was evicted when (``tests/pipeline/test_cache.py`` proves it for any eviction
-order): an evicted entity is loaded before the batch that would touch it or make it due,
-at the stream time before that batch, where its next change time is the one it had.
-A timer left by an entity that came back meanwhile only loads it for nothing.
+The values, the Redis updates, the dead letters and the state are those of the
+all-in-memory state, whatever was evicted when (``tests/pipeline/test_cache.py`` proves it
+for any eviction order): an evicted entity is loaded before the batch that would touch it
+or make it due, at the stream time before that batch, where its next change time is the
+one it had. One difference in the stored bytes, none in what any read sees: an evicted
+entity whose windows expired keeps its stored bytes (with the buckets the expiry dropped)
+until it is next stored, where the all-in-memory state stores it again at once. A timer
+left by an entity that came back meanwhile only reads it for nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import islice
 
 from streamfeat.config import DEFAULT_STATE_CACHE_MB
@@ -76,7 +80,8 @@ class EntityCache:
     """Keeps ``operator``'s entities within its share of ``budget``, the rest in ``store``.
 
     The pipeline calls :meth:`open` once (instead of loading every stored entity),
-    :meth:`ensure` and :meth:`wake` before each batch, and :meth:`trim` after each commit.
+    :meth:`ensure` and :meth:`expired` before each batch, and :meth:`trim` after each
+    commit.
     """
 
     def __init__(self, operator: PartitionOperator, store: PartitionStore,
@@ -113,16 +118,25 @@ class EntityCache:
         if missing:
             self._load(missing)
 
-    def wake(self, stream_time: int) -> None:
-        """Bring back the evicted entities due to change at or before ``stream_time``
-        (call before the batch that moves the stream time there)."""
-        if not self.budget.bounded and self.evicted == 0:
-            return
+    def expired(self, stream_time: int, skip: Collection[str]) -> Iterator[list[str]]:
+        """The evicted entities whose values change by time alone at or before
+        ``stream_time`` (those of ``skip``, the batch's, aside: :meth:`ensure` brought them
+        back), a chunk at a time: each chunk is loaded (call before the batch moves the
+        stream time, so that their next change times are the ones they had), the caller
+        reads its values as of ``stream_time``, and the next step evicts it again. Memory
+        stays bounded however many change at once (every entity of a tumbling window at
+        its end). Their stored state is not rewritten: what the expiry dropped from it is
+        dropped when they are next stored, and no read at or after ``stream_time`` sees it.
+        """
         due = self.store.pop_timers(stream_time)
-        if due:
-            missing = self.operator.missing(due)
-            if missing:
-                self._load(missing)
+        if not due:
+            return
+        missing = [e for e in self.operator.missing(due) if e not in skip]
+        for start in range(0, len(missing), _LOAD_CHUNK):
+            chunk = missing[start:start + _LOAD_CHUNK]
+            self._load(chunk)
+            yield self.operator.due_among(chunk, stream_time)
+            self._evicted(self.operator.evict_entities(chunk))
 
     def _load(self, entity_ids: Sequence[str]) -> None:
         states = self.store.states(entity_ids)

@@ -159,11 +159,11 @@ class PartitionPipeline:
             self.next_offset = last + 1
             return out
         decoded = verdict.decoded
-        if self.cache is not None:
+        expired: list[UpdateBatch] = []
+        if self.cache is not None and verdict.stream_time is not None:
             # before the stream time moves: evicted entities come back as they were
             self.cache.ensure(decoded.keys)
-            if verdict.stream_time is not None:
-                self.cache.wake(verdict.stream_time)
+            expired = self._expired(verdict.stream_time, set(decoded.keys), last)
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
         if self.keep_dead_letters:
             out.dead = verdict.dead_letters()
@@ -172,7 +172,20 @@ class PartitionPipeline:
         out.aggregated = verdict.accepted_count
         self.next_offset = last + 1
         if verdict.stream_time is not None:
-            out.updates = self.updates(result.touched, verdict.stream_time, last)
+            out.updates = [*expired, *self.updates(result.touched, verdict.stream_time, last)]
+        return out
+
+    def _expired(self, stream_time: int, skip: set[str], offset: int) -> list[UpdateBatch]:
+        """Values of the evicted entities (not among ``skip``) that change by time alone at
+        or before ``stream_time``, read a chunk at a time (:meth:`EntityCache.expired`)."""
+        assert self.cache is not None  # noqa: S101 - the caller checked
+        out = []
+        v = version(self.generation, self.partition, offset)
+        for ids in self.cache.expired(stream_time, skip):
+            if ids:
+                ids.sort()
+                columns = self.operator.value_columns(ids, as_of=stream_time)
+                out.append(UpdateBatch(ids, self.operator.field_names, columns, stream_time, v))
         return out
 
     def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:
