@@ -188,11 +188,17 @@ class ValueSketch:
         self.nulls += total - nb
         if nb == 0:
             return
-        mb = float(v.mean())
-        d = v - mb
-        # einsum, not dot: a BLAS dot may wake its thread pool (milliseconds on a busy host)
-        m2b = float(np.einsum("i,i->", d, d))
-        self._merge_moments(nb, mb, m2b, float(v.min()), float(v.max()))
+        # Values near float's limits: the sum behind the mean overflows; the mean of the
+        # values scaled by the largest magnitude does not (the spread may still be inf).
+        with np.errstate(over="ignore", invalid="ignore"):
+            mb = float(v.mean())
+            if not np.isfinite(mb):
+                scale = float(np.abs(v).max())
+                mb = float((v / scale).mean()) * scale
+            d = v - mb
+            # einsum, not dot: a BLAS dot may wake its thread pool (milliseconds on a busy host)
+            m2b = float(np.einsum("i,i->", d, d))
+            self._merge_moments(nb, mb, m2b, float(v.min()), float(v.max()))
         self.buckets += np.bincount(_positions(v), minlength=SIZE)
 
     def _merge_moments(self, nb: int, mb: float, m2b: float, lo: float, hi: float) -> None:
@@ -201,9 +207,10 @@ class ValueSketch:
             self.n, self.mean, self.m2 = nb, mb, m2b
         else:
             n = na + nb
-            delta = mb - self.mean
-            self.mean += delta * nb / n
-            self.m2 += m2b + delta * delta * na * nb / n
+            with np.errstate(over="ignore", invalid="ignore"):  # float64 scalars: inf, no error
+                delta = np.float64(mb) - self.mean
+                self.mean = float(self.mean + delta * nb / n)
+                self.m2 = float(self.m2 + m2b + delta * delta * na * nb / n)
             self.n = n
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
