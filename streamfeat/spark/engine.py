@@ -80,6 +80,7 @@ log = logging.getLogger(LOGGER)
 
 _BATCH_ROWS = 20_000
 _PARTITION = "_sf_partition"
+_MAX_GROUP_TASKS = 10_000
 
 
 @dataclass(slots=True)
@@ -222,9 +223,10 @@ def _spine_frame(spark: SparkSession, spine: DataFrame | str | os.PathLike[str] 
     if isinstance(spine, pa.Table):
         return spark.createDataFrame(spine)
     path = Path(spine)
-    if path.suffix.lower() in (".parquet", ".pq") and "://" not in os.fspath(spine):
-        read_spine(path)  # the local engine's checks (exists, suffix)
     if path.suffix.lower() in (".parquet", ".pq"):
+        if "://" not in os.fspath(spine) and not path.exists():
+            raise ConfigError(f"spine {str(path)!r} does not exist; pass --spine a Parquet or "
+                              "CSV file")
         return spark.read.parquet(os.fspath(spine))
     return spark.createDataFrame(read_spine(path))  # CSV: typed as the local engine does
 
@@ -364,6 +366,15 @@ def training_set(
     def run(table: pa.Table) -> pa.Table:  # a function: Spark counts its parameters
         return task(table)
 
+    # as many tasks as groups (about): an explicit count, which adaptive execution keeps
+    # (it would merge these few small shuffle partitions into one task: the rows are small,
+    # the work per group is not)
+    groups = len(files) + 2
+    if slice_ms is not None:
+        low, high = keyed.agg(F.min(TIME), F.max(TIME)).collect()[0]
+        if low is not None:
+            groups = len(files) * (1 + (int(high) - int(low)) // slice_ms) + 2
+    joined = joined.repartition(min(groups, _MAX_GROUP_TASKS), HOME, SLICE)
     stage = joined.groupBy(HOME, SLICE).applyInArrow(run, from_arrow_schema(arrow))
     if pending:
         stage = stage.persist(StorageLevel.MEMORY_AND_DISK)

@@ -199,7 +199,8 @@ class RowsTask:
                               table.column(FIRST).to_pylist())
         arrays, kinds = feature_arrays(topo, self.fields, dict(zip(self.fields, cols,
                                                                     strict=True)))
-        out = [table.column(name) for name in self.spine_names]
+        out = [table.column(name).cast(self.schema.field(name).type)
+               for name in self.spine_names]
         out += [arrays[name] for name in self.fields]
         out.append(pa.nulls(n, pa.binary()))
         result = pa.Table.from_arrays(out, schema=self.schema)

@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
+from objectstore import S3
+
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def spark(s3: S3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Started after the S3 server: its executors (local Python workers) inherit the AWS
+    settings, as a cluster's executors get them from their environment."""
     from streamfeat.spark import spark_session
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -19,20 +19,32 @@ STREAM: dict[str, Any] = {"entities": 50, "events_per_second": 0.5, "disorder_ms
                           "malformed_fraction": 0.01}
 
 
-def write_snapshots(root: Path, topic: str, n: int, partitions: int, seed: int,
-                    file_rows: int = 400) -> dict[int, list[RawRecord]]:
+def generate(n: int, partitions: int, seed: int) -> dict[int, list[RawRecord]]:
     """``n`` generated order events over ``partitions`` (by crc32 of the key, as the tests of
-    the local engine do), written as snapshot files of ``file_rows`` records."""
+    the local engine do); event times are relative to now: generate once, write anywhere."""
     parts: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
     for ev in OrderEvents(seed=seed, **STREAM).events(n):
         p = zlib.crc32(ev.key) % partitions
         parts[p].append(RawRecord(p, len(parts[p]), ev.ts, ev.key, ev.value))
+    return parts
+
+
+def write(root: Path | str, topic: str, parts: dict[int, list[RawRecord]],
+          file_rows: int = 400) -> None:
+    """``parts`` as snapshot files of ``file_rows`` records (a directory or a URL)."""
     for p, records in parts.items():
         writer = SnapshotWriter(root, topic, p)
         for i in range(0, len(records), file_rows):
             writer.append(records[i : i + file_rows])
             writer.flush()
         writer.close()
+
+
+def write_snapshots(root: Path, topic: str, n: int, partitions: int, seed: int,
+                    file_rows: int = 400) -> dict[int, list[RawRecord]]:
+    """:func:`generate` then :func:`write`."""
+    parts = generate(n, partitions, seed)
+    write(root, topic, parts, file_rows)
     return parts
 
 

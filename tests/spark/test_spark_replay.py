@@ -15,9 +15,10 @@ from streamfeat.client import Client
 from streamfeat.replay import replay, verify
 from streamfeat.spark import replay as spark_replay
 from streamfeat.spark import verify as spark_verify
+from streamfeat.storage import open_store
 from streamfeat.topology import load_topology
 
-from spark_snapshots import ROOT, assert_same, write_snapshots
+from spark_snapshots import ROOT, assert_same, generate, write, write_snapshots
 
 pytestmark = pytest.mark.spark
 
@@ -109,3 +110,39 @@ def test_backfill_to_redis_is_fenced_like_the_local_one(
     assert (spark_report.checked, spark_report.match_rate) == (
         local_report.checked, local_report.match_rate)
     assert [(m.entity_id, m.field) for m in spark_report.mismatches] == [("u1", "orders__7d")]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    if "verify" not in sub.choices:  # type: ignore[attr-defined]
+        add_replay_commands(sub)
+    args = parser.parse_args(["verify", str(path), "--snapshot-dir", str(snap), "--redis",
+                              redis_url, "--engine", "spark"])
+    assert args.run(args) == 1
+
+
+def test_snapshots_and_output_in_a_bucket(s3_bucket: str, tmp_path: Path, spark: Any) -> None:
+    """Executors read the snapshots from the object store and write the parts there."""
+    import pyarrow as pa
+
+    from streamfeat.replay import training_set
+    from streamfeat.spark import training_set as spark_training_set
+
+    topology = load_topology(ROOT / "topologies" / "orders.yaml")
+    parts = generate(1500, 2, seed=3)
+    write(tmp_path / "snap", "orders", parts)
+    url = f"s3://{s3_bucket}/snaps"
+    write(url, "orders", parts)
+    replay(topology, tmp_path / "snap", to_parquet=tmp_path / "l.parquet", processes=1,
+           progress=False)
+    got = spark_replay(topology, url, spark=spark, to_parquet=f"s3://{s3_bucket}/out",
+                       progress=False)
+    assert got.records == 1500
+    fs, base = open_store(f"s3://{s3_bucket}/out").filesystem()
+    assert_same(pq.read_table(tmp_path / "l.parquet"), pq.read_table(base, filesystem=fs),
+                ["user_id"])
+    records = [r for rs in parts.values() for r in rs][::15]
+    spine = pa.table({"user_id": [f"u{i % 55}" for i in range(len(records))],
+                      "ts": [r.kafka_ts for r in records],
+                      "label": list(range(len(records)))})
+    want = training_set(topology, tmp_path / "snap", spine, None, processes=1, progress=False)
+    frame = spark_training_set(topology, url, spine, None, spark=spark, progress=False)
+    assert_same(want, frame.toArrow(), ["label"])
