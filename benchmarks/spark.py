@@ -16,8 +16,14 @@ snapshots, each round times:
 
 and the same on ``--small`` events, where Spark's fixed cost per job (planning, task
 launch, Python workers, the Parquet parts) shows. Every Spark output is checked against the
-local engine's file (sorted by key) before a figure is printed. ``--training-rows N``
-also times a training set of N spine rows on each engine (event time, no slicing).
+local engine's file (sorted by key) before a figure is printed. ``--training-rows N`` also
+times a training set of N spine rows on each engine (event time, no slicing).
+
+``--slices N`` instead times a training set of ``--training-rows`` rows over ``N`` events
+in ONE partition (event rate 20/s: about 14 h per million events) of a topology of 5m and
+1h windows, on ``local[2]``: unsliced (one task: the partition) against ``--slice-seconds``
+(default 14400: a task per 4 h of event time, each after a warm-up of 1 h 1 min), outputs
+checked equal: what time slicing buys when there are more cores than partitions.
 
 The machine is shared: ``uptime``'s load average is printed with each figure.
 """
@@ -167,6 +173,64 @@ def run(args: argparse.Namespace) -> None:
         print(f"| {size} | {what} | {records:,} | {s:.2f} | {records / s:,.0f} | {load} |")
 
 
+BOUNDED = """\
+version: 1
+name: spark_bench_bounded
+owner: benchmarks@example.com
+source: {topic: bench.spark, format: json, key: user_id, timestamp: ts, timestamp_unit: ms}
+entity: user
+lateness: 5m
+ttl: 1d
+features:
+  - {name: orders, agg: count, windows: [5m, 1h]}
+  - {name: amount_sum, agg: sum, field: amount, windows: [5m, 1h]}
+  - {name: amount_mean, agg: mean, field: amount, windows: [5m, 1h]}
+  - {name: orders_hourly, agg: count, windows: [{size: 1h, type: tumbling}]}
+"""
+
+
+def slices(args: argparse.Namespace) -> None:
+    from streamfeat.replay.coverage import coverage
+    from streamfeat.snapshot.reader import snapshot_files
+    from streamfeat.spark import spark_session
+    from streamfeat.spark import training_set as spark_training_set
+    from streamfeat.topology import load_topology
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    path = args.cache / "bounded.yaml"
+    path.write_text(BOUNDED)
+    topology = load_topology(path)
+    snap = snapshots(args.cache, BOUNDED, args.slices, 1, args.entities, args.seed, 20.0)
+    span = coverage({0: snapshot_files(str(snap), "bench.spark", 0)})
+    assert span is not None
+    k = args.training_rows or 100_000
+    step = (span.last_ms - span.first_ms) / k
+    spine = pa.table({"user_id": [f"u{(i * 7919) % args.entities}" for i in range(k)],
+                      "ts": pa.array([span.first_ms + int(i * step) for i in range(k)],
+                                     pa.int64())})
+    spark = spark_session("local[2]", app_name="streamfeat-bench",
+                          config={"spark.driver.memory": "2g"})
+    spark.sparkContext.setLogLevel("ERROR")
+    keys = [("user_id", "ascending"), ("ts", "ascending")]
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {}
+        sliced = f"--slice {args.slice_seconds:g}"
+        for label, slice_s in (("warm-up run (not timed)", None), ("unsliced", None),
+                               (sliced, args.slice_seconds)):
+            t0 = time.perf_counter()
+            spark_training_set(topology, snap, spine, Path(tmp) / label, spark=spark,
+                               slice_seconds=slice_s, progress=False)
+            s = time.perf_counter() - t0
+            outs[label] = pq.read_table(Path(tmp) / label).sort_by(keys).replace_schema_metadata(
+                None)
+            print(f"training set, {k:,} rows over {args.slices:,} records in 1 partition "
+                  f"({(span.last_ms - span.first_ms) / 3_600_000:.1f} h), Spark local[2], "
+                  f"{label}: {s:.1f} s; load average {load_average()}", flush=True)
+        assert outs["unsliced"].equals(outs[sliced]), "sliced output differs"
+    spark.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -179,12 +243,19 @@ def main() -> None:
     parser.add_argument("--cores", default="1,2", help="Spark local[N] runs, one per N")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--training-rows", type=int, default=0)
+    parser.add_argument("--slices", type=int, default=0, metavar="N",
+                        help="time slicing instead: a training set over N events in one "
+                             "partition, unsliced against --slice-seconds")
+    parser.add_argument("--slice-seconds", type=float, default=14_400.0)
     parser.add_argument("--topology", type=Path, default=BENCH_TOPOLOGY)
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "streamfeat-spark-bench")
     args = parser.parse_args()
     print(f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load_average()}")
-    run(args)
+    if args.slices:
+        slices(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -58,12 +58,20 @@ def refusal(topology: TopologyDef, fields: Sequence[str], *, as_served: bool) ->
 
 
 def reach_ms(topology: TopologyDef, fields: Sequence[str]) -> int:
-    """How far back in event time a value of ``fields`` as of ``t`` can read (generous)."""
+    """How far back in event time a value of ``fields`` as of ``t`` can read: a sliding or
+    hopping window ``size + hop`` (its oldest bucket starts at ``floor((t - W) / H) * H``),
+    ``hop: exact`` its size, a tumbling window its size (the open bucket) or twice that
+    (``emit: final``: the last closed one); 1 ms more."""
     reach = 0
     for _f, w in _windows(topology, fields):
         size = int(w.size_ms or 0)
-        hop = int(w.hop_ms or size)
-        reach = max(reach, 2 * size + hop)
+        if w.kind is WindowKind.TUMBLING:
+            span = 2 * size if w.emit_final else size
+        elif w.exact or w.hop_ms is None:
+            span = size
+        else:
+            span = size + int(w.hop_ms)
+        reach = max(reach, span)
     return reach + 1
 
 
