@@ -81,6 +81,7 @@ log = logging.getLogger(LOGGER)
 _BATCH_ROWS = 20_000
 _PARTITION = "_sf_partition"
 _MAX_GROUP_TASKS = 10_000
+_CHECKPOINT_ROWS = 2_000
 
 
 @dataclass(slots=True)
@@ -328,7 +329,9 @@ def training_set(
     # pass 1: each partition's accepted entities (first event time) and checkpoints
     index_arrow = pa.schema([(ENTITY, pa.string()), (_PARTITION, pa.int64()),
                              (FIRST, pa.int64()), (META, pa.binary())])
-    index_jobs = tuple(IndexJob(topo, p, fs, batch_rows) for p, fs in files.items())
+    # checkpoints every few thousand records: a slice then reads little beyond its span
+    index_jobs = tuple(IndexJob(topo, p, fs, min(batch_rows, _CHECKPOINT_ROWS))
+                       for p, fs in files.items())
     index = _jobs_range(session, len(index_jobs)).mapInArrow(
         IndexTask(index_jobs, index_arrow), from_arrow_schema(index_arrow)
     ).persist(StorageLevel.MEMORY_AND_DISK)
