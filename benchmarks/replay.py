@@ -16,6 +16,10 @@ rates) into a fresh topic of 4 partitions once, then, ``--rounds`` times, in tur
    ``--replay-processes`` value; timed from its start to its exit, and by its own summary
    line (the partitions' run: start-up, listing and the final Parquet file excluded).
 
+Both are also given their CPU time (user + system of their processes, start to exit), which
+the load of a shared machine moves less than wall time: CPU µs per record, and the worker's
+over replay's.
+
 So both engines see the same records on the same machine in the same minutes. Prints each
 round and the medians, with the two ratios: replay's rate over the worker's with start-up
 excluded on both sides, and with everything included on both sides (``uptime``'s load
@@ -40,6 +44,7 @@ import datetime as dt
 import logging
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -124,6 +129,7 @@ class Timing:
     seconds: float  # start to exit
     steady: float | None  # the part where records flow (see the module docstring)
     records: int
+    cpu: float | None = None  # CPU seconds of the command's processes (user + system)
 
     @property
     def rate(self) -> float:
@@ -132,6 +138,17 @@ class Timing:
     @property
     def steady_rate(self) -> float | None:
         return self.records / self.steady if self.steady else None
+
+    @property
+    def cpu_us(self) -> float | None:
+        """CPU microseconds per record."""
+        return self.cpu / self.records * 1e6 if self.cpu else None
+
+
+def children_cpu() -> float:
+    """CPU seconds of the child processes waited for so far (and of their waited children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: Path,
@@ -146,11 +163,11 @@ def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if source is not None:  # found before the installed (editable) streamfeat
         env["PYTHONPATH"] = str(source)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), children_cpu()
     with log.open("wb") as fh:
         done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False,
                               env=env, timeout=3600)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, children_cpu() - cpu
     text = log.read_text(errors="replace")
     if done.returncode != 0:
         raise SystemExit(f"replay failed ({done.returncode}):\n{text[-3000:]}")
@@ -160,7 +177,8 @@ def run_replay(topology: Path, snapshots: Path, out: Path, processes: int, log: 
     records = int(m[1].replace(",", ""))
     steady = records / int(m[3].replace(",", ""))
     label = "replay" if source is None else f"replay of {source}"
-    return Timing(f"{label}, {processes} process(es)", seconds, steady, records)
+    return Timing(f"{label}, {processes} process(es)", seconds, steady, records,
+                  None if profile is not None else cpu)  # py-spy's own CPU is in it
 
 
 def against_worker(args: argparse.Namespace) -> None:
@@ -206,12 +224,14 @@ def against_worker(args: argparse.Namespace) -> None:
                    args.runtime, "--snapshot-dir", str(snapshots)]
             log = work / f"{name}-worker.log"
             print(f"round {i}: worker ...", flush=True)
+            cpu = children_cpu()
             run = run_measured("worker", cmd, args.events, log)
+            cpu = children_cpu() - cpu
             if run.exit_code != 0:
                 raise SystemExit(f"worker failed ({run.exit_code}):\n"
                                  f"{log.read_text(errors='replace')[-3000:]}")
             timings = [Timing(f"worker ({args.runtime} runtime)", run.seconds,
-                              _steady_seconds(log), args.events)]
+                              _steady_seconds(log), args.events, cpu)]
             delete_keys(client, name)
             sources = [None] if args.baseline is None else [args.baseline, None]
             for p in processes:
@@ -247,7 +267,9 @@ def against_worker(args: argparse.Namespace) -> None:
     print(f"{args.events:,} events, {args.entities:,} entities, {args.partitions} partitions; "
           f"topology {shown}; worker runtime {args.runtime}")
     medians = [Timing(rows[0].what, statistics.median(r.seconds for r in rows),
-                      statistics.median(r.steady or 0.0 for r in rows) or None, rows[0].records)
+                      statistics.median(r.steady or 0.0 for r in rows) or None, rows[0].records,
+                      statistics.median(r.cpu for r in rows if r.cpu) if any(r.cpu for r in rows)
+                      else None)
                for rows in zip(*rounds, strict=True)]
     print(table(medians, f"medians of {len(rounds)} rounds"))
 
@@ -256,13 +278,15 @@ def table(timings: list[Timing], title: str) -> str:
     worker = timings[0]
     lines = [f"\n{title}",
              "| engine | events/s, start-up excluded | ratio | events/s, start to exit "
-             "| ratio |",
-             "|---|---:|---:|---:|---:|"]
+             "| ratio | CPU µs per record | worker's CPU / this |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for t in timings:
         steady, base = t.steady_rate, worker.steady_rate
         ratio = f"{steady / base:.2f}x" if steady and base else "-"
+        cpu, cpu_base = t.cpu_us, worker.cpu_us
         lines.append(f"| {t.what} | {steady or 0:,.0f} | {ratio} | {t.rate:,.0f} "
-                     f"| {t.rate / worker.rate:.2f}x |")
+                     f"| {t.rate / worker.rate:.2f}x | {f'{cpu:.2f}' if cpu else '-'} "
+                     f"| {f'{cpu_base / cpu:.2f}x' if cpu and cpu_base else '-'} |")
     return "\n".join(lines)
 
 
