@@ -359,7 +359,8 @@ def training_set(
     slice_col = (F.floor(F.col(TIME) / F.lit(slice_ms)).cast("long") if slice_ms is not None
                  else F.lit(0).cast("long"))
     joined = joined.withColumn(SLICE, F.when(F.col(HOME) >= 0, slice_col).otherwise(0))
-    spine_arrow = to_arrow_schema(frame.schema)
+    # the spine's types as a task returns them (Spark takes timestamps back in UTC)
+    spine_arrow = to_arrow_schema(frame.schema, timezone="UTC")
     arrow = pa.schema([*spine_arrow, *((n, arrow_type(topo, n)) for n in fields),
                        (META, pa.binary())])
     pending = tuple(pending_fields(topo, fields))

@@ -39,6 +39,7 @@ def test_replay_to_parquet_equals_local(tmp_path: Path, spark: Any) -> None:
     assert sum(s.malformed for s in got.partitions) > 0
     want = pq.read_table(tmp_path / "local.parquet")
     assert_same(want, pq.read_table(tmp_path / "spark"), ["user_id"])
+    assert pq.read_table(tmp_path / "spark").schema.metadata == want.schema.metadata
     # first/last typed from all partitions' values, as the local engine types them
     assert str(want.schema.field("first_amount__lifetime").type) == "double"
     assert str(want.schema.field("last_status__lifetime").type) == "string"

@@ -189,3 +189,18 @@ def test_training_set_cli_with_a_csv_spine(tmp_path: Path, spark: Any) -> None:
     want = pq.read_table(tmp_path / "l.parquet")
     assert_same(want, pq.read_table(tmp_path / "s"), ["label"])
     assert spark.table("ts_orders").count() == want.num_rows
+
+
+def test_a_timestamp_spine_column(tmp_path: Path, spark: Any) -> None:
+    """Times as timestamps (not epoch ms) give the same features on both engines."""
+    topology = load_topology(ROOT / "topologies" / "orders.yaml")
+    parts = write_snapshots(tmp_path / "snap", "orders", 1200, 2, seed=6)
+    spine = spine_of(parts, 150, seed=4)
+    spine = spine.set_column(1, "ts", spine.column("ts").cast(pa.timestamp("ms", tz="UTC")))
+    fields = ["orders__1h", "amount_sum__1d", "last_status__lifetime"]
+    local = training_set(topology, tmp_path / "snap", spine, None, features=fields,
+                         processes=1, progress=False)
+    got = spark_training_set(topology, tmp_path / "snap", spine, None, spark=spark,
+                             features=fields, progress=False).toArrow()
+    assert_same(local.select(["label", *fields]), got.select(["label", *fields]), ["label"])
+    assert len({r for r in got.column("orders__1h").to_pylist()}) > 3
