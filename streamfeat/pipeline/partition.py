@@ -7,7 +7,7 @@ acceptance (decode, late rule) -> operators -> (values of touched and expired en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -143,8 +143,14 @@ class PartitionPipeline:
     def stream_time(self) -> int | None:
         return self.operator.stream_time
 
-    def process(self, records: RecordBatch | Sequence[RawRecord]) -> BatchOutcome:
-        """Aggregate one batch (in offset order) and return what must be written."""
+    def process(self, records: RecordBatch | Sequence[RawRecord],
+                emit: Callable[[list[UpdateBatch]], None] | None = None) -> BatchOutcome:
+        """Aggregate one batch (in offset order) and return what must be written.
+
+        ``emit``: takes the values of evicted entities that expire in this batch as they
+        are read, a chunk at a time (the worker submits them to the sink at once, so that
+        memory stays bounded when a million of them expire together); without it they are
+        in the outcome's updates."""
         out = BatchOutcome(consumed=len(records))
         if not records:
             return out
@@ -163,7 +169,7 @@ class PartitionPipeline:
         if self.cache is not None and verdict.stream_time is not None:
             # before the stream time moves: evicted entities come back as they were
             self.cache.ensure(decoded.keys)
-            expired = self._expired(verdict.stream_time, set(decoded.keys), last)
+            expired = self._expired(verdict.stream_time, set(decoded.keys), last, emit)
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
         if self.keep_dead_letters:
             out.dead = verdict.dead_letters()
@@ -175,17 +181,23 @@ class PartitionPipeline:
             out.updates = [*expired, *self.updates(result.touched, verdict.stream_time, last)]
         return out
 
-    def _expired(self, stream_time: int, skip: set[str], offset: int) -> list[UpdateBatch]:
+    def _expired(self, stream_time: int, skip: set[str], offset: int,
+                 emit: Callable[[list[UpdateBatch]], None] | None) -> list[UpdateBatch]:
         """Values of the evicted entities (not among ``skip``) that change by time alone at
-        or before ``stream_time``, read a chunk at a time (:meth:`EntityCache.expired`)."""
+        or before ``stream_time``, read a chunk at a time (:meth:`EntityCache.expired`):
+        given to ``emit`` chunk by chunk, else returned."""
         assert self.cache is not None  # noqa: S101 - the caller checked
-        out = []
+        out: list[UpdateBatch] = []
         v = version(self.generation, self.partition, offset)
         for ids in self.cache.expired(stream_time, skip):
             if ids:
                 ids.sort()
                 columns = self.operator.value_columns(ids, as_of=stream_time)
-                out.append(UpdateBatch(ids, self.operator.field_names, columns, stream_time, v))
+                chunk = UpdateBatch(ids, self.operator.field_names, columns, stream_time, v)
+                if emit is not None:
+                    emit([chunk])
+                else:
+                    out.append(chunk)
         return out
 
     def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:

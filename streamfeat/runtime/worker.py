@@ -243,9 +243,17 @@ class Worker:
                     todo = records.since(pipeline.next_offset or 0)
                     if not todo:
                         continue
-                    outcome = pipeline.process(todo)
-                    self._count(pipeline, outcome)
                     name = pipeline.topology.name
+                    first_ts = todo.kafka_ts[0]
+
+                    def emit(batch: list[UpdateBatch], name: str = name,
+                             first_ts: int = first_ts) -> None:
+                        # evicted entities expiring together: to the sink as they are read
+                        self.monitor.observe(name, batch)
+                        self.publisher.submit(name, batch, first_ts)
+
+                    outcome = pipeline.process(todo, emit)
+                    self._count(pipeline, outcome)
                     updates[name].extend(outcome.updates)
                     letters.extend((tp[0], d) for d in outcome.dead)
                     touched.append((tp, pipeline))
