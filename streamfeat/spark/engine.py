@@ -33,7 +33,7 @@ from streamfeat.errors import ConfigError
 from streamfeat.pipeline.rekey import consumed_topic
 from streamfeat.registry import training_lineage, with_lineage
 from streamfeat.replay.backfill import PartitionStats, ReplayResult, _Job
-from streamfeat.replay.coverage import Coverage, coverage, warn_times
+from streamfeat.replay.coverage import Coverage, coverage, warn_dates, warn_times
 from streamfeat.replay.inputs import (
     TopologyLike,
     resolve_topology,
@@ -44,6 +44,8 @@ from streamfeat.replay.jobs import LOGGER
 from streamfeat.replay.output import combined_kind
 from streamfeat.replay.spine import read_spine
 from streamfeat.replay.verification import VerifyReport, online_targets
+from streamfeat.snapshot import snapshot_store
+from streamfeat.snapshot.layout import date_folders
 from streamfeat.snapshot.reader import DateLike, SnapshotFile, parse_date, snapshot_files
 from streamfeat.snapshot.reader import partitions as snapshot_partitions
 from streamfeat.spark.columns import (
@@ -174,12 +176,18 @@ def replay(
                           "--output-table NAME")
     if generation < 0:
         raise ConfigError(f"--generation must be >= 0, got {generation}")
+    if to_redis is not None and generation == 0:
+        log.warning("replay: generation 0 equals the worker's; the backfill will not "
+                    "supersede newer online values (use --generation 1 or more)")
     if batch_rows < 1:
         raise ConfigError(f"batch_rows must be at least 1, got {batch_rows}")
     session = spark or spark_session(master)
     snap = snapshot_root(snapshot_dir)
     lo, hi = parse_date(date_from, "--from"), parse_date(date_to, "--to")
     files = _files(topo, snap, partitions, lo, hi)
+    if lo is not None or hi is not None:
+        warn_dates(log, "replay", lo, hi, date_folders(snapshot_store(snap), consumed_topic(topo)),
+                   coverage(files))
     jobs = tuple(_Job(topo, p, fs, to_redis, want_final, generation, False, batch_rows)
                  for p, fs in files.items())
     key = topo.source.key

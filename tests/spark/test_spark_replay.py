@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ def test_replay_to_parquet_equals_local(tmp_path: Path, spark: Any) -> None:
         "orders__7d").to_pylist()
 
 
-def test_replay_of_some_partitions_and_the_cli(tmp_path: Path, spark: Any) -> None:
+def test_replay_of_some_partitions_and_the_cli(
+    tmp_path: Path, spark: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     write_snapshots(tmp_path / "snap", "orders", 1500, 3, seed=4)
     topology = ROOT / "topologies" / "orders.yaml"
     replay(topology, tmp_path / "snap", partitions=[1, 2], to_parquet=tmp_path / "l.parquet",
@@ -64,6 +67,14 @@ def test_replay_of_some_partitions_and_the_cli(tmp_path: Path, spark: Any) -> No
     assert args.run(args) == 0
     assert_same(pq.read_table(tmp_path / "l.parquet"), pq.read_table(tmp_path / "s"),
                 ["user_id"])
+    # the local engine's warnings: dates beyond the snapshots, generation 0 to Redis
+    caplog.set_level(logging.WARNING, logger="streamfeat.replay")
+    spark_replay(topology, tmp_path / "snap", spark=spark, date_from="2000-01-01",
+                 frame=True, progress=False)
+    replay(topology, tmp_path / "snap", date_from="2000-01-01", processes=1, progress=False,
+           to_parquet=tmp_path / "x.parquet")
+    got = [r.getMessage() for r in caplog.records if r.name == "streamfeat.replay"]
+    assert len(got) == 2 and got[0] == got[1] and "2000-01-01" in got[0]
 
 
 @pytest.mark.integration
