@@ -710,9 +710,10 @@ class PartitionOperator:
         stored as it stands (not changed since the last :meth:`take_dirty`)."""
         return len(self._index) - len(self._dirty) - len(self._kept_empty)
 
-    def evict(self, count: int) -> list[tuple[str, int]]:
+    def evict(self, count: int, keep: Iterable[str] = ()) -> list[tuple[str, int]]:
         """Drop from memory the state of up to ``count`` entities, the least recently used
-        first, among those whose state the last :meth:`take_dirty` gave as it stands (so
+        first (never those of ``keep``), among those whose state the last :meth:`take_dirty`
+        gave as it stands (so
         the store holds it exactly: :meth:`load_entities` brings it back). Entities stored
         empty but still due to change by time are kept. Returns each dropped entity with
         its next change time by time alone (:data:`NEVER` if none): the caller must make
@@ -721,6 +722,10 @@ class PartitionOperator:
             return []
         rows = self._clean(np.fromiter(self._index.values(), dtype=np.int64,
                                        count=len(self._index)))
+        index = self._index
+        kept = np.array([index[e] for e in keep if e in index], dtype=np.int64)
+        if kept.size and rows.size:
+            rows = rows[~np.isin(rows, kept)]
         if count < rows.size:
             pick = np.argpartition(self._used[rows], count - 1)[:count]
             rows = rows[pick]

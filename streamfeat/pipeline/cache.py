@@ -114,9 +114,10 @@ class EntityCache:
     def ensure(self, entity_ids: Iterable[str]) -> None:
         """Bring back the evicted entities among ``entity_ids`` (call before the batch
         that holds their events)."""
-        missing = self.operator.missing(entity_ids)
+        ids = list(entity_ids)
+        missing = self.operator.missing(ids)
         if missing:
-            self._load(missing)
+            self._load(missing, keep=ids)
 
     def expired(self, stream_time: int, skip: Collection[str]) -> Iterator[list[str]]:
         """The evicted entities whose values change by time alone at or before
@@ -134,17 +135,33 @@ class EntityCache:
         missing = [e for e in self.operator.missing(due) if e not in skip]
         for start in range(0, len(missing), _LOAD_CHUNK):
             chunk = missing[start:start + _LOAD_CHUNK]
-            self._load(chunk)
+            self._load(chunk, keep=skip)
             yield self.operator.due_among(chunk, stream_time)
             self._evicted(self.operator.evict_entities(chunk))
 
-    def _load(self, entity_ids: Sequence[str]) -> None:
+    def _load(self, entity_ids: Sequence[str], keep: Collection[str] = ()) -> None:
+        """Load the stored ones of ``entity_ids`` (none of them held), first evicting what
+        would take the entities held beyond the share; never those of ``keep`` (the
+        batch's, which may be held already and must stay until it is processed)."""
         states = self.store.states(entity_ids)
         found = [(e, s) for e, s in zip(entity_ids, states, strict=True) if s is not None]
         if found:
+            self._make_room(len(found), keep)
             self.operator.load_entities(found)
             self.loaded += len(found)
             self.budget.loaded += len(found)
+
+    def _make_room(self, incoming: int, keep: Collection[str]) -> None:
+        """Evict enough not-changed entities (not of ``keep``) for ``incoming`` more to fit:
+        the entities held, and so the rows the operators' arrays are sized for, stay near
+        the share between commits too, not the share plus a batch and an expiry's chunk."""
+        share = self.budget.share()
+        held = self.operator.entity_count
+        if share is None or held == 0:
+            return
+        over = held + incoming - int(share / self._bytes_per_entity(held))
+        if over > 0:
+            self._evicted(self.operator.evict(over, keep))
 
     def trim(self) -> int:
         """Evict down to the budget's share (call right after a commit, when the state of
