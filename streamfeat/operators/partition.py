@@ -333,7 +333,9 @@ class PartitionOperator:
 
     def _ensure_capacity(self, rows: int) -> None:
         if rows > self._cap:
-            self._cap = max(rows, 2 * self._cap)
+            # by a quarter, not double: the rows' arrays are most of an entity's memory, and
+            # a state budget (streamfeat.pipeline.cache) counts the rows in use
+            self._cap = max(rows, self._cap + self._cap // 4)
             armed = np.full(self._cap, NEVER, dtype=np.int64)
             armed[: self._armed.size] = self._armed
             self._armed = armed

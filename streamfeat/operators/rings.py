@@ -173,7 +173,7 @@ class MomentsRing:
     def grow(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
-        new = max(capacity, 2 * self.capacity)
+        new = max(capacity, self.capacity + self.capacity // 4)
         ring = np.full((new, self.ring_size), -1, dtype=np.int32)
         ring[: self.capacity] = self.ring
         self.ring, self.capacity = ring, new
