@@ -154,3 +154,17 @@ def test_worker_processes_pass_the_log_flags_on() -> None:
     assert (child.verbose, child.log_format, child.topologies) == (True, "json", [ORDERS])
     quiet = parser.parse_args(["worker", *_worker_argv(parser.parse_args(["worker", ORDERS]))])
     assert (quiet.verbose, quiet.log_format) == (False, "text")
+
+
+def test_state_cache_mb_passes_to_worker_processes_and_a_negative_one_exits_2(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from streamfeat.cli import _worker_argv
+
+    parser = build_parser()
+    parent = parser.parse_args(["worker", ORDERS, "--processes", "2", "--state-cache-mb", "64"])
+    child = parser.parse_args(["worker", *_worker_argv(parent)])
+    assert child.state_cache_mb == 64
+    from streamfeat.config import DEFAULT_STATE_CACHE_MB
+    assert parser.parse_args(["worker", ORDERS]).state_cache_mb == DEFAULT_STATE_CACHE_MB
+    assert main(["worker", ORDERS, "--state-cache-mb", "-1"]) == 2
+    assert "--state-cache-mb must be 0 (no limit) or above" in capsys.readouterr().err
