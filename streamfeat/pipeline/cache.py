@@ -172,6 +172,7 @@ class EntityCache:
         held = self.operator.entity_count
         if held == 0:
             return 0
+        self._trims += 1
         per_entity = self._bytes_per_entity(held)
         if held * per_entity <= share:
             return 0
@@ -213,7 +214,6 @@ class EntityCache:
     def _bytes_per_entity(self, held: int) -> float:
         """Bytes per entity held, measured again every few trims or when the count moved
         by more than 5 % (a full measure walks every entity of some slots)."""
-        self._trims += 1
         per_entity = self._per_entity
         if (per_entity is None or self._trims % _REMEASURE_EVERY == 0
                 or abs(held - self._measured_at) > 0.05 * max(held, self._measured_at)):

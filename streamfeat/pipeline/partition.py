@@ -169,7 +169,9 @@ class PartitionPipeline:
         if self.cache is not None and verdict.stream_time is not None:
             # before the stream time moves: evicted entities come back as they were
             self.cache.ensure(decoded.keys)
-            expired = self._expired(verdict.stream_time, set(decoded.keys), last, emit)
+            expired = _expired(self.cache, self.operator, verdict.stream_time,
+                               set(decoded.keys),
+                               version(self.generation, self.partition, last), emit)
         result = self.operator.process(decoded.keys, verdict.ts, decoded.records, decoded.fields)
         if self.keep_dead_letters:
             out.dead = verdict.dead_letters()
@@ -179,25 +181,6 @@ class PartitionPipeline:
         self.next_offset = last + 1
         if verdict.stream_time is not None:
             out.updates = [*expired, *self.updates(result.touched, verdict.stream_time, last)]
-        return out
-
-    def _expired(self, stream_time: int, skip: set[str], offset: int,
-                 emit: Callable[[list[UpdateBatch]], None] | None) -> list[UpdateBatch]:
-        """Values of the evicted entities (not among ``skip``) that change by time alone at
-        or before ``stream_time``, read a chunk at a time (:meth:`EntityCache.expired`):
-        given to ``emit`` chunk by chunk, else returned."""
-        assert self.cache is not None  # noqa: S101 - the caller checked
-        out: list[UpdateBatch] = []
-        v = version(self.generation, self.partition, offset)
-        for ids in self.cache.expired(stream_time, skip):
-            if ids:
-                ids.sort()
-                columns = self.operator.value_columns(ids, as_of=stream_time)
-                chunk = UpdateBatch(ids, self.operator.field_names, columns, stream_time, v)
-                if emit is not None:
-                    emit([chunk])
-                else:
-                    out.append(chunk)
         return out
 
     def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:
@@ -233,6 +216,25 @@ class PartitionPipeline:
             self.cache.close()
         if self.store is not None:
             self.store.close()
+
+
+def _expired(cache: EntityCache, operator: PartitionOperator, stream_time: int,
+             skip: set[str], v: str, emit: Callable[[list[UpdateBatch]], None] | None,
+             ) -> list[UpdateBatch]:
+    """Values of the evicted entities (not among ``skip``) that change by time alone at or
+    before ``stream_time``, read a chunk at a time (:meth:`EntityCache.expired`): given to
+    ``emit`` chunk by chunk, else returned."""
+    out: list[UpdateBatch] = []
+    for ids in cache.expired(stream_time, skip):
+        if ids:
+            ids.sort()
+            columns = operator.value_columns(ids, as_of=stream_time)
+            chunk = UpdateBatch(ids, operator.field_names, columns, stream_time, v)
+            if emit is not None:
+                emit([chunk])
+            else:
+                out.append(chunk)
+    return out
 
 
 def _catalog_of_older_state(topology: TopologyDef, store: PartitionStore

@@ -136,9 +136,11 @@ class Checkpoints:
     def prune(self, name: str, upto: int) -> None:
         """Delete the objects of ``name`` made obsolete by a base at ``upto`` (parts of
         older bases, finished or not, too)."""
-        old = [c.path for c in self._all(name) if c.offset < upto or (
-            c.offset == upto and not c.base)]
+        old = []
         for path in self.store.list(self._folder(name)):
+            c = _checkpoint_of(path)
+            if c is not None and (c.offset < upto or (c.offset == upto and not c.base)):
+                old.append(path)
             stem = path.rsplit("/", 1)[-1]
             if stem.endswith(".part") and stem[:20].isdigit() and int(stem[:20]) < upto:
                 old.append(path)
@@ -146,15 +148,19 @@ class Checkpoints:
 
     def _all(self, name: str) -> list[_Checkpoint]:
         """Every checkpoint object of ``name`` (``{offset:020d}-base|delta.ckpt``)."""
-        out = []
-        for path in self.store.list(self._folder(name)):
-            stem = path.rsplit("/", 1)[-1]
-            if not stem.endswith(".ckpt"):
-                continue
-            offset, _dash, kind = stem.removesuffix(".ckpt").partition("-")
-            if offset.isdigit() and kind in ("base", "delta"):
-                out.append(_Checkpoint(path, int(offset), kind == "base"))
-        return out
+        found = (_checkpoint_of(path) for path in self.store.list(self._folder(name)))
+        return [c for c in found if c is not None]
+
+
+def _checkpoint_of(path: str) -> _Checkpoint | None:
+    """The checkpoint a ``{offset:020d}-base|delta.ckpt`` object is (``None``: another)."""
+    stem = path.rsplit("/", 1)[-1]
+    if not stem.endswith(".ckpt"):
+        return None
+    offset, _dash, kind = stem.removesuffix(".ckpt").partition("-")
+    if offset.isdigit() and kind in ("base", "delta"):
+        return _Checkpoint(path, int(offset), kind == "base")
+    return None
 
 
 class DurableStore(PartitionStore):

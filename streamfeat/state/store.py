@@ -15,7 +15,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    RdictIter,
+    WriteBatch,
+)
 
 from streamfeat.errors import StateError
 
@@ -165,24 +173,22 @@ class PartitionStore:
         return Committed(next_offset, self._db.get(_META), self._db.get(_ORIGINS))
 
     def entities(self) -> Iterator[tuple[str, bytes]]:
-        it = self._db.iter()
-        it.seek(_ENTITY)
-        while it.valid():
-            key = it.key()
-            if not key.startswith(_ENTITY):
-                break
-            yield key[len(_ENTITY):].decode(), it.value()
-            it.next()
+        """Each stored entity's id and state, in key order."""
+        return ((entity, it.value()) for entity, it in self._scan_entities())
 
     def entity_ids(self) -> Iterator[str]:
-        """The stored entities' ids, in key order."""
+        """The stored entities' ids, in key order (their states are not read)."""
+        return (entity for entity, _it in self._scan_entities())
+
+    def _scan_entities(self) -> Iterator[tuple[str, RdictIter]]:
+        """Each stored entity's id, with the iterator standing on its key."""
         it = self._db.iter()
         it.seek(_ENTITY)
         while it.valid():
             key = it.key()
             if not key.startswith(_ENTITY):
                 break
-            yield key[len(_ENTITY):].decode()
+            yield key[len(_ENTITY):].decode(), it
             it.next()
 
     def states(self, entities: Sequence[str]) -> list[bytes | None]:

@@ -111,36 +111,35 @@ def _compare(topo: TopologyDef, events: list[Event], cuts: list[int], restart_at
              live: list[PartitionPipeline]) -> int:
     evicted = 0
     held, cached = live
-    if True:
-        bounds = [0, *sorted(set(cuts)), len(events)]
-        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-            if b <= a:
-                continue
-            if i == restart_at:  # both restart from their stores
-                held.close()
-                cached.close()
-                held, cached = pipelines(topo, root, budget)
-                live[:] = [held, cached]
-            one, two = held.process(batch(a, events[a:b])), cached.process(batch(a, events[a:b]))
-            assert updates(one) == updates(two)
-            assert dead(one) == dead(two)
-            held.commit()
-            cached.commit()
-            assert stored(held.store, topo) == stored(cached.store, topo)
-            assert cached.cache is not None
-            if evictions is not None and i < len(evictions):
-                cached.cache.evict(evictions[i])
-            evicted = max(evicted, cached.cache.evicted)
-        # every entity with stored state; a held row of late events only may be dropped
-        assert set(stored(held.store, topo)) <= set(cached.entity_ids())
-        st_ = held.stream_time
-        if st_ is not None:
-            assert cached.cache is not None
-            for later in (st_, st_ + 1000, st_ + 30_000, st_ + 10**9):
-                cached.cache.ensure(KEYS)
-                one_v = held.operator.values([*KEYS, "nobody"], later)
-                two_v = cached.operator.values([*KEYS, "nobody"], later)
-                assert msgspec.msgpack.encode(one_v) == msgspec.msgpack.encode(two_v)
+    bounds = [0, *sorted(set(cuts)), len(events)]
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        if b <= a:
+            continue
+        if i == restart_at:  # both restart from their stores
+            held.close()
+            cached.close()
+            held, cached = pipelines(topo, root, budget)
+            live[:] = [held, cached]
+        one, two = held.process(batch(a, events[a:b])), cached.process(batch(a, events[a:b]))
+        assert updates(one) == updates(two)
+        assert dead(one) == dead(two)
+        held.commit()
+        cached.commit()
+        assert stored(held.store, topo) == stored(cached.store, topo)
+        assert cached.cache is not None
+        if evictions is not None and i < len(evictions):
+            cached.cache.evict(evictions[i])
+        evicted = max(evicted, cached.cache.evicted)
+    # every entity with stored state; a held row of late events only may be dropped
+    assert set(stored(held.store, topo)) <= set(cached.entity_ids())
+    st_ = held.stream_time
+    if st_ is not None:
+        assert cached.cache is not None
+        for later in (st_, st_ + 1000, st_ + 30_000, st_ + 10**9):
+            cached.cache.ensure(KEYS)
+            one_v = held.operator.values([*KEYS, "nobody"], later)
+            two_v = cached.operator.values([*KEYS, "nobody"], later)
+            assert msgspec.msgpack.encode(one_v) == msgspec.msgpack.encode(two_v)
     return evicted
 
 
