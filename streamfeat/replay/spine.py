@@ -8,6 +8,7 @@ epoch milliseconds (the stream's event times), whatever types the file used.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,8 +17,27 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from streamfeat.errors import ConfigError
+from streamfeat.topology import TopologyDef
 
-__all__ = ["entity_ids", "read_spine", "timestamps_ms"]
+__all__ = ["entity_ids", "read_spine", "spine_columns", "timestamps_ms"]
+
+
+def spine_columns(topology: TopologyDef, fields: Sequence[str], columns: Sequence[str],
+                  entity_column: str | None, timestamp_column: str | None) -> tuple[str, str]:
+    """The spine's entity and time columns (default: the topology's source key and event
+    time field), once no feature's name is taken by one of the spine's ``columns``."""
+    clash = [f for f in fields if f in columns]
+    if clash:
+        raise ConfigError(
+            f"spine already has columns named like features: {', '.join(clash)}; rename them"
+        )
+    tcol = timestamp_column or topology.source.timestamp
+    if tcol is None:
+        raise ConfigError(
+            f"topology {topology.name!r} uses the Kafka timestamp (no source.timestamp "
+            "field); pass --timestamp-column"
+        )
+    return entity_column or topology.source.key, tcol
 
 
 def read_spine(path: str | os.PathLike[str]) -> pa.Table:

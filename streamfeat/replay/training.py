@@ -61,7 +61,6 @@ from typing import Any
 import pyarrow as pa
 
 from streamfeat.client import resolve_fields
-from streamfeat.errors import ConfigError
 from streamfeat.operators import PartitionOperator
 from streamfeat.pipeline import Acceptance, AcceptedEvents, PartitionPipeline
 from streamfeat.pipeline.rekey import consumed_topic
@@ -77,7 +76,7 @@ from streamfeat.replay.inputs import (
 )
 from streamfeat.replay.jobs import LOGGER, run_jobs
 from streamfeat.replay.output import arrow_columns, write_parquet_atomically
-from streamfeat.replay.spine import entity_ids, read_spine, timestamps_ms
+from streamfeat.replay.spine import entity_ids, read_spine, spine_columns, timestamps_ms
 from streamfeat.snapshot.reader import (
     DateLike,
     SnapshotFile,
@@ -365,18 +364,8 @@ def training_set(
     topo = resolve_topology(topology)
     fields = tuple(resolve_fields(topo, features))
     table = spine if isinstance(spine, pa.Table) else read_spine(spine)
-    clash = [f for f in fields if f in table.column_names]
-    if clash:
-        raise ConfigError(
-            f"spine already has columns named like features: {', '.join(clash)}; rename them"
-        )
-    ecol = entity_column or topo.source.key
-    tcol = timestamp_column or topo.source.timestamp
-    if tcol is None:
-        raise ConfigError(
-            f"topology {topo.name!r} uses the Kafka timestamp (no source.timestamp field); "
-            "pass --timestamp-column"
-        )
+    ecol, tcol = spine_columns(topo, fields, table.column_names, entity_column,
+                               timestamp_column)
     entities = entity_ids(table, ecol)
     times = timestamps_ms(table, tcol)
     snap = snapshot_root(snapshot_dir)

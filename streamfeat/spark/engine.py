@@ -42,7 +42,7 @@ from streamfeat.replay.inputs import (
 )
 from streamfeat.replay.jobs import LOGGER
 from streamfeat.replay.output import combined_kind
-from streamfeat.replay.spine import read_spine
+from streamfeat.replay.spine import read_spine, spine_columns
 from streamfeat.replay.verification import VerifyReport, online_targets
 from streamfeat.snapshot import snapshot_store
 from streamfeat.snapshot.layout import date_folders
@@ -305,18 +305,7 @@ def training_set(
     fields = tuple(resolve_fields(topo, features))
     session = spark or spark_session(master)
     frame = _spine_frame(session, spine)
-    clash = [f for f in fields if f in frame.columns]
-    if clash:
-        raise ConfigError(
-            f"spine already has columns named like features: {', '.join(clash)}; rename them"
-        )
-    ecol = entity_column or topo.source.key
-    tcol = timestamp_column or topo.source.timestamp
-    if tcol is None:
-        raise ConfigError(
-            f"topology {topo.name!r} uses the Kafka timestamp (no source.timestamp field); "
-            "pass --timestamp-column"
-        )
+    ecol, tcol = spine_columns(topo, fields, frame.columns, entity_column, timestamp_column)
     _check_column(frame, ecol, "entity", "--entity-column")
     _check_column(frame, tcol, "timestamp", "--timestamp-column")
     slice_ms: int | None = None
