@@ -67,6 +67,33 @@ def load_average() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+def write_order_snapshots(snap: Path, topic: str, events: int, partitions: int,
+                          entities: int, seed: int, rate: float,
+                          file_rows: int = 100_000) -> list[int]:
+    """``events`` order events (``OrderEvents``) as the worker's Parquet snapshots of
+    ``topic``, keyed to partitions as Kafka's hash would (crc32 of the key), a file per
+    ``file_rows`` records of a partition; returns the records per partition."""
+    from streamfeat.generator import OrderEvents
+    from streamfeat.records import RawRecord
+    from streamfeat.snapshot import SnapshotWriter
+
+    writers = [SnapshotWriter(snap, topic, p) for p in range(partitions)]
+    offsets = [0] * partitions
+    buffers: list[list[RawRecord]] = [[] for _ in range(partitions)]
+    for ev in OrderEvents(entities=entities, seed=seed, events_per_second=rate).events(events):
+        p = zlib.crc32(ev.key) % partitions
+        buffers[p].append(RawRecord(p, offsets[p], ev.ts, ev.key, ev.value))
+        offsets[p] += 1
+        if len(buffers[p]) >= file_rows:
+            writers[p].append(buffers[p])
+            writers[p].flush()
+            buffers[p] = []
+    for w, buf in zip(writers, buffers, strict=True):
+        w.append(buf)
+        w.close()
+    return offsets
+
+
 def own_topology(source: Path, name: str, topic: str) -> str:
     """``source``'s text with its name and topic replaced (as the harness does per run)."""
     text = source.read_text()
@@ -77,10 +104,7 @@ def own_topology(source: Path, name: str, topic: str) -> str:
 # --------------------------------------------------------------------------- replay alone
 def replay_alone(args: argparse.Namespace) -> None:
     """Snapshots written directly, then replayed in this process (no Kafka, no Redis)."""
-    from streamfeat.generator import OrderEvents
-    from streamfeat.records import RawRecord
     from streamfeat.replay import replay
-    from streamfeat.snapshot import SnapshotWriter
     from streamfeat.topology import load_topology
 
     # replay() reports its progress on the streamfeat.replay logger
@@ -91,23 +115,9 @@ def replay_alone(args: argparse.Namespace) -> None:
         topology = load_topology(path)
         snap = Path(tmp) / "snap"
         started = time.perf_counter()
-        writers = [SnapshotWriter(snap, topology.source.topic, p)
-                   for p in range(args.partitions)]
-        offsets = [0] * args.partitions
-        buffers: list[list[RawRecord]] = [[] for _ in range(args.partitions)]
-        events = OrderEvents(entities=args.entities, seed=args.seed,
-                             events_per_second=args.event_rate).events(args.events)
-        for ev in events:
-            p = zlib.crc32(ev.key) % args.partitions
-            buffers[p].append(RawRecord(p, offsets[p], ev.ts, ev.key, ev.value))
-            offsets[p] += 1
-            if len(buffers[p]) >= 100_000:
-                writers[p].append(buffers[p])
-                writers[p].flush()
-                buffers[p] = []
-        for w, buf in zip(writers, buffers, strict=True):
-            w.append(buf)
-            w.close()
+        offsets = write_order_snapshots(snap, topology.source.topic, args.events,
+                                        args.partitions, args.entities, args.seed,
+                                        args.event_rate)
         files = len(list(snap.rglob("*.parquet")))
         print(f"snapshotted {args.events:,} events in {files} files "
               f"({time.perf_counter() - started:.1f} s); per partition {offsets}")

@@ -37,48 +37,28 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from replay import load_average, write_order_snapshots  # benchmarks/replay.py
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TOPOLOGY = ROOT / "benchmarks" / "peers" / "bench_topology.yaml"
-
-
-def load_average() -> str:
-    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def snapshots(cache: Path, topology_text: str, events: int, partitions: int, entities: int,
               seed: int, rate: float) -> Path:
     """Snapshots of ``events`` order events, written once per set of arguments."""
-    from streamfeat.generator import OrderEvents
-    from streamfeat.records import RawRecord
-    from streamfeat.snapshot import SnapshotWriter
-
     snap = cache / f"e{events}-p{partitions}-n{entities}-s{seed}-r{rate:g}"
     done = snap / "_complete"
     if done.exists():
         return snap
     shutil.rmtree(snap, ignore_errors=True)
     started = time.perf_counter()
-    topic = "bench.spark"
-    writers = [SnapshotWriter(snap, topic, p) for p in range(partitions)]
-    offsets = [0] * partitions
-    buffers: list[list[RawRecord]] = [[] for _ in range(partitions)]
-    for ev in OrderEvents(entities=entities, seed=seed, events_per_second=rate).events(events):
-        p = zlib.crc32(ev.key) % partitions
-        buffers[p].append(RawRecord(p, offsets[p], ev.ts, ev.key, ev.value))
-        offsets[p] += 1
-        if len(buffers[p]) >= 200_000:
-            writers[p].append(buffers[p])
-            writers[p].flush()
-            buffers[p] = []
-    for w, buf in zip(writers, buffers, strict=True):
-        w.append(buf)
-        w.close()
+    write_order_snapshots(snap, "bench.spark", events, partitions, entities, seed, rate,
+                          file_rows=200_000)
     done.write_text(topology_text)
     print(f"snapshotted {events:,} events over {partitions} partitions in "
           f"{time.perf_counter() - started:.1f} s -> {snap}", flush=True)
