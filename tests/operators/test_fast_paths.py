@@ -25,9 +25,8 @@ from streamfeat.topology.definitions import (
     FeatureDef,
     SourceDef,
     TopologyDef,
-    WindowDef,
-    WindowKind,
 )
+from tests.operators.test_partition_operator import make_window as window
 
 KEYS = ["a", "b", "c"]
 WHERES: dict[str, Any] = {"s == 'x'": lambda r: r.get("s") == "x"}
@@ -38,20 +37,6 @@ SETTINGS = settings(max_examples=200, deadline=None,
 FAST = [AggKind.COUNT_DISTINCT, AggKind.PERCENTILE, AggKind.TOP_K, AggKind.LAST_K,
         AggKind.FIRST, AggKind.LAST, AggKind.STDDEV, AggKind.MIN, AggKind.MAX, AggKind.SUM,
         AggKind.COUNT, AggKind.MEAN]
-
-
-def window(kind: str, size: int, hop: int) -> WindowDef:
-    if kind == "sliding":
-        return WindowDef(WindowKind.SLIDING, size, hop, f"sl{size}_{hop}")
-    if kind == "exact":
-        return WindowDef(WindowKind.SLIDING, size, None, f"ex{size}", exact=True)
-    if kind == "tumbling":
-        return WindowDef(WindowKind.TUMBLING, size, size, f"tu{size}")
-    if kind == "final":
-        return WindowDef(WindowKind.TUMBLING, size, size, f"tf{size}", emit_final=True)
-    if kind == "session":
-        return WindowDef(WindowKind.SESSION, size, None, f"se{size}")
-    return WindowDef(WindowKind.LIFETIME, None, None, "lifetime")
 
 
 windows_st = st.builds(
