@@ -161,13 +161,7 @@ class FastBucketSlot(BucketSlot):
         stored = self.stored.get(row)
         if stored is not None:
             stored.pop(b, None)
-        buckets = self.entities.get(row)
-        if buckets is None:
-            buckets = self.entities[row] = {}
-        state = buckets.get(b)
-        if state is None:
-            state = buckets[b] = self.new_state()
-        return state
+        return self._state_of(row, b)
 
     def _add_states(self, groups: list[tuple[int, int, int, int]], batch: Batch,
                     pos: I64, values: list[Any]) -> None:

@@ -220,13 +220,17 @@ class BucketSlot(_PerEventSlot[dict[int, AggState]]):
         b = self.span.bucket(ts)
         if b < keep:
             return
+        self._state_of(row, b).add(value, ts, seq)
+
+    def _state_of(self, row: int, b: int) -> AggState:
+        """The state of bucket ``b`` of ``row``, a new one if it has none."""
         buckets = self.entities.get(row)
         if buckets is None:
             buckets = self.entities[row] = {}
         state = buckets.get(b)
         if state is None:
             state = buckets[b] = self.new_state()
-        state.add(value, ts, seq)
+        return state
 
     def prune(self, row: int, st: int) -> None:
         buckets = self.entities.get(row)
