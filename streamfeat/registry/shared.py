@@ -118,15 +118,18 @@ class TopologyHistory:
 
     def version(self, ref: str) -> Deployment:
         """The version ``ref`` names: its number (``3``, ``v3``), its digest or a prefix of
-        it, or ``current``; otherwise a :class:`ConfigError` listing those there are."""
+        it, or ``current``; otherwise a :class:`ConfigError` listing those there are. Text
+        of digits is a version number when there is a version of that number, otherwise a
+        digest prefix."""
         text = ref.strip()
         if text == "current":
             return self.latest
         number = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
-        if number.isdigit():
-            found = [v for v in self.versions if v.version == int(number)]
-        else:
-            found = [v for v in self.versions if v.digest.startswith(text)] if text else []
+        found = [v for v in self.versions if v.version == int(number)] if number.isdigit() else []
+        if not found and text:
+            # a digest prefix may be all digits ("492889"): one that is not a version
+            # number is read as a prefix
+            found = [v for v in self.versions if v.digest.startswith(text)]
         if len(found) == 1:
             return found[0]
         known = ", ".join(f"{v.version} ({v.digest})" for v in self.versions)

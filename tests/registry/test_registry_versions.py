@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
+from streamfeat.errors import ConfigError
 from streamfeat.pipeline.evolution import FieldStatus, field_changes
 from streamfeat.registry import (
     READ_SET,
@@ -17,6 +20,7 @@ from streamfeat.registry import (
     usage_key,
     version_document,
 )
+from streamfeat.registry.shared import Deployment, TopologyHistory
 from streamfeat.sinks.redis import partial_key
 from streamfeat.topology import load_topology_text
 
@@ -137,3 +141,24 @@ def test_no_two_topologies_share_a_registry_key() -> None:
     assert TOPOLOGY_SET not in texts and READ_SET not in texts
     for (_a, ka), (_b, kb) in itertools.combinations(keys, 2):
         assert not ka.startswith("sf:") and not kb.startswith("sf:")  # never a feature key
+
+
+def test_a_version_is_named_by_number_digest_prefix_or_current_even_an_all_digit_prefix() -> None:
+    """A digest prefix can be all digits ("492889"): when no version has that number it is
+    read as a prefix, not refused (a CI run drew such a digest)."""
+    def deployment(n: int, digest: str) -> Deployment:
+        return Deployment("pay", n, digest, {}, 0, 0, 1, 0, "h")
+
+    history = TopologyHistory("pay", [deployment(1, "4b77f15cab9d"),
+                                      deployment(2, "4928892675fc"),
+                                      deployment(3, "3e014e163149")], current=2)
+    assert history.version("2").version == 2
+    assert history.version("v3").version == 3
+    assert history.version("492889").version == 2
+    assert history.version("4b7").version == 1
+    assert history.version("current").version == 2
+    assert history.version("3").version == 3          # a number wins over a digest prefix
+    with pytest.raises(ConfigError, match="is not a version"):
+        history.version("9")
+    with pytest.raises(ConfigError, match="names several"):
+        history.version("4")
