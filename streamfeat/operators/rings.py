@@ -9,6 +9,7 @@ updated once per ``(entity, bucket)`` group per batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamfeat.errors import StateError
+from streamfeat.operators.aggregations import moments_result
 from streamfeat.operators.slots import NEVER, Batch
 from streamfeat.operators.windows import Span
 from streamfeat.topology.definitions import AggKind, FeatureDef
@@ -48,8 +50,28 @@ def _sum_by(groups: I64, weights: F64, m: int) -> F64:
 
 _LONG_RUN = 32
 
+FEW_EVENTS = 96
+"""Batches of at most this many events (after the ``where`` filter) are added to a ring one
+``(row, bucket)`` group at a time in Python: on small batches numpy's fixed cost per call
+(a few µs, some fifty calls per ring) dominates, and freshness at modest rates is made of
+small batches. Both paths do the same float operations in the same order."""
+
+FEW_ROWS, FEW_CELLS = 8, 40
+"""Queries of at most this many rows reading at most this many live cells sum them in
+Python (see :data:`FEW_EVENTS`; past these, one numpy pass over all rows is cheaper)."""
+
 
 def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
+    """:func:`_accumulate_lengths` of runs starting at ``starts`` in ``n`` values."""
+    if starts.size == 0:
+        return base.copy()
+    lengths = np.empty(starts.size, dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1] = n - starts[-1]
+    return _accumulate_lengths(base, starts, lengths, values)
+
+
+def _accumulate_lengths(base: F64, starts: I64, lengths: I64, values: F64) -> F64:
     """``base[g] + v[s] + v[s+1] + ...`` for each run ``g`` of ``values``, added one value at
     a time from left to right, exactly as a sequential loop over the events would.
 
@@ -58,8 +80,9 @@ def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
     batches: the replay then equals the stream bit for bit. Runs share a numpy step per
     position; runs longer than ``_LONG_RUN`` use one sequential ``np.cumsum`` each.
     """
+    if lengths.size == values.size:  # every run one value long: base + v, as the loop does
+        return base + values
     out = base.copy()
-    lengths = np.diff(np.r_[starts, n])
     long_runs = np.flatnonzero(lengths > _LONG_RUN)
     for g in long_runs.tolist():
         s, e = int(starts[g]), int(starts[g] + lengths[g])
@@ -268,6 +291,9 @@ class MomentsRing:
         self.sweep(st)
         if e.size == 0:
             return
+        if e.size <= FEW_EVENTS:
+            self._update_few(e, ts, orig, xs, oks, st)
+            return
         b = self.span.buckets(ts)
         keep = b >= self.span.keep_from(st)
         if not keep.all():
@@ -299,7 +325,10 @@ class MomentsRing:
         if not has.all() and valid.any():
             vi = np.flatnonzero(valid)
             gv = inv[vi]
-            vstart = np.flatnonzero(np.r_[True, gv[1:] != gv[:-1]])
+            step = np.empty(gv.size, dtype=np.bool_)
+            step[0] = True
+            np.not_equal(gv[1:], gv[:-1], out=step[1:])
+            vstart = np.flatnonzero(step)
             groups = gv[vstart]
             first = np.minimum.reduceat(orig[vi], vstart)  # earliest offset of the group
             fresh_k = ~has[groups]
@@ -313,10 +342,13 @@ class MomentsRing:
             # (by group, then offset: one int64 key sorts faster than lexsort's two)
             by_offset = np.argsort(inv * (int(orig.max()) + 1) + orig, kind="stable")
             d = d[by_offset]
-            cells[:, _COUNT] += np.diff(np.r_[starts, e.size])
+            lengths = np.empty(m, dtype=np.int64)
+            np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+            lengths[-1] = e.size - starts[-1]
+            cells[:, _COUNT] += lengths
             cells[:, _NUMBERS] += np.bincount(inv, weights=valid, minlength=m)
-            cells[:, _SUM] = _accumulate_runs(cells[:, _SUM], starts, e.size, d)
-            cells[:, _SUM_SQ] = _accumulate_runs(cells[:, _SUM_SQ], starts, e.size, d * d)
+            cells[:, _SUM] = _accumulate_lengths(cells[:, _SUM], starts, lengths, d)
+            cells[:, _SUM_SQ] = _accumulate_lengths(cells[:, _SUM_SQ], starts, lengths, d * d)
         self.cell_moments[cid] = cells
         if self.minmax and valid.any():
             # + 0.0 makes -0.0 into 0.0: numpy's minimum and maximum keep the later of two
@@ -331,6 +363,84 @@ class MomentsRing:
             cur[:, 0] = np.minimum(cur[:, 0], lo)
             cur[:, 1] = np.maximum(cur[:, 1], hi)
             self.cell_extremes[cid] = cur
+
+    def _alloc_one(self) -> int:
+        """One cell, as :meth:`_alloc` would give it."""
+        if self.free_cells:
+            return self.free_cells.pop()
+        if self.cells_used < self.cell_bucket.size:
+            self.cells_used += 1
+            return self.cells_used - 1
+        return int(self._alloc(1)[0])
+
+    def _update_few(self, e: I64, ts: I64, orig: I64, xs: F64, oks: B, st: int) -> None:
+        """:meth:`update` for a small batch: the same groups, the same float operations in
+        the same order (each group's values onto the cell one at a time, in offset order),
+        one ``(row, bucket)`` group at a time in Python."""
+        span = self.span
+        keep = span.keep_from(st)
+        rows: list[int] = e.tolist()
+        buckets: list[int] = span.buckets(ts).tolist()
+        offsets: list[int] = orig.tolist()
+        xl: list[float] = xs[orig].tolist()
+        vl: list[bool] = oks[orig].tolist()
+        size = self.ring_size
+        ring, cell_bucket, cell_moments = self.ring, self.cell_bucket, self.cell_moments
+        minmax = self.minmax
+        n = len(rows)
+        i = 0
+        while i < n:
+            row, bucket = rows[i], buckets[i]
+            j = i + 1
+            while j < n and rows[j] == row and buckets[j] == bucket:
+                j += 1
+            if bucket < keep:  # a whole group: its bucket can no longer be read
+                i = j
+                continue
+            pos = bucket % size
+            cid = int(ring[row, pos])
+            if cid < 0:
+                cid = self._alloc_one()
+                # the cell table may have grown: new arrays
+                cell_bucket, cell_moments = self.cell_bucket, self.cell_moments
+                ring[row, pos] = cid
+                fresh = True
+            else:
+                fresh = int(cell_bucket[cid]) != bucket  # expired, not swept yet
+            if fresh:
+                cell_bucket[cid] = bucket
+                self.cell_row[cid] = row
+                count, numbers, shift, s1, s2 = 0.0, 0.0, 0.0, 0.0, 0.0
+                lo, hi = math.inf, -math.inf
+            else:
+                count, numbers, shift, s1, s2 = cell_moments[cid].tolist()
+                if minmax:
+                    lo, hi = self.cell_extremes[cid].tolist()
+            group = range(i, j) if j - i == 1 else sorted(range(i, j), key=offsets.__getitem__)
+            count += j - i
+            if numbers == 0:
+                for k in group:
+                    if vl[k]:
+                        shift = xl[k]
+                        break
+            for k in group:
+                if vl[k]:
+                    numbers += 1.0
+                    d = xl[k] - shift
+                    if minmax:
+                        x = xl[k] + 0.0  # -0.0 as 0.0, as in update()
+                        if x < lo:
+                            lo = x
+                        if x > hi:
+                            hi = x
+                else:
+                    d = 0.0
+                s1 += d
+                s2 += d * d
+            cell_moments[cid] = (count, numbers, shift, s1, s2)
+            if minmax:
+                self.cell_extremes[cid] = (lo, hi)
+            i = j
 
     def _live(self, rows: I64, t: int) -> tuple[I64, I64, I64]:
         """(index into ``rows``, cell id, bucket) of every cell of ``rows`` kept as of ``t``.
@@ -356,11 +466,13 @@ class MomentsRing:
         kept = bids >= keep
         return i[kept], cidr[kept], bids[kept]
 
-    def query(self, rows: I64, t: int) -> tuple[WindowMoments, I64]:
-        """Window moments as of ``t`` for ``rows``, and each row's next change time."""
+    def query(self, rows: I64, t: int,
+              live: tuple[I64, I64, I64] | None = None) -> tuple[WindowMoments, I64]:
+        """Window moments as of ``t`` for ``rows``, and each row's next change time
+        (``live``: :meth:`_live` of ``rows`` at ``t`` when already gathered)."""
         m = rows.size
         lo, hi = self.span.window(t)
-        i, cid, bids = self._live(rows, t)
+        i, cid, bids = self._live(rows, t) if live is None else live
         inwin = (bids >= lo) & (bids <= hi)
         wi, wc, wb = i[inwin], cid[inwin], bids[inwin]
         # Sum each row's cells in bucket order, whatever order the cells were allocated in.
@@ -406,8 +518,58 @@ class MomentsRing:
     def values(
         self, rows: I64, t: int, features: Sequence[FeatureDef]
     ) -> tuple[list[list[Any]], I64]:
-        moments, nxt = self.query(rows, t)
+        live = self._live(rows, t)
+        if rows.size <= FEW_ROWS and live[0].size <= FEW_CELLS:
+            return self._values_few(rows.size, live, t, features)
+        moments, nxt = self.query(rows, t, live)
         return [moments_column(f.agg, moments) for f in features], nxt
+
+    def _values_few(
+        self, m: int, live: tuple[I64, I64, I64], t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        """:meth:`values` over few cells, summed in Python: the same float operations in
+        the same order as :meth:`query` (each row's cells by bucket, onto the shift of its
+        oldest cell with a number) and :func:`moments_result`, the scalar twin of
+        :func:`moments_column`."""
+        span = self.span
+        lo, hi = span.window(t)
+        index, cids, buckets = live
+        nxt = [int(NEVER)] * m
+        per_row: list[list[tuple[int, int]]] = [[] for _ in range(m)]
+        for r, cid, b in zip(index.tolist(), cids.tolist(), buckets.tolist(), strict=True):
+            if span.hop:
+                change = span.next_change_one(b, t)
+                if change < nxt[r]:
+                    nxt[r] = change
+            if lo <= b <= hi:
+                per_row[r].append((b, cid))
+        order = [cid for cells in per_row
+                 for _b, cid in (sorted(cells) if len(cells) > 1 else cells)]
+        moments = self.cell_moments[order].tolist()
+        extremes = self.cell_extremes[order].tolist() if self.minmax else None
+        columns: list[list[Any]] = [[] for _ in features]
+        at = 0
+        for cells in per_row:
+            mine = moments[at : at + len(cells)]
+            k0 = next((kc for _c, nc, kc, _s1, _s2 in mine if nc > 0), 0.0)
+            count = numbers = s1 = s2 = 0.0
+            for cc, nc, kc, a1, a2 in mine:
+                delta = kc - k0 if nc > 0 else 0.0
+                count += cc
+                numbers += nc
+                s1 += a1 + nc * delta
+                s2 += a2 + 2.0 * delta * a1 + nc * delta * delta
+            mn, mx = math.inf, -math.inf
+            if extremes is not None:
+                for e0, e1 in extremes[at : at + len(cells)]:
+                    if e0 < mn:
+                        mn = e0
+                    if e1 > mx:
+                        mx = e1
+            at += len(cells)
+            for f, column in zip(features, columns, strict=True):
+                column.append(moments_result(f.agg, count, numbers, k0, s1, s2, mn, mx))
+        return columns, np.asarray(nxt, dtype=np.int64)
 
     @property
     def _cell_dtype(self) -> np.dtype[np.void]:
