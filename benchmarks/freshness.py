@@ -12,6 +12,11 @@ record its values reflect) reaches the record's offset. A poller thread reads th
 entities' ``_v`` every millisecond, so the figures carry about 1 ms of resolution.
 ``--max-rate`` (e.g. the worker's events/s from benchmarks/harness.py) adds a run at half
 that rate. Prints p50 / p99 / max per rate; the topic and keys are deleted at the end.
+
+Kafka's own part, in the same minutes: a plain consumer (confluent-kafka, its own group,
+``fetch.wait.max.ms`` 5) reads the same topic and records, for the same sampled records,
+the time from ``produce()`` to receiving them: the floor under any consumer's freshness on
+this machine at that moment (the "kafka alone" columns).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfeat.config import resolve_kafka, resolve_redis
@@ -86,13 +91,36 @@ class Poller(threading.Thread):
             time.sleep(0.001)
 
 
+class KafkaFloor(threading.Thread):
+    """A plain consumer of the topic: when each sampled record (by partition and offset)
+    reached a consumer that does nothing else."""
+
+    def __init__(self, kafka: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"floor-{topic}",
+                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                  "fetch.wait.max.ms": 5})
+        self.consumer.subscribe([topic])
+        self.received: dict[tuple[int, int], float] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            messages = self.consumer.consume(10_000, 0.05)
+            now = time.time()
+            for m in messages:
+                if m.error() is None:
+                    self.received[(int(m.partition() or 0), int(m.offset() or 0))] = now
+        self.consumer.close()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_rate(producer: Producer, poller: Poller, topic: str, rate: float, seconds: float,
-             n_samples: int, entities: int, wait: float) -> dict[str, float]:
+def run_rate(producer: Producer, poller: Poller, floor: KafkaFloor, topic: str, rate: float,
+             seconds: float, n_samples: int, entities: int, wait: float) -> dict[str, float]:
     n = int(rate * seconds)
     gen = OrderEvents(entities=entities, start_ms=int(time.time() * 1000),
                       events_per_second=rate, late_fraction=0.0, disorder_ms=0,
@@ -138,6 +166,11 @@ def run_rate(producer: Producer, poller: Poller, topic: str, rate: float, second
            "missing": len(samples) - len(lat)}
     if lat:
         out |= {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "max": max(lat)}
+    received = [floor.received.get((s.partition, s.offset)) for s in samples]
+    alone = [(r - s.produced) * 1000 for s, r in zip(samples, received, strict=True)
+             if r is not None]
+    if alone:
+        out |= {"kafka_p50": percentile(alone, 0.5), "kafka_p99": percentile(alone, 0.99)}
     return out
 
 
@@ -181,15 +214,17 @@ def main() -> None:
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 1, "enable.idempotence": True})
     poller = Poller(client, name)
     poller.start()
+    floor = KafkaFloor(kafka, topic)
+    floor.start()
     results = []
     try:
         print(f"worker pid {worker.pid} on {topic}; warming up ...", flush=True)
-        warm = run_rate(producer, poller, topic, 100, 2, 20, args.entities, 60)
+        warm = run_rate(producer, poller, floor, topic, 100, 2, 20, args.entities, 60)
         if warm["missing"]:
             raise SystemExit(f"the worker did not catch up; see {work / 'worker.log'}")
         for rate in rates:
             print(f"producing {rate:,.0f} events/s for {args.seconds:.0f} s ...", flush=True)
-            r = run_rate(producer, poller, topic, rate, args.seconds, args.samples,
+            r = run_rate(producer, poller, floor, topic, rate, args.seconds, args.samples,
                          args.entities, args.wait)
             results.append(r)
             line = (f"  achieved {r['achieved']:,.0f}/s, {r['samples'] - r['missing']}"
@@ -197,9 +232,13 @@ def main() -> None:
             if "p50" in r:
                 line += (f"; produce->Redis p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
                          f"max {r['max']:.1f} ms")
+            if "kafka_p50" in r:
+                line += (f"; kafka alone p50 {r['kafka_p50']:.1f} ms, "
+                         f"p99 {r['kafka_p99']:.1f} ms")
             print(line, flush=True)
     finally:
         poller.stopping.set()
+        floor.stopping.set()
         worker.terminate()
         try:
             worker.wait(30)
@@ -215,10 +254,12 @@ def main() -> None:
         keys = list(client.scan_iter(match=f"sf:{name}:*", count=5000))
         for i in range(0, len(keys), 5000):
             client.unlink(*keys[i : i + 5000])
-    print("\n| rate target/s | achieved/s | samples | p50 ms | p99 ms | max ms |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| rate target/s | achieved/s | samples | p50 ms | p99 ms | max ms "
+          "| kafka alone p50 ms | kafka alone p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        cells = [f"{r.get(k, float('nan')):.1f}" for k in ("p50", "p99", "max")]
+        cells = [f"{r.get(k, float('nan')):.1f}"
+                 for k in ("p50", "p99", "max", "kafka_p50", "kafka_p99")]
         print(f"| {r['rate']:,.0f} | {r['achieved']:,.0f} | {r['samples'] - r['missing']}"
               f"/{r['samples']} | {' | '.join(cells)} |")
 
