@@ -689,7 +689,7 @@ class PartitionOperator:
         self._clock += 1
         self._used[row_array] = self._clock
         if self._st is not None:
-            self.values(list(payloads))  # arms the timers of restored entities
+            self.value_columns(list(payloads))  # arms the timers of restored entities
 
     # -- a working set under a memory budget (streamfeat.pipeline.cache) --------
 
