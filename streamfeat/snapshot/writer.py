@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
 from streamfeat.records import RawRecord, RecordBatch, as_batch
+from streamfeat.snapshot.buffer import RecordBuffer
 from streamfeat.snapshot.layout import (
     SnapshotLocation,
     date_folders,
@@ -142,10 +143,10 @@ class SnapshotWriter:
         self.partition = partition
         self.every_s = every_s
         self.max_rows = max_rows
-        self._buffer = RecordBatch.empty(partition)
+        self._buffer = RecordBuffer()  # Arrow columns: a third of the memory of the records
         # A write handed to the background thread: its records, and what it returns (how
         # many of them became durable, and the error that stopped it, if any).
-        self._inflight: RecordBatch | None = None
+        self._inflight: pa.Table | None = None
         self._inflight_oldest: int | None = None  # smallest kafka_ts in _inflight
         self._future: Future[_Written] | None = None
         self._buffer_since: float | None = None
@@ -192,7 +193,7 @@ class SnapshotWriter:
     @property
     def buffered(self) -> int:
         """Records accepted but not yet durable (buffered, or being written)."""
-        return len(self._buffer) + (len(self._inflight) if self._inflight is not None else 0)
+        return len(self._buffer) + (self._inflight.num_rows if self._inflight is not None else 0)
 
     def append(self, records: RecordBatch | Sequence[RawRecord]) -> None:
         """Buffer records of this partition in offset order.
@@ -211,7 +212,7 @@ class SnapshotWriter:
         batch = batch.since(self._accept_from)
         if not batch:
             return
-        self._buffer.extend(batch)
+        self._buffer.append(batch)
         self._accept_from = batch.offsets[-1] + 1
         oldest = min(batch.kafka_ts)
         if self._oldest_ts is None or oldest < self._oldest_ts:
@@ -253,12 +254,11 @@ class SnapshotWriter:
         """Take in the result of a finished background write (raises its error)."""
         self._collect(block=False)
 
-    def _cut(self) -> RecordBatch:
-        batch = self._buffer
-        self._buffer = RecordBatch.empty(self.partition)
+    def _cut(self) -> pa.Table:
+        table = self._buffer.cut()
         self._oldest_ts = None
         self._buffer_since = None
-        return batch
+        return table
 
     def _collect(self, *, block: bool) -> None:
         future, batch = self._future, self._inflight
@@ -267,37 +267,36 @@ class SnapshotWriter:
         self._future = self._inflight = self._inflight_oldest = None
         self._take_back(batch, future.result())
 
-    def _take_back(self, batch: RecordBatch, done: _Written) -> None:
+    def _take_back(self, batch: pa.Table, done: _Written) -> None:
         """Take in a finished write: what became durable, and what goes back in front."""
         self._durable, self._max_ts = done.durable, done.max_ts
-        if done.records < len(batch):
-            rest = batch[done.records:]
-            rest.extend(self._buffer)
-            self._buffer = rest
-            self._oldest_ts = min(rest.kafka_ts)
+        if done.records < batch.num_rows:
+            self._buffer.prepend(batch.slice(done.records))
+            self._oldest_ts = self._buffer.oldest_ts()
             if self._buffer_since is None:
                 self._buffer_since = time.time()
         if done.error is not None:
             raise done.error
 
-    def _write_runs(self, buf: RecordBatch, max_ts: int | None) -> _Written:
+    def _write_runs(self, buf: pa.Table, max_ts: int | None) -> _Written:
         """Write ``buf`` as files of one date each (on any thread: changes nothing here)."""
-        if not buf:
+        if buf.num_rows == 0:
             return _Written(0, self._durable, max_ts, None)
         # The date of a record is that of the running maximum of kafka_ts: find the runs
         # of one date (vectorized; a flush holds up to max_rows records).
-        ts = np.asarray(buf.kafka_ts, dtype=np.int64)
+        ts = np.array(buf.column("kafka_ts").to_numpy(), dtype=np.int64)
+        offsets = buf.column("offset")
         if max_ts is not None:
             ts[0] = max(int(ts[0]), max_ts)
         running = np.maximum.accumulate(ts)
         days = running // _DAY_MS
-        ends = [*(np.flatnonzero(np.diff(days)) + 1).tolist(), len(buf)]
+        ends = [*(np.flatnonzero(np.diff(days)) + 1).tolist(), buf.num_rows]
         start, durable = 0, self._durable
         try:
             for end in ends:
                 run_max = int(running[end - 1])
-                self._write(_utc_date(run_max), buf[start:end])
-                durable, max_ts, start = buf.offsets[end - 1] + 1, run_max, end
+                self._write(_utc_date(run_max), buf.slice(start, end - start))
+                durable, max_ts, start = int(offsets[end - 1].as_py()) + 1, run_max, end
         except StateError as exc:
             return _Written(start, durable, max_ts, exc)
         except Exception as exc:  # a background write must never lose records
@@ -308,22 +307,14 @@ class SnapshotWriter:
             return _Written(start, durable, max_ts, error)
         return _Written(start, durable, max_ts, None)
 
-    def _write(self, date: str, records: RecordBatch) -> None:
-        first, last = records.offsets[0], records.offsets[-1]
+    def _write(self, date: str, records: pa.Table) -> None:
+        """One file of ``records`` (buffered columns: :data:`~.buffer.BUFFER_FIELDS`)."""
+        offsets = records.column("offset")
+        first, last = int(offsets[0].as_py()), int(offsets[-1].as_py())
         key = f"{partition_prefix(self.topic, date, self.partition)}/{file_name(first, last)}"
-        columns = [
-            pa.array(np.full(len(records), self.partition, dtype=np.int32)),
-            pa.array(records.offsets, pa.int64()),
-            pa.array(records.kafka_ts, pa.int64()),
-            pa.array(records.keys, pa.binary()),
-            pa.array(records.values, pa.binary()),
-        ]
-        if records.origins is None:
-            table = pa.table(columns, schema=SCHEMA)
-        else:
-            columns += [pa.array(records.origins.partitions, pa.int32()),
-                        pa.array(records.origins.offsets, pa.int64())]
-            table = pa.table(columns, schema=REKEYED_SCHEMA)
+        partition = pa.array(np.full(records.num_rows, self.partition, dtype=np.int32))
+        schema = SCHEMA if records.num_columns == len(SCHEMA) - 1 else REKEYED_SCHEMA
+        table = pa.Table.from_arrays([partition, *records.columns], schema=schema)
         out = pa.BufferOutputStream()
         pq.write_table(table, out, compression="zstd")
         try:
