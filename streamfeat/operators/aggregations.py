@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 from enum import StrEnum
+from itertools import chain
 from typing import Any, Protocol, Self
 
 from streamfeat.errors import StateError
@@ -172,17 +173,29 @@ class Moments:
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         self.c += 1
-        x = numeric(value)
-        if x is None:
-            return
-        if self.k is None:
-            self.k = x
-        d = x - self.k
+        kind = type(value)
+        if kind is float:
+            if value != value:  # NaN: missing
+                return
+            x = value
+        elif kind is int:
+            x = float(value)
+        else:
+            got = numeric(value)
+            if got is None:
+                return
+            x = got
+        k = self.k
+        if k is None:
+            k = self.k = x
+        d = x - k
         self.n += 1
         self.s1 += d
         self.s2 += d * d
-        self.mn = min(self.mn, x)
-        self.mx = max(self.mx, x)
+        if x < self.mn:  # as min(): the first of equal values (0.0, -0.0) stays
+            self.mn = x
+        if x > self.mx:
+            self.mx = x
 
     def merge(self, other: Moments) -> None:
         self.c += other.c
@@ -304,6 +317,10 @@ class Distinct:
         return st
 
 
+_EMPTY_SKETCH = DDSketch(relative_accuracy=PERCENTILE_RELATIVE_ACCURACY)
+"""The parameters of every ``percentile`` state's sketch (:meth:`Quantiles.new` copies them)."""
+
+
 class Quantiles:
     """``percentile``: a DDSketch (relative accuracy 1 %)."""
 
@@ -316,7 +333,7 @@ class Quantiles:
 
     @classmethod
     def new(cls, feature: FeatureDef) -> Quantiles:
-        return cls()
+        return cls(_EMPTY_SKETCH.blank())
 
     def add(self, value: Any, ts: int, seq: int) -> None:
         x = numeric(value)
@@ -363,6 +380,17 @@ class Ends:
             self.first = (ts, seq, value)
         if self.last is None or (ts, seq) > self.last[:2]:
             self.last = (ts, seq, value)
+
+    def add_items(self, items: list[tuple[int, int, Any]]) -> None:
+        """``add(value, ts, seq)`` of each ``(ts, seq, value)`` (values not null, ``(ts, seq)``
+        distinct), at once: only the earliest and the latest can change the state."""
+        if not items:
+            return
+        first, last = min(items), max(items)  # (ts, seq) distinct: values never compared
+        if self.first is None or first[:2] < self.first[:2]:
+            self.first = first
+        if self.last is None or last[:2] > self.last[:2]:
+            self.last = last
 
     def merge(self, other: Ends) -> None:
         if other.first is not None:
@@ -411,6 +439,16 @@ class Recent:
             heapq.heappush(self.heap, item)
         elif (ts, seq) > self.heap[0][:2]:
             heapq.heapreplace(self.heap, item)
+
+    def add_items(self, items: list[tuple[int, int, Any]]) -> None:
+        """``add(value, ts, seq)`` of each ``(ts, seq, value)`` (values not null, ``(ts, seq)``
+        distinct from each other and from those held), at once: the ``k`` latest of both."""
+        heap = self.heap
+        if len(heap) + len(items) <= self.k:
+            heap.extend(items)
+        else:
+            heap = self.heap = heapq.nlargest(self.k, chain(heap, items))
+        heapq.heapify(heap)
 
     def merge(self, other: Recent) -> None:
         for ts, seq, value in other.heap:

@@ -388,12 +388,19 @@ class PartitionOperator:
             return ProcessResult(late, set())
 
         passing: dict[str | None, npt.NDArray[np.bool_]] = {None: ~late}
+        columns: dict[str, list[Any]] = dict(fields or {})  # read once for every where
         for text, pred in self._predicates.items():
-            m = np.zeros(n, dtype=np.bool_)
-            if all_ok:
-                m[:] = [bool(pred(r)) for r in records]
+            many = getattr(pred, "many", None)  # compile_where's: a batch at a time
+            if many is not None:
+                m = np.array(many(records, columns), dtype=np.bool_)
+                if not all_ok:
+                    m &= passing[None]
             else:
-                m[accepted] = [bool(pred(records[i])) for i in accepted.tolist()]
+                m = np.zeros(n, dtype=np.bool_)
+                if all_ok:
+                    m[:] = [bool(pred(r)) for r in records]
+                else:
+                    m[accepted] = [bool(pred(records[i])) for i in accepted.tolist()]
             passing[text] = m
         batch = Batch(rows, tarr, accepted, seq0, st, records, fields, passing)
         for slot in self._slots:

@@ -515,6 +515,18 @@ class DDSketch:
         self._count = 0
         self._min_key: int | None = None
 
+    def blank(self) -> DDSketch:
+        """An empty sketch with this one's parameters (cheaper than the constructor, which
+        checks them and derives the mapping's multiplier again)."""
+        new = DDSketch.__new__(DDSketch)
+        new._alpha = self._alpha
+        new._max_buckets = self._max_buckets
+        new._multiplier = self._multiplier
+        new._buckets = {}
+        new._count = 0
+        new._min_key = None
+        return new
+
     @property
     def relative_accuracy(self) -> float:
         return self._alpha

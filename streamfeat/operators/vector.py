@@ -35,6 +35,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -145,32 +146,59 @@ class FastBucketSlot(BucketSlot):
                               bounds[:-1], bounds[1:], strict=True))
             column = batch.column(field)
             values = [column[i] for i in pos.tolist()]
+            states = self._group_states(groups)
             if self.family is Family.QUANTILES:
-                self._add_quantiles(groups, batch, pos, values)
+                self._add_quantiles(groups, states, batch, pos, values)
             elif self.family is Family.DISTINCT:
-                self._add_distinct(groups, values)
+                self._add_distinct(groups, states, values)
             elif self.family is Family.FREQUENCIES:
-                self._add_frequencies(groups, batch, pos, values)
+                self._add_frequencies(groups, states, batch, pos, values)
+            elif self.family in (Family.RECENT, Family.ENDS):
+                self._add_items(groups, states, batch, pos, values)
             else:
-                self._add_states(groups, batch, pos, values)
+                self._add_states(groups, states, batch, pos, values)
         for row in batch.touched_rows:
-            self.prune(row, st)
+            self._prune(row, keep)
 
-    def _bucket_state(self, row: int, b: int) -> AggState:
-        """The state of bucket ``b`` of ``row``, about to change."""
-        stored = self.stored.get(row)
-        if stored is not None:
-            stored.pop(b, None)
-        return self._state_of(row, b)
+    def _group_states(self, groups: list[tuple[int, int, int, int]]) -> list[AggState]:
+        """The state of each group's bucket, about to change (a new one if it has none, as
+        :meth:`_state_of` makes it; its stored form is forgotten)."""
+        entities, stored = self.entities, self.stored
+        new, feature = self.state_class.new, self.feature
+        out: list[AggState] = []
+        append = out.append
+        for row, b, _lo, _hi in groups:
+            buckets = entities.get(row)
+            if buckets is None:
+                buckets = entities[row] = {}
+            state = buckets.get(b)
+            if state is None:
+                state = buckets[b] = new(feature)
+            held = stored.get(row)
+            if held is not None:
+                held.pop(b, None)
+            append(state)
+        return out
 
-    def _add_states(self, groups: list[tuple[int, int, int, int]], batch: Batch,
-                    pos: I64, values: list[Any]) -> None:
+    def _add_states(self, groups: list[tuple[int, int, int, int]], states: list[AggState],
+                    batch: Batch, pos: I64, values: list[Any]) -> None:
         ts = batch.ts[pos].tolist()
         seqs = (pos + batch.first_seq).tolist()
-        for row, b, lo, hi in groups:
-            add = self._bucket_state(row, b).add
+        for (_row, _b, lo, hi), state in zip(groups, states, strict=True):
+            add = state.add
             for j in range(lo, hi):
                 add(values[j], ts[j], seqs[j])
+
+    def _add_items(self, groups: list[tuple[int, int, int, int]], states: list[AggState],
+                   batch: Batch, pos: I64, values: list[Any]) -> None:
+        """``last_k``, ``first``/``last``: each group's events with a value at once
+        (``add_items``); their ``(ts, seq)`` are distinct, seqs being."""
+        items = list(zip(batch.ts[pos].tolist(), (pos + batch.first_seq).tolist(), values,
+                         strict=True))
+        for (_row, _b, lo, hi), state in zip(groups, states, strict=True):
+            if not isinstance(state, Recent | Ends):  # pragma: no cover - the family's class
+                raise TypeError(type(state).__name__)
+            state.add_items([item for item in items[lo:hi] if item[2] is not None])
 
     def _in_window(self, row: int, b: int) -> _Window | None:
         win = self.windows.get(row)
@@ -178,11 +206,11 @@ class FastBucketSlot(BucketSlot):
             return win
         return None
 
-    def _add_distinct(self, groups: list[tuple[int, int, int, int]],
+    def _add_distinct(self, groups: list[tuple[int, int, int, int]], states: list[AggState],
                       values: list[Any]) -> None:
         limit = self._limit
-        for row, b, lo, hi in groups:
-            state = self._bucket_state(row, b)  # the reference makes it for a null too
+        for (row, b, lo, hi), state in zip(groups, states, strict=True):
+            # (the reference makes the state for a null too)
             if not isinstance(state, Distinct):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
             held = state.values
@@ -206,10 +234,11 @@ class FastBucketSlot(BucketSlot):
                 state._to_hll()
                 self._irregular(row)
 
-    def _add_frequencies(self, groups: list[tuple[int, int, int, int]], batch: Batch,
-                         pos: I64, values: list[Any]) -> None:
-        for row, b, lo, hi in groups:
-            state = self._bucket_state(row, b)  # the reference makes it for a null too
+    def _add_frequencies(self, groups: list[tuple[int, int, int, int]],
+                         states: list[AggState], batch: Batch, pos: I64,
+                         values: list[Any]) -> None:
+        for (row, b, lo, hi), state in zip(groups, states, strict=True):
+            # (the reference makes the state for a null too)
             if not isinstance(state, Frequencies):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
             counts = state.counts
@@ -230,11 +259,11 @@ class FastBucketSlot(BucketSlot):
                 for value in group:
                     wc[value] = wc.get(value, 0) + 1
 
-    def _add_quantiles(self, groups: list[tuple[int, int, int, int]], batch: Batch,
-                       pos: I64, values: list[Any]) -> None:
+    def _add_quantiles(self, groups: list[tuple[int, int, int, int]], states: list[AggState],
+                       batch: Batch, pos: I64, values: list[Any]) -> None:
         x, ok = _floats(values)
         if not bool(np.isfinite(x[ok]).all()):  # refused by the sketch: as the reference does
-            self._add_states(groups, batch, pos, values)
+            self._add_states(groups, states, batch, pos, values)
             return
         mag = np.abs(np.where(ok, x, 0.0))
         nonzero = mag >= _MIN_NORMAL
@@ -245,8 +274,8 @@ class FastBucketSlot(BucketSlot):
         key_list = keys.tolist()
         good = ok.tolist()
         limit = self._sketch_limit
-        for row, b, lo, hi in groups:
-            state = self._bucket_state(row, b)  # the reference makes it for a null too
+        for (row, b, lo, hi), state in zip(groups, states, strict=True):
+            # (the reference makes the state for a null too)
             if not isinstance(state, Quantiles):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
             group = [key_list[j] for j in range(lo, hi) if good[j]]
@@ -280,12 +309,14 @@ class FastBucketSlot(BucketSlot):
     # -- state the multiset follows --------------------------------------------
 
     def prune(self, row: int, st: int) -> None:
+        self._prune(row, self.span.keep_from(st))
+
+    def _prune(self, row: int, keep: int) -> None:
         buckets = self.entities.get(row)
         if buckets is None:
             return
-        keep = self.span.keep_from(st)
         win = self.windows.get(row)
-        for b in [b for b in buckets if b < keep]:
+        for b in [b for b in buckets if b < keep] if min(buckets) < keep else ():
             if win is not None and win.lo <= b <= win.hi:
                 items = _multiset(buckets[b])
                 if items is None:  # pragma: no cover - such rows are irregular
@@ -306,6 +337,15 @@ class FastBucketSlot(BucketSlot):
             self.windows.pop(row, None)
             self.irregular.discard(row)
             self.stored.pop(row, None)
+
+    def dump(self, rows: list[int], st: int) -> list[list[Any] | None]:
+        keep = self.span.keep_from(st)
+        entities = self.entities
+        out: list[list[Any] | None] = []
+        for row in rows:
+            self._prune(row, keep)
+            out.append(self.dump_row(row) if row in entities else None)
+        return out
 
     def dump_row(self, row: int) -> list[Any]:
         buckets = self.entities[row]
@@ -343,7 +383,54 @@ class FastBucketSlot(BucketSlot):
             return self._multiset_values(rows, t, features)
         if self.family is Family.RECENT:
             return self._recent_values(rows, t, features)
+        if self.family is Family.ENDS:
+            return self._ends_values(rows, t, features)
         return super().values(rows, t, features)  # through state_at below
+
+    def _ends_values(
+        self, rows: I64, t: int, features: Sequence[FeatureDef]
+    ) -> tuple[list[list[Any]], I64]:
+        """``first``/``last``: what the merge of the window's buckets would answer, the
+        oldest non-empty bucket's first and the newest's last (buckets split time)."""
+        lo, hi = self.span.window(t)
+        keep = self.span.keep_from(t)
+        entities = self.entities
+        firsts: list[Any] = []
+        lasts: list[Any] = []
+        nexts: list[int] = []
+        never = int(NEVER)
+        for row in rows.tolist():
+            buckets = entities.get(row)
+            if not buckets:
+                nexts.append(never)
+                firsts.append(None)
+                lasts.append(None)
+                continue
+            nexts.append(self._next_change(buckets, t, keep))
+            if len(buckets) == 1:
+                inside = [b for b in buckets if lo <= b <= hi]
+            else:
+                inside = sorted(b for b in buckets if lo <= b <= hi)
+            first = last = None
+            for b in inside:
+                state = buckets[b]
+                if not isinstance(state, Ends):  # pragma: no cover - the family's class
+                    raise TypeError(type(state).__name__)
+                if state.first is not None:
+                    first = state.first
+                    break
+            if first is not None:
+                for b in reversed(inside):
+                    state = buckets[b]
+                    if not isinstance(state, Ends):  # pragma: no cover - the family's class
+                        raise TypeError(type(state).__name__)
+                    if state.last is not None:
+                        last = state.last
+                        break
+            firsts.append(None if first is None else first[2])
+            lasts.append(None if last is None else last[2])
+        columns = [list(firsts if f.agg is AggKind.FIRST else lasts) for f in features]
+        return columns, np.array(nexts, dtype=np.int64)
 
     def _recent_values(
         self, rows: I64, t: int, features: Sequence[FeatureDef]
@@ -351,18 +438,24 @@ class FastBucketSlot(BucketSlot):
         """``last_k``: the ``k`` latest ``(ts, seq, value)`` of the window's newest buckets
         (buckets split time: once ``k`` are held, no older bucket has a later one)."""
         lo, hi = self.span.window(t)
+        keep = self.span.keep_from(t)
         k = 1 if self.feature.k is None else self.feature.k
         column: list[Any] = []
         nexts: list[int] = []
+        entities = self.entities
         for row in rows.tolist():
-            buckets = self.entities.get(row)
+            buckets = entities.get(row)
             if not buckets:
                 nexts.append(int(NEVER))
                 column.append(None)
                 continue
-            nexts.append(self._next_change(buckets, t))
+            nexts.append(self._next_change(buckets, t, keep))
             items: list[tuple[int, int, Any]] = []
-            for b in sorted((b for b in buckets if lo <= b <= hi), reverse=True):
+            for b in sorted(buckets, reverse=True):
+                if b > hi:
+                    continue
+                if b < lo:
+                    break
                 state = buckets[b]
                 if not isinstance(state, Recent):  # pragma: no cover - the family's class
                     raise TypeError(type(state).__name__)
@@ -376,10 +469,11 @@ class FastBucketSlot(BucketSlot):
             column.append([v for _, _, v in items[:k]])
         return [list(column) for _ in features], np.array(nexts, dtype=np.int64)
 
-    def _next_change(self, buckets: dict[int, AggState], t: int) -> int:
+    def _next_change(self, buckets: dict[int, AggState], t: int, keep: int) -> int:
+        """The next time after ``t`` the window changes by time alone (``keep``:
+        ``span.keep_from(t)``)."""
         if not self.span.hop:
             return int(NEVER)
-        keep = self.span.keep_from(t)
         oldest: int | None = min(buckets)
         if oldest is not None and oldest < keep:
             oldest = min((b for b in buckets if b >= keep), default=None)
@@ -391,7 +485,7 @@ class FastBucketSlot(BucketSlot):
         buckets = self.entities.get(row)
         if not buckets:
             return None, NEVER
-        nxt = self._next_change(buckets, t)
+        nxt = self._next_change(buckets, t, self.span.keep_from(t))
         lo, hi = self.span.window(t)
         inside = sorted(b for b in buckets if lo <= b <= hi)
         if not inside:
@@ -419,6 +513,8 @@ class FastBucketSlot(BucketSlot):
     def _window(self, row: int, buckets: dict[int, AggState], lo: int, hi: int) -> _Window:
         """The row's multiset of buckets ``lo .. hi``, moved there from where it was."""
         win = self.windows.get(row)
+        if win is not None and win.lo == lo and win.hi == hi:
+            return win
         if win is None or lo < win.lo or hi < win.hi or lo > win.hi:
             win = self.windows[row] = _Window(lo, hi)
             for b, state in buckets.items():
@@ -443,17 +539,19 @@ class FastBucketSlot(BucketSlot):
         columns: list[list[Any]] = [[] for _ in features]
         nexts: list[int] = []
         lo, hi = self.span.window(t)
+        keep = self.span.keep_from(t)
         family = self.family
+        entities, irregular = self.entities, self.irregular
         for row in rows.tolist():
-            buckets = self.entities.get(row)
+            buckets = entities.get(row)
             if not buckets:
                 nexts.append(int(NEVER))
                 for column, feature in zip(columns, features, strict=True):
                     column.append(empty_value(feature.agg))
                 continue
-            nexts.append(self._next_change(buckets, t))
+            nexts.append(self._next_change(buckets, t, keep))
             counts: dict[Any, int] | None = None
-            if row not in self.irregular:
+            if row not in irregular:
                 counts = self._window(row, buckets, lo, hi).counts
                 if family is Family.DISTINCT and len(counts) > self._limit:
                     counts = None  # the merge becomes a HyperLogLog
@@ -486,7 +584,7 @@ class FastBucketSlot(BucketSlot):
             if len(counts) > 4 * k:  # only values counted at least the k-th count can rank
                 least = min(heapq.nlargest(k, counts.values()))
                 items = [i for i in items if i[1] >= least]
-            if not all(isinstance(v, str) for v, _ in items):
+            if set(map(type, counts)) != _STR_ONLY:
                 # Equal values of other kinds (1, 1.0, True) are one key, held as the merge
                 # of the buckets in order holds it: as the oldest bucket that has it does.
                 first: dict[Any, Any] = {}
@@ -495,8 +593,8 @@ class FastBucketSlot(BucketSlot):
                         first.setdefault(key, key)
                 items = [(first.get(v, v), c) for v, c in items]
                 ranked = sorted(items, key=lambda i: (-i[1], *_sort_key(i[0])))
-            else:  # strings only: _sort_key is ("str", value)
-                ranked = sorted(items, key=lambda i: (-i[1], i[0]))
+            else:  # strings only: _sort_key is ("str", value), and no two are equal
+                return [[v, -c] for c, v in sorted([(-c, v) for v, c in items])[:k]]
             return [[v, c] for v, c in ranked[:k]]
         q = 0.5 if feature.q is None else feature.q
         rank = math.floor(q * (sum(counts.values()) - 1))
@@ -509,19 +607,59 @@ class FastBucketSlot(BucketSlot):
 
 
 def _to_obj(state: AggState) -> list[Any]:
-    """``state.to_obj()``, faster where values are all strings (their ``_sort_key`` order
-    is the strings' own)."""
+    """``state.to_obj()`` (as msgpack writes it), faster where values are all strings
+    (their ``_sort_key`` order is the strings' own)."""
     if isinstance(state, Distinct) and state.values is not None:
-        if all(isinstance(v, str) for v in state.values):
+        if set(map(type, state.values)) == _STR_ONLY:
             return [0, sorted(state.values)]
-    elif isinstance(state, Frequencies) and all(isinstance(v, str) for v in state.counts):
-        return [[[v, c] for v, c in sorted(state.counts.items())]]
+    elif isinstance(state, Frequencies) and set(map(type, state.counts)) == _STR_ONLY:
+        # (value, count) pairs: msgpack writes a tuple as the list to_obj() gives
+        return [sorted(state.counts.items())]
     return state.to_obj()
 
 
+_STR_ONLY = {str}
+
+
+_TS = itemgetter(0)
+_VALUE = itemgetter(2)
+
+
 class FastExactSlot(ExactSlot):
-    """:class:`~streamfeat.operators.windows.ExactSlot` of the moments family, its queries
-    in numpy (module doc); same state, same values."""
+    """:class:`~streamfeat.operators.windows.ExactSlot`, its events added a row at a time and
+    the moments family's queries in numpy (module doc); same state, same values."""
+
+    def add(self, batch: Batch, field: str | None, where: str | None) -> None:
+        st = batch.stream_time
+        pos = np.flatnonzero(batch.passes(where) & (batch.ts > st - self.size))
+        if pos.size:
+            # each row's events in offset order (a stable sort), appended as the reference does
+            rows_arr = batch.rows[pos]
+            order = np.argsort(rows_arr, kind="stable")
+            pos, rows_arr = pos[order], rows_arr[order]
+            heads = np.flatnonzero(np.r_[True, rows_arr[1:] != rows_arr[:-1]])
+            bounds = [*heads.tolist(), pos.size]
+            column = batch.column(field)
+            pos_list = pos.tolist()
+            items = list(zip(batch.ts[pos].tolist(), (pos + batch.first_seq).tolist(),
+                             [column[i] for i in pos_list], strict=True))
+            entities = self.entities
+            for row, lo, hi in zip(rows_arr[heads].tolist(), bounds, bounds[1:], strict=False):
+                events = entities.get(row)
+                if events is None:
+                    entities[row] = items[lo:hi]
+                else:
+                    events.extend(items[lo:hi])
+        for row in batch.touched_rows:
+            self.prune(row, st)
+
+    def prune(self, row: int, st: int) -> None:
+        events = self.entities.get(row)
+        if events is not None and (not events or min(map(_TS, events)) <= st - self.size):
+            super().prune(row, st)
+
+    def dump_row(self, row: int) -> list[Any]:
+        return list(self.entities[row])  # (ts, seq, value) tuples: msgpack writes lists
 
     def values(
         self, rows: I64, t: int, features: Sequence[FeatureDef]
@@ -542,8 +680,8 @@ class FastExactSlot(ExactSlot):
         mx = np.full(m, -np.inf)
         nxt = np.full(m, NEVER, dtype=np.int64)
         if flat:
-            ts = np.fromiter((e[0] for e in flat), dtype=np.int64, count=len(flat))
-            x, ok = _floats([e[2] for e in flat])
+            ts = np.fromiter(map(_TS, flat), dtype=np.int64, count=len(flat))
+            x, ok = _floats(list(map(_VALUE, flat)))
             group = np.repeat(np.arange(m), lengths)
             inwin = ts > t - self.size
             g = group[inwin]

@@ -57,9 +57,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any, Final, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
 
 from streamfeat.errors import StreamfeatError
 
@@ -67,6 +71,7 @@ __all__ = [
     "ExpressionError",
     "FieldUse",
     "Predicate",
+    "WherePredicate",
     "canonical_where",
     "compile_where",
     "field_uses",
@@ -819,24 +824,204 @@ def _compile_membership(positive: bool, node: _Binary, left: _Eval) -> _Eval:
     return value_in
 
 
-def compile_where(text: str) -> Predicate:
+def compile_where(text: str) -> WherePredicate:
     """Compile a ``where`` expression once into a fast predicate over one event.
 
     The predicate takes the decoded event (a mapping) and returns ``True`` when the
     expression is true for it, ``False`` when it is false or unknown (SQL's three-valued
-    logic: see the module docstring); it never raises. Raises :class:`ExpressionError`
+    logic: see the module docstring); it never raises. Its :meth:`WherePredicate.many`
+    answers a whole batch of events at once, the same. Raises :class:`ExpressionError`
     with the column of the problem when ``text`` does not parse: fix the expression at
     that column.
     """
-    root = _compile(_parse(text))
+    return WherePredicate(_parse(text))
 
-    def predicate(record: Mapping[str, Any]) -> bool:
+
+B: TypeAlias = npt.NDArray[np.bool_]
+_Truth: TypeAlias = tuple[B, B]
+"""An expression over a batch: where it is true, where it is false (elsewhere unknown)."""
+_Columns: TypeAlias = dict[str, list[Any]]
+
+
+class WherePredicate:
+    """A compiled ``where`` (:func:`compile_where`): call it on one event, or :meth:`many`
+    on a batch of events."""
+
+    __slots__ = ("_many", "_one")
+
+    def __init__(self, node: _Node) -> None:
+        root = _compile(node)
+
+        def one(record: Mapping[str, Any]) -> bool:
+            try:
+                return root(record) is True
+            except (TypeError, ValueError, OverflowError, RecursionError):  # pragma: no cover
+                return False  # a value no rule above foresaw: unknown, so the event is not kept
+
+        self._one = one
+        self._many = _compile_many(node)
+
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        return self._one(record)
+
+    def many(self, records: Sequence[Mapping[str, Any]],
+             columns: _Columns | None = None) -> B:
+        """``[self(r) for r in records]`` as a boolean array, evaluated a field at a time:
+        the comparisons of a field with constants (and ``in`` a list of constants, ``==
+        null``) over the batch's column, ``and``/``or``/``not`` over their truth, any other
+        part of the expression event by event. ``columns``: field name -> the value of
+        each record (``None`` where missing), read from the records when absent and added
+        there (several ``where`` share them)."""
+        if columns is None:
+            columns = {}
         try:
-            return root(record) is True
+            true, _false = self._many(records, columns)
         except (TypeError, ValueError, OverflowError, RecursionError):  # pragma: no cover
-            return False  # a value no rule above foresaw: unknown, so the event is not kept
+            return np.fromiter(map(self._one, records), dtype=np.bool_, count=len(records))
+        return true
 
-    return predicate
+
+# --------------------------------------------------------------------------- batches
+
+_ManyEval: TypeAlias = Callable[[Sequence[Mapping[str, Any]], _Columns], _Truth]
+
+
+def _column(records: Sequence[Mapping[str, Any]], columns: _Columns, name: str) -> list[Any]:
+    got = columns.get(name)
+    if got is None:
+        got = columns[name] = list(map(operator.methodcaller("get", name), records))
+    return got
+
+
+def _mask(values: Any, n: int) -> B:
+    return np.fromiter(values, dtype=np.bool_, count=n)
+
+
+def _truth_of(values: list[Any]) -> _Truth:
+    """The truth of values an expression took, one per record."""
+    n = len(values)
+    return (_mask(map(operator.is_, values, repeat(True)), n),
+            _mask(map(operator.is_, values, repeat(False)), n))
+
+
+def _per_record(fn: _Eval) -> _ManyEval:
+    def many(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+        return _truth_of(list(map(fn, records)))
+
+    return many
+
+
+def _leaf(name: str, fast_types: frozenset[type], fast: Callable[[list[Any]], list[Any]],
+          one: _Eval) -> _ManyEval:
+    """A test of one field whose answer is ``fast(values)`` for the values of
+    ``fast_types``, unknown for the other JSON types (they are of another kind than the
+    constants it compares with), and ``one`` (the closure) for any other type."""
+    known = frozenset(_KIND_OF_TYPE) - fast_types
+
+    def many(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+        col = _column(records, columns, name)
+        n = len(col)
+        types = list(map(type, col))
+        is_fast = _mask(map(fast_types.__contains__, types), n)
+        true = np.zeros(n, dtype=np.bool_)
+        false = np.zeros(n, dtype=np.bool_)
+        if is_fast.any():
+            where = np.flatnonzero(is_fast)
+            got_true, got_false = _truth_of(fast(list(compress(col, is_fast))))
+            true[where] = got_true
+            false[where] = got_false
+        odd = ~is_fast
+        odd &= ~_mask(map(known.__contains__, types), n)
+        for i in np.flatnonzero(odd).tolist():  # subclasses, bytes...: the closure
+            v = one({name: col[i]})
+            true[i] = v is True
+            false[i] = v is False
+        return true, false
+
+    return many
+
+
+def _compile_many(node: _Node) -> _ManyEval:
+    """``node`` over a batch (see :meth:`WherePredicate.many`): the same truth, event by
+    event, as :func:`_compile`'s closure."""
+    if isinstance(node, _Unary) and node.op == "not":
+        inner = _compile_many(node.operand)
+
+        def not_(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+            true, false = inner(records, columns)
+            return false, true
+
+        return not_
+    if isinstance(node, _Binary) and node.op in ("and", "or"):
+        left, right = _compile_many(node.left), _compile_many(node.right)
+        if node.op == "and":
+
+            def and_(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+                lt, lf = left(records, columns)
+                rt, rf = right(records, columns)
+                return lt & rt, lf | rf
+
+            return and_
+
+        def or_(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+            lt, lf = left(records, columns)
+            rt, rf = right(records, columns)
+            return lt | rt, lf & rf
+
+        return or_
+    leaf = _many_leaf(node) if isinstance(node, _Binary) else None
+    return leaf or _per_record(_compile(node))
+
+
+def _many_leaf(node: _Binary) -> _ManyEval | None:
+    """A comparison of one top-level field with constants over a batch; ``None`` for any
+    other shape (evaluated event by event)."""
+    op, lnode, rnode = node.op, node.left, node.right
+    if op in ("==", "!=") and (_is_null(lnode) or _is_null(rnode)):
+        other = rnode if _is_null(lnode) else lnode
+        if not (isinstance(other, _Field) and len(other.path) == 1):
+            return None
+        name, is_null = other.path[0], op == "=="
+
+        def null_test(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
+            col = _column(records, columns, name)
+            null = _mask(map(operator.is_, col, repeat(None)), len(col))
+            return (null, ~null) if is_null else (~null, null)
+
+        return null_test
+    if op in ("in", "not in"):
+        if not (isinstance(lnode, _Field) and len(lnode.path) == 1 and isinstance(rnode, _List)
+                and rnode.items and all(isinstance(i, _Const) for i in rnode.items)):
+            return None
+        values = [i.value for i in rnode.items if isinstance(i, _Const)]
+        kinds = {_kind(v) for v in values}
+        if len(kinds) != 1 or not kinds <= _SCALAR_KINDS:
+            return None
+        (kind,) = kinds
+        found = frozenset(values)
+        hit = op == "in"
+        absent = not hit  # every constant is of the value's kind: not found is false
+        contains = found.__contains__
+
+        def member(vals: list[Any]) -> list[Any]:
+            return [hit if x else absent for x in map(contains, vals)]
+
+        return _leaf(lnode.path[0], _TYPES_OF_KIND[kind], member, _compile(node))
+    if op not in _ORDER:
+        return None
+    if isinstance(lnode, _Const) and not isinstance(rnode, _Const):
+        lnode, rnode, op = rnode, lnode, _FLIPPED[op]
+    if not (isinstance(lnode, _Field) and len(lnode.path) == 1 and isinstance(rnode, _Const)
+            and _kind(rnode.value) in _SCALAR_KINDS):
+        return None
+    c = rnode.value
+    fn = _ORDER[op]
+    fast_types = _NUM_TYPES if _kind(c) == _NUM else frozenset({type(c)})
+
+    def compare(vals: list[Any]) -> list[Any]:
+        return list(map(fn, vals, repeat(c)))
+
+    return _leaf(lnode.path[0], fast_types, compare, _compile(node))
 
 
 def fields_of(text: str) -> frozenset[str]:
