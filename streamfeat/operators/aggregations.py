@@ -446,9 +446,9 @@ class Recent:
         heap = self.heap
         if len(heap) + len(items) <= self.k:
             heap.extend(items)
-        else:
-            heap = self.heap = heapq.nlargest(self.k, chain(heap, items))
-        heapq.heapify(heap)
+            heapq.heapify(heap)
+        else:  # the k largest, ascending: a heap already
+            self.heap = sorted(chain(heap, items))[-self.k:]
 
     def merge(self, other: Recent) -> None:
         for ts, seq, value in other.heap:

@@ -94,6 +94,7 @@ class Batch:
             self._columns.update(fields)
         self._numbers: dict[str | None, tuple[F64, B]] = {}
         self._passing = passing
+        self._groups: dict[tuple[str | None, int, int], tuple[I64, list[Any]]] = {}
 
     @property
     def size(self) -> int:
@@ -124,6 +125,34 @@ class Batch:
             else:
                 got = _floats(self.column(field))
             self._numbers[field] = got
+        return got
+
+    def bucket_groups(self, where: str | None, hop: int,
+                      keep: int) -> tuple[I64, list[tuple[int, int, int, int]]]:
+        """The positions passing ``where`` whose bucket (``ts // hop``; ``0`` for ``hop``
+        ``0``) is at least ``keep``, ordered by ``(row, bucket, position)``, and their
+        groups ``(row, bucket, lo, hi)``: ``positions[lo:hi]`` are the group's events in
+        offset order. Shared by the bucketed slots of one ``where``, hop and first kept
+        bucket; not to be modified."""
+        key = (where, hop, keep)
+        got = self._groups.get(key)
+        if got is not None:
+            return got
+        pos = np.flatnonzero(self.passes(where))
+        buckets = self.ts[pos] // hop if hop else np.zeros(pos.size, dtype=np.int64)
+        live = buckets >= keep
+        pos, buckets = pos[live], buckets[live]
+        groups: list[tuple[int, int, int, int]] = []
+        if pos.size:
+            # a stable sort: a group's events stay in offset order
+            rows = self.rows[pos]
+            order = np.lexsort((buckets, rows))
+            pos, buckets, rows = pos[order], buckets[order], rows[order]
+            cut = np.flatnonzero((rows[1:] != rows[:-1]) | (buckets[1:] != buckets[:-1]))
+            bounds = np.r_[0, cut + 1, pos.size].tolist()
+            groups = list(zip(rows[bounds[:-1]].tolist(), buckets[bounds[:-1]].tolist(),
+                              bounds[:-1], bounds[1:], strict=True))
+        got = self._groups[key] = (pos, groups)
         return got
 
     @cached_property

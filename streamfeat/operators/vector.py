@@ -31,7 +31,6 @@ bytes for any stream, batch split and event order.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 from itertools import chain
@@ -129,23 +128,10 @@ class FastBucketSlot(BucketSlot):
     def add(self, batch: Batch, field: str | None, where: str | None) -> None:
         st = batch.stream_time
         keep = self.span.keep_from(st)
-        pos = np.flatnonzero(batch.passes(where))
-        if pos.size:
-            buckets = self.span.buckets(batch.ts[pos])
-            live = buckets >= keep
-            pos, buckets = pos[live], buckets[live]
-        if pos.size:
-            # One group per (row, bucket), its events in offset order (a stable sort): the
-            # states are independent, each takes its events in the order the reference does.
-            rows_arr = batch.rows[pos]
-            order = np.lexsort((buckets, rows_arr))
-            pos, buckets, rows_arr = pos[order], buckets[order], rows_arr[order]
-            cut = np.flatnonzero((rows_arr[1:] != rows_arr[:-1]) | (buckets[1:] != buckets[:-1]))
-            bounds = np.r_[0, cut + 1, pos.size].tolist()
-            groups = list(zip(rows_arr[bounds[:-1]].tolist(), buckets[bounds[:-1]].tolist(),
-                              bounds[:-1], bounds[1:], strict=True))
+        pos, groups = batch.bucket_groups(where, self.span.hop, keep)
+        if groups:
             column = batch.column(field)
-            values = [column[i] for i in pos.tolist()]
+            values = list(map(column.__getitem__, pos.tolist()))
             states = self._group_states(groups)
             if self.family is Family.QUANTILES:
                 self._add_quantiles(groups, states, batch, pos, values)
@@ -157,8 +143,9 @@ class FastBucketSlot(BucketSlot):
                 self._add_items(groups, states, batch, pos, values)
             else:
                 self._add_states(groups, states, batch, pos, values)
-        for row in batch.touched_rows:
-            self._prune(row, keep)
+        if self.span.hop:  # (a lifetime window keeps its one bucket)
+            for row in batch.touched_rows:
+                self._prune(row, keep)
 
     def _group_states(self, groups: list[tuple[int, int, int, int]]) -> list[AggState]:
         """The state of each group's bucket, about to change (a new one if it has none, as
@@ -582,7 +569,7 @@ class FastBucketSlot(BucketSlot):
             k = 1 if feature.k is None else feature.k
             items: Any = counts.items()
             if len(counts) > 4 * k:  # only values counted at least the k-th count can rank
-                least = min(heapq.nlargest(k, counts.values()))
+                least = sorted(counts.values(), reverse=True)[k - 1]  # the k-th count
                 items = [i for i in items if i[1] >= least]
             if set(map(type, counts)) != _STR_ONLY:
                 # Equal values of other kinds (1, 1.0, True) are one key, held as the merge
@@ -615,6 +602,8 @@ def _to_obj(state: AggState) -> list[Any]:
     elif isinstance(state, Frequencies) and set(map(type, state.counts)) == _STR_ONLY:
         # (value, count) pairs: msgpack writes a tuple as the list to_obj() gives
         return [sorted(state.counts.items())]
+    elif isinstance(state, Recent):  # (ts, seq) are distinct: values are never compared
+        return [sorted(state.heap)]
     return state.to_obj()
 
 
