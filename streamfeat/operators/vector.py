@@ -528,7 +528,10 @@ class FastBucketSlot(BucketSlot):
         lo, hi = self.span.window(t)
         keep = self.span.keep_from(t)
         family = self.family
-        entities, irregular = self.entities, self.irregular
+        entities, irregular, windows = self.entities, self.irregular, self.windows
+        next_change = self._next_change
+        # beyond it the merge becomes a HyperLogLog, trims (Misra-Gries) or collapses
+        limit = self._sketch_limit if family is Family.QUANTILES else self._limit
         for row in rows.tolist():
             buckets = entities.get(row)
             if not buckets:
@@ -536,21 +539,24 @@ class FastBucketSlot(BucketSlot):
                 for column, feature in zip(columns, features, strict=True):
                     column.append(empty_value(feature.agg))
                 continue
-            nexts.append(self._next_change(buckets, t, keep))
+            nexts.append(next_change(buckets, t, keep))
             counts: dict[Any, int] | None = None
             if row not in irregular:
-                counts = self._window(row, buckets, lo, hi).counts
-                if family is Family.DISTINCT and len(counts) > self._limit:
-                    counts = None  # the merge becomes a HyperLogLog
-                elif family is Family.FREQUENCIES and len(counts) > self._limit:
-                    counts = None  # the merge trims (Misra-Gries)
-                elif family is Family.QUANTILES and len(counts) > self._sketch_limit:
-                    counts = None  # the merge collapses
+                win = windows.get(row)
+                if win is None or win.lo != lo or win.hi != hi:
+                    win = self._window(row, buckets, lo, hi)
+                counts = win.counts
+                if len(counts) > limit:
+                    counts = None
             if counts is None:
                 state, _ = BucketSlot.state_at(self, row, t)
                 for column, feature in zip(columns, features, strict=True):
                     column.append(empty_value(feature.agg) if state is None or state.empty()
                                   else state.result(feature))
+                continue
+            if family is Family.DISTINCT:  # what _result answers, without the call
+                for column, feature in zip(columns, features, strict=True):
+                    column.append(len(counts) if counts else empty_value(feature.agg))
                 continue
             for column, feature in zip(columns, features, strict=True):
                 column.append(self._result(counts, feature, buckets, lo, hi))
