@@ -138,6 +138,9 @@ def _worker(args: argparse.Namespace) -> int:
 
         status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
     else:
+        from streamfeat.runtime.allocator import fix_malloc_thresholds
+
+        fix_malloc_thresholds()  # resident memory that falls back after peaks
         status = Worker(config).run()
     ignore_stop_signals()
     return status
