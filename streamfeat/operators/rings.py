@@ -65,10 +65,15 @@ def _accumulate_runs(base: F64, starts: I64, n: int, values: F64) -> F64:
     """:func:`_accumulate_lengths` of runs starting at ``starts`` in ``n`` values."""
     if starts.size == 0:
         return base.copy()
+    return _accumulate_lengths(base, starts, _run_lengths(starts, n), values)
+
+
+def _run_lengths(starts: I64, n: int) -> I64:
+    """Lengths of the runs starting at ``starts`` (ascending, not empty) in ``n`` values."""
     lengths = np.empty(starts.size, dtype=np.int64)
     np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
     lengths[-1] = n - starts[-1]
-    return _accumulate_lengths(base, starts, lengths, values)
+    return lengths
 
 
 def _accumulate_lengths(base: F64, starts: I64, lengths: I64, values: F64) -> F64:
@@ -342,9 +347,7 @@ class MomentsRing:
             # (by group, then offset: one int64 key sorts faster than lexsort's two)
             by_offset = np.argsort(inv * (int(orig.max()) + 1) + orig, kind="stable")
             d = d[by_offset]
-            lengths = np.empty(m, dtype=np.int64)
-            np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
-            lengths[-1] = e.size - starts[-1]
+            lengths = _run_lengths(starts, e.size)
             cells[:, _COUNT] += lengths
             cells[:, _NUMBERS] += np.bincount(inv, weights=valid, minlength=m)
             cells[:, _SUM] = _accumulate_lengths(cells[:, _SUM], starts, lengths, d)

@@ -103,6 +103,13 @@ def _minus(counts: dict[Any, int], items: dict[Any, int]) -> None:
             del counts[v]
 
 
+
+def _ends(state: object) -> Ends:
+    """A ``first``/``last`` bucket's state (its family's class)."""
+    if not isinstance(state, Ends):  # pragma: no cover - the family's class
+        raise TypeError(type(state).__name__)
+    return state
+
 class FastBucketSlot(BucketSlot):
     """:class:`~streamfeat.operators.windows.BucketSlot` with the fast paths of the
     module doc; same state, same values."""
@@ -400,19 +407,13 @@ class FastBucketSlot(BucketSlot):
                 inside = sorted(b for b in buckets if lo <= b <= hi)
             first = last = None
             for b in inside:
-                state = buckets[b]
-                if not isinstance(state, Ends):  # pragma: no cover - the family's class
-                    raise TypeError(type(state).__name__)
-                if state.first is not None:
-                    first = state.first
+                first = _ends(buckets[b]).first
+                if first is not None:
                     break
             if first is not None:
                 for b in reversed(inside):
-                    state = buckets[b]
-                    if not isinstance(state, Ends):  # pragma: no cover - the family's class
-                        raise TypeError(type(state).__name__)
-                    if state.last is not None:
-                        last = state.last
+                    last = _ends(buckets[b]).last
+                    if last is not None:
                         break
             firsts.append(None if first is None else first[2])
             lasts.append(None if last is None else last[2])

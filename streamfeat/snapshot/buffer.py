@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from streamfeat.records import RecordBatch
 
-__all__ = ["BUFFER_FIELDS", "RecordBuffer"]
+__all__ = ["BUFFER_FIELDS", "ORIGIN_FIELDS", "RecordBuffer"]
 
 BUFFER_FIELDS = [
     pa.field("offset", pa.int64(), nullable=False),
@@ -25,12 +25,14 @@ BUFFER_FIELDS = [
     pa.field("value", pa.binary()),
 ]
 """A buffered record: the snapshot file's columns but ``partition`` (one per buffer)."""
-_ORIGINS = [
+ORIGIN_FIELDS = [
     pa.field("origin_partition", pa.int32(), nullable=False),
     pa.field("origin_offset", pa.int64(), nullable=False),
 ]
+"""Two more columns in the snapshots of a re-keyed stream (``<topology>.repartition``):
+the source partition and offset where each record was first written."""
 _PLAIN = pa.schema(BUFFER_FIELDS)
-_REKEYED = pa.schema([*BUFFER_FIELDS, *_ORIGINS])
+_REKEYED = pa.schema([*BUFFER_FIELDS, *ORIGIN_FIELDS])
 _COALESCE = 64
 """Small appended chunks are merged this many at a time (each chunk costs a few hundred
 bytes of Arrow bookkeeping: a busy partition appends one per batch)."""

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from streamfeat.errors import StateError
 from streamfeat.records import RawRecord, RecordBatch, as_batch
-from streamfeat.snapshot.buffer import RecordBuffer
+from streamfeat.snapshot.buffer import BUFFER_FIELDS, ORIGIN_FIELDS, RecordBuffer
 from streamfeat.snapshot.layout import (
     SnapshotLocation,
     date_folders,
@@ -63,21 +63,9 @@ __all__ = [
     "partition_dir",
 ]
 
-SCHEMA = pa.schema([
-    pa.field("partition", pa.int32(), nullable=False),
-    pa.field("offset", pa.int64(), nullable=False),
-    pa.field("kafka_ts", pa.int64(), nullable=False),
-    pa.field("key", pa.binary()),
-    pa.field("value", pa.binary()),
-])
-"""Columns of every snapshot file."""
-
-ORIGIN_FIELDS = [
-    pa.field("origin_partition", pa.int32(), nullable=False),
-    pa.field("origin_offset", pa.int64(), nullable=False),
-]
-"""Two more columns in the snapshots of a re-keyed stream (``<topology>.repartition``):
-the source partition and offset where each record was first written."""
+SCHEMA = pa.schema([pa.field("partition", pa.int32(), nullable=False), *BUFFER_FIELDS])
+"""Columns of every snapshot file: ``partition``, ``offset``, ``kafka_ts``, ``key``, ``value``
+(a re-keyed stream's add :data:`ORIGIN_FIELDS`)."""
 REKEYED_SCHEMA = pa.schema([*SCHEMA, *ORIGIN_FIELDS])
 
 _DEFAULT_MAX_ROWS = 500_000
