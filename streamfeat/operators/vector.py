@@ -103,12 +103,12 @@ def _minus(counts: dict[Any, int], items: dict[Any, int]) -> None:
             del counts[v]
 
 
-
 def _ends(state: object) -> Ends:
     """A ``first``/``last`` bucket's state (its family's class)."""
     if not isinstance(state, Ends):  # pragma: no cover - the family's class
         raise TypeError(type(state).__name__)
     return state
+
 
 class FastBucketSlot(BucketSlot):
     """:class:`~streamfeat.operators.windows.BucketSlot` with the fast paths of the
