@@ -52,6 +52,9 @@ __all__ = [
 log = logging.getLogger("streamfeat.registry")
 
 TOPOLOGY_SET = "sfmeta:_registry:topologies"
+#: the shortest digest prefix that names a version: "9" or "4b" would be ambiguous
+#: with version numbers and with each other as versions accrue
+MIN_DIGEST_PREFIX = 4
 """The set of the names of the topologies the catalog records."""
 
 #: KEYS: the topology's catalog hash, the set of names. ARGV: topology, digest, document,
@@ -118,15 +121,16 @@ class TopologyHistory:
 
     def version(self, ref: str) -> Deployment:
         """The version ``ref`` names: its number (``3``, ``v3``), its digest or a prefix of
-        it, or ``current``; otherwise a :class:`ConfigError` listing those there are. Text
-        of digits is a version number when there is a version of that number, otherwise a
-        digest prefix."""
+        it (at least :data:`MIN_DIGEST_PREFIX` characters, as git asks), or ``current``;
+        otherwise a :class:`ConfigError` listing those there are. Text of digits is a
+        version number when there is a version of that number, otherwise a digest prefix,
+        so a short number that is no version ("9") is refused, never read as a prefix."""
         text = ref.strip()
         if text == "current":
             return self.latest
         number = text[1:] if text[:1] in "vV" and text[1:].isdigit() else text
         found = [v for v in self.versions if v.version == int(number)] if number.isdigit() else []
-        if not found and text:
+        if not found and len(text) >= MIN_DIGEST_PREFIX:
             # a digest prefix may be all digits ("492889"): one that is not a version
             # number is read as a prefix
             found = [v for v in self.versions if v.digest.startswith(text)]
@@ -135,7 +139,8 @@ class TopologyHistory:
         known = ", ".join(f"{v.version} ({v.digest})" for v in self.versions)
         what = "names several" if found else "is not"
         raise ConfigError(f"{ref!r} {what} a version of topology {self.name!r}; versions: "
-                          f"{known} (a number, a digest or its prefix, or current)")
+                          f"{known} (a number, a digest or a prefix of it of at least "
+                          f"{MIN_DIGEST_PREFIX} characters, or current)")
 
 
 class SharedCatalog:

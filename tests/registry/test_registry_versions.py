@@ -151,14 +151,30 @@ def test_a_version_is_named_by_number_digest_prefix_or_current_even_an_all_digit
 
     history = TopologyHistory("pay", [deployment(1, "4b77f15cab9d"),
                                       deployment(2, "4928892675fc"),
-                                      deployment(3, "3e014e163149")], current=2)
+                                      deployment(3, "49281e163149")], current=2)
     assert history.version("2").version == 2
     assert history.version("v3").version == 3
     assert history.version("492889").version == 2
-    assert history.version("4b7").version == 1
+    assert history.version("4b77").version == 1
     assert history.version("current").version == 2
     assert history.version("3").version == 3          # a number wins over a digest prefix
     with pytest.raises(ConfigError, match="is not a version"):
         history.version("9")
     with pytest.raises(ConfigError, match="names several"):
-        history.version("4")
+        history.version("4928")  # not a number of any version, a prefix of two digests
+
+
+def test_a_short_number_that_is_no_version_is_refused_not_read_as_a_digest_prefix() -> None:
+    """A CI run drew a digest starting "9": ``--diff pay 1 9`` must still be refused, so a
+    prefix needs at least MIN_DIGEST_PREFIX characters."""
+    def deployment(n: int, digest: str) -> Deployment:
+        return Deployment("pay", n, digest, {}, 0, 0, 1, 0, "h")
+
+    history = TopologyHistory("pay", [deployment(1, "01c19679e774"),
+                                      deployment(2, "937f474f129b")], current=2)
+    for ref in ("9", "93", "937", "v9"):
+        with pytest.raises(ConfigError, match="is not a version") as refused:
+            history.version(ref)
+        assert "at least 4 characters" in str(refused.value)
+    assert history.version("937f").version == 2
+    assert history.version("2").version == 2
