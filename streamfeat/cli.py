@@ -138,9 +138,10 @@ def _worker(args: argparse.Namespace) -> int:
 
         status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
     else:
-        from streamfeat.runtime.allocator import fix_malloc_thresholds
+        from streamfeat.runtime.allocator import fix_malloc_thresholds, tune_collector
 
         fix_malloc_thresholds()  # resident memory that falls back after peaks
+        tune_collector()  # no collections that find nothing among the window state
         status = Worker(config).run()
     ignore_stop_signals()
     return status
