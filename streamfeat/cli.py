@@ -138,7 +138,7 @@ def _worker(args: argparse.Namespace) -> int:
 
         status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
     else:
-        from streamfeat.runtime.allocator import fix_malloc_thresholds, tune_collector
+        from streamfeat.memory import fix_malloc_thresholds, tune_collector
 
         fix_malloc_thresholds()  # resident memory that falls back after peaks
         tune_collector()  # no collections that find nothing among the window state

@@ -29,6 +29,7 @@ from logging.handlers import QueueHandler, QueueListener
 from multiprocessing.queues import Queue as ProcessQueue
 from typing import Any
 
+from streamfeat.memory import fewer_collections, tune_collector
 from streamfeat.progress import progress_logger
 
 __all__ = ["LOGGER", "run_jobs"]
@@ -44,14 +45,15 @@ class _ToLogger(logging.Handler):
         logging.getLogger(record.name).handle(record)
 
 
-def _forward_logs(queue: ProcessQueue[Any], level: int, progress_level: int) -> None:
+def _start_helper(queue: ProcessQueue[Any], level: int, progress_level: int) -> None:
     """In a job's process: send ``streamfeat.replay`` records at ``level`` (its progress
-    records at ``progress_level``) to the parent."""
+    records at ``progress_level``) to the parent; collect garbage less often."""
     log = logging.getLogger(LOGGER)
     log.setLevel(level)
     log.addHandler(QueueHandler(queue))
     log.propagate = False
     progress_logger(LOGGER).setLevel(progress_level)
+    tune_collector()  # a helper runs jobs only: collect less often for good
 
 
 def run_jobs(
@@ -61,6 +63,14 @@ def run_jobs(
     """``fn`` over ``jobs``, results in the order of ``jobs``: in this process when one worker
     suffices, else here and in ``processes - 1`` spawned helpers. ``size``: how much work a
     job is (records), to take the largest first."""
+    with fewer_collections():  # window state: many objects freed by reference counts
+        return _run_jobs(fn, jobs, processes, size)
+
+
+def _run_jobs(
+    fn: Callable[[Any], Any], jobs: Sequence[Any], processes: int | None,
+    size: Callable[[Any], int] | None,
+) -> list[Any]:
     cpus = os.cpu_count() or 1
     n = min(len(jobs), cpus if processes is None else max(1, min(processes, cpus)))
     if n <= 1:
@@ -74,7 +84,7 @@ def run_jobs(
     listener.start()
     try:
         with ProcessPoolExecutor(
-            max_workers=n - 1, mp_context=ctx, initializer=_forward_logs,
+            max_workers=n - 1, mp_context=ctx, initializer=_start_helper,
             initargs=(logs, logging.getLogger(LOGGER).getEffectiveLevel(),
                       progress_logger(LOGGER).getEffectiveLevel()),
         ) as pool:

@@ -1,12 +1,16 @@
-"""A worker process's memory settings: the C allocator's (glibc only) and the collector's.
+"""A process's memory settings: the C allocator's (glibc only) and the collector's.
+
+The worker sets both at start (``streamfeat worker``); the offline commands' jobs
+(replay, training sets, verify) run with :func:`fewer_collections`, in their helper
+processes for good.
 
 **The C allocator.**
 glibc raises its mmap threshold each time a large block is freed, so later large blocks
 (batch arrays, Arrow buffers, state blobs) come from the heap, whose freed pages fragment
 and are never given back: a worker's resident memory then climbs to its peak and stays.
 A fixed threshold of 128 KiB (the initial one) keeps large blocks in mmap, returned on
-free: the 1M-user harness peaked at 875 MiB instead of 1,033-1,069 MiB at the same speed
-(benchmarks/RESULTS.md, "A million users within 1 GiB").
+free: the 1M-user harness peaked at 820-875 MiB instead of 1,033-1,069 MiB at the same
+speed (benchmarks/RESULTS.md, "A million users within 1 GiB").
 
 **Python's cyclic garbage collector.** Window state is many small container objects
 (per-bucket sets, counters, heaps) that are freed by reference counting, not by the
@@ -23,18 +27,21 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["COLLECTOR_THRESHOLDS", "fix_malloc_thresholds", "tune_collector"]
+__all__ = ["COLLECTOR_THRESHOLDS", "fewer_collections", "fix_malloc_thresholds",
+           "tune_collector"]
 
-log = logging.getLogger("streamfeat.worker")
+log = logging.getLogger("streamfeat.memory")
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD = 128 * 1024
 
 COLLECTOR_THRESHOLDS = (50_000, 20, 10)
-"""``gc.set_threshold`` of a worker: the youngest generation is collected every 50,000 net
-allocations instead of 700; the older ones at their usual ratios."""
+"""``gc.set_threshold`` of a worker or a job: the youngest generation is collected every
+50,000 net allocations instead of 700, the older ones at about their usual ratios."""
 
 
 def fix_malloc_thresholds() -> bool:
@@ -62,3 +69,15 @@ def tune_collector() -> None:
     gc.freeze()
     log.debug("collector thresholds %s, %d objects frozen", COLLECTOR_THRESHOLDS,
               gc.get_freeze_count())
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """:data:`COLLECTOR_THRESHOLDS` within the block, the thresholds there were after it
+    (for a job run in a process that goes on: a test, a notebook, the CLI)."""
+    before = gc.get_threshold()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

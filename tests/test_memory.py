@@ -1,9 +1,10 @@
 """The worker fixes glibc's malloc thresholds and tunes the collector
-(streamfeat.runtime.allocator)."""
+(streamfeat.memory)."""
 
 from __future__ import annotations
 
 import ctypes.util
+import gc
 import platform
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import textwrap
 
 import pytest
 
-from streamfeat.runtime.allocator import fix_malloc_thresholds
+from streamfeat.memory import COLLECTOR_THRESHOLDS, fewer_collections, fix_malloc_thresholds
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or ctypes.util.find_library("c") is None,
@@ -26,7 +27,7 @@ def test_the_collector_runs_less_often_and_still_frees_cycles() -> None:
     made afterwards is still collected."""
     child = textwrap.dedent("""
         import gc, weakref
-        from streamfeat.runtime.allocator import COLLECTOR_THRESHOLDS, tune_collector
+        from streamfeat.memory import COLLECTOR_THRESHOLDS, tune_collector
         tune_collector()
         assert gc.isenabled()
         assert gc.get_threshold() == COLLECTOR_THRESHOLDS, gc.get_threshold()
@@ -44,3 +45,25 @@ def test_the_collector_runs_less_often_and_still_frees_cycles() -> None:
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_fewer_collections_holds_within_the_block_and_restores_after() -> None:
+    before = gc.get_threshold()
+    with fewer_collections():
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), fewer_collections():
+        raise RuntimeError("a job failed")
+    assert gc.get_threshold() == before
+
+
+def test_replay_jobs_run_with_fewer_collections() -> None:
+    from streamfeat.replay.jobs import run_jobs
+
+    assert run_jobs(_threshold, [0, 1], processes=1) == [COLLECTOR_THRESHOLDS] * 2
+    # here and in a spawned helper (on a machine of two or more CPUs)
+    assert run_jobs(_threshold, [0, 1, 2, 3], processes=2) == [COLLECTOR_THRESHOLDS] * 4
+
+
+def _threshold(_job: int) -> tuple[int, int, int]:
+    return gc.get_threshold()
