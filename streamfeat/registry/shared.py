@@ -52,10 +52,11 @@ __all__ = [
 log = logging.getLogger("streamfeat.registry")
 
 TOPOLOGY_SET = "sfmeta:_registry:topologies"
+"""The set of the names of the topologies the catalog records."""
+
 #: the shortest digest prefix that names a version: "9" or "4b" would be ambiguous
 #: with version numbers and with each other as versions accrue
 MIN_DIGEST_PREFIX = 4
-"""The set of the names of the topologies the catalog records."""
 
 #: KEYS: the topology's catalog hash, the set of names. ARGV: topology, digest, document,
 #: generation, host. Returns {version, 1 when new, now in ms}.
