@@ -9,8 +9,10 @@ glibc raises its mmap threshold each time a large block is freed, so later large
 (batch arrays, Arrow buffers, state blobs) come from the heap, whose freed pages fragment
 and are never given back: a worker's resident memory then climbs to its peak and stays.
 A fixed threshold of 128 KiB (the initial one) keeps large blocks in mmap, returned on
-free: the 1M-user harness peaked at 820-875 MiB instead of 1,033-1,069 MiB at the same
-speed (benchmarks/RESULTS.md, "A million users within 1 GiB").
+free: the 1M-user harness peaked at 820-875 MiB instead of 1,033-1,069 MiB. The price is
+a page fault per page of each such block: about 10 % of the benchmark topology's rate, none
+measurable on the rich one (benchmarks/RESULTS.md, "A million users within 1 GiB" and
+"Fewer collections, the malloc thresholds confirmed").
 
 **Python's cyclic garbage collector.** Window state is many small container objects
 (per-bucket sets, counters, heaps) that are freed by reference counting, not by the
