@@ -8,16 +8,21 @@ worker does. Each family runs alone on a topology of its features from
 ``benchmarks/topologies/rich.yaml`` (``rich`` is all of them together, ``orders`` is
 ``topologies/orders.yaml``, ``bench`` the harness's benchmark topology). Prints events/s
 per family (CPU time, best of ``--repeat``) and, with ``--profile``, a cProfile of each.
+Python's collector runs at the worker's thresholds (``streamfeat.memory``);
+``--default-gc`` runs it at the interpreter's defaults instead (the worker before session
+9), and ``--gc both`` alternates the two per topology, printing both rates and the gain.
 
     .venv/bin/python benchmarks/families.py [--events N] [--batch B] [--only a,b]
-        [--repeat R] [--profile] [--pure]
+        [--repeat R] [--profile] [--pure] [--gc worker|default|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
+import gc
 import pstats
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ import msgspec
 import numpy as np
 
 from streamfeat.generator import OrderEvents
+from streamfeat.memory import fewer_collections
 from streamfeat.operators import PartitionOperator
 from streamfeat.topology import load_topology
 from streamfeat.topology.definitions import TopologyDef
@@ -91,6 +97,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--pure", action="store_true",
                         help="the reference window kinds (the code before issue #18's fast paths)")
+    parser.add_argument("--gc", choices=("worker", "default", "both"), default="worker",
+                        help="the collector's thresholds: the worker's (streamfeat.memory), "
+                             "the interpreter's, or both alternated")
     args = parser.parse_args()
     tops = topologies()
     keys, ts, records = events(args.events)
@@ -101,15 +110,33 @@ def main() -> None:
         topology = tops[name]
         if args.profile:
             prof = cProfile.Profile()
-            prof.enable()
-            run(topology, keys, ts, records, args.batch, args.pure)
-            prof.disable()
+            with _collector("default" if args.gc == "default" else "worker"):
+                prof.enable()
+                run(topology, keys, ts, records, args.batch, args.pure)
+                prof.disable()
             print(f"--- {name}")
             pstats.Stats(prof).sort_stats("tottime").print_stats(14)
             continue
-        best = min(run(topology, keys, ts, records, args.batch, args.pure)
-                   for _ in range(args.repeat))
-        print(f"{name:>15}: {n / best:>12,.0f} events/s ({best:.2f} s)", flush=True)
+        modes = ["worker", "default"] if args.gc == "both" else [args.gc]
+        best = dict.fromkeys(modes, float("inf"))
+        for _ in range(args.repeat):
+            for mode in modes:  # alternated: the machine's load moves both alike
+                with _collector(mode):
+                    best[mode] = min(best[mode], run(topology, keys, ts, records, args.batch,
+                                                     args.pure))
+        rates = "  ".join(f"{n / best[m]:>10,.0f} events/s ({best[m]:.2f} s, {m} gc)"
+                          for m in modes)
+        gain = (f"  worker/default {best['default'] / best['worker']:.2f}x"
+                if args.gc == "both" else "")
+        print(f"{name:>15}: {rates}{gain}", flush=True)
+
+
+def _collector(mode: str) -> contextlib.AbstractContextManager[None]:
+    """The worker's collector thresholds, or the interpreter's defaults (700, 10, 10)."""
+    if mode == "worker":
+        return fewer_collections()
+    gc.set_threshold(700, 10, 10)
+    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":
