@@ -34,10 +34,16 @@ def _partitions(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _redis_checked(url: str) -> str:
-    """``url`` once Redis answers there (one line saying what to check otherwise)."""
-    from streamfeat.sinks.redis import check
+def _redis_checked(args: argparse.Namespace, url: str) -> str:
+    """``url`` once the topology has loaded and Redis answers there: a topology that cannot
+    be read is refused with its file and line first, whether or not Redis runs (one line
+    saying what to check otherwise)."""
+    from pathlib import Path
 
+    from streamfeat.sinks.redis import check
+    from streamfeat.topology import load_topology
+
+    load_topology(Path(args.topology))
     check(url)
     return url
 
@@ -71,7 +77,7 @@ def _replay(args: argparse.Namespace) -> int:
     from streamfeat.replay import replay
 
     if args.to_redis:
-        _redis_checked(args.to_redis)
+        _redis_checked(args, args.to_redis)
     _local_only(args, "--output-table")
     if args.engine == "spark":
         engine = _spark(args)
@@ -130,7 +136,7 @@ def _verify(args: argparse.Namespace) -> int:
     settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import verify
 
-    redis_url = _redis_checked(resolve_redis(args.redis))
+    redis_url = _redis_checked(args, resolve_redis(args.redis))
     if args.engine == "spark":
         report = _spark(args).verify(args.topology, args.snapshot_dir, redis_url,
                                      master=args.spark_master, sample=args.sample)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,24 @@ def test_with_json_logs_the_commands_own_lines_are_json_too(
                                                            ("ERROR", "streamfeat")]
     assert lines[0]["message"].startswith("--topology is deprecated; give the topology first")
     assert lines[1]["message"].startswith(f"{missing}:1: cannot read the topology file")
+
+
+@pytest.mark.parametrize("command", [["verify"], ["replay", "--to-redis", "REDIS"]])
+def test_a_topology_that_cannot_be_read_is_refused_before_redis_is_reached(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """The topology's file and line come first, whether or not Redis runs (here: nothing
+    listens at the address given)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    missing = tmp_path / "missing.yaml"
+    argv = [command[0], str(missing), "--snapshot-dir", str(tmp_path),
+            *[closed if a == "REDIS" else a for a in command[1:]]]
+    if command[0] == "verify":
+        argv += ["--redis", closed]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}:1: cannot read the topology file" in err and "Redis" not in err, err
 
 
 def test_with_json_logs_an_uncaught_exception_is_one_json_line(tmp_path: Path) -> None:
