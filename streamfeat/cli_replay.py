@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from streamfeat.cli_common import REDIS_HELP, add_progress, add_topology, settle_topology
 from streamfeat.config import resolve_redis
 from streamfeat.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamfeat.topology import TopologyDef
 
 __all__ = ["add_replay_commands"]
 
@@ -34,18 +38,20 @@ def _partitions(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _redis_checked(args: argparse.Namespace, url: str) -> str:
-    """``url`` once the topology has loaded and Redis answers there: a topology that cannot
-    be read is refused with its file and line first, whether or not Redis runs (one line
-    saying what to check otherwise)."""
-    from pathlib import Path
-
+def _redis_checked(url: str) -> str:
+    """``url`` once Redis answers there (one line saying what to check otherwise)."""
     from streamfeat.sinks.redis import check
-    from streamfeat.topology import load_topology
 
-    load_topology(Path(args.topology))
     check(url)
     return url
+
+
+def _topology(args: argparse.Namespace) -> TopologyDef:
+    """The topology, loaded once and before any server is reached: one that cannot be read
+    is refused with its file and line whether or not Redis runs."""
+    from streamfeat.topology import load_topology
+
+    return load_topology(Path(args.topology))
 
 
 def _spark(args: argparse.Namespace) -> Any:
@@ -76,14 +82,15 @@ def _replay(args: argparse.Namespace) -> int:
     settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import replay
 
+    topology = _topology(args)
     if args.to_redis:
-        _redis_checked(args, args.to_redis)
+        _redis_checked(args.to_redis)
     _local_only(args, "--output-table")
     if args.engine == "spark":
         engine = _spark(args)
         with _display(args) as display:
             engine.replay(
-                args.topology, args.snapshot_dir, master=args.spark_master,
+                topology, args.snapshot_dir, master=args.spark_master,
                 partitions=_partitions(args.partitions), date_from=args.date_from,
                 date_to=args.date_to, to_redis=args.to_redis, to_parquet=args.to_parquet,
                 to_table=args.output_table, generation=args.generation,
@@ -92,7 +99,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 0
     with _display(args) as display:
         replay(
-            args.topology, args.snapshot_dir, partitions=_partitions(args.partitions),
+            topology, args.snapshot_dir, partitions=_partitions(args.partitions),
             date_from=args.date_from, date_to=args.date_to, to_redis=args.to_redis,
             to_parquet=args.to_parquet, generation=args.generation, processes=args.processes,
             progress=display.enabled,
@@ -136,13 +143,14 @@ def _verify(args: argparse.Namespace) -> int:
     settle_topology(args)  # main did; a direct call (tests) too
     from streamfeat.replay import verify
 
-    redis_url = _redis_checked(args, resolve_redis(args.redis))
+    topology = _topology(args)
+    redis_url = _redis_checked(resolve_redis(args.redis))
     if args.engine == "spark":
-        report = _spark(args).verify(args.topology, args.snapshot_dir, redis_url,
+        report = _spark(args).verify(topology, args.snapshot_dir, redis_url,
                                      master=args.spark_master, sample=args.sample)
     else:
         with _display(args) as display:
-            report = verify(args.topology, args.snapshot_dir, redis_url, sample=args.sample,
+            report = verify(topology, args.snapshot_dir, redis_url, sample=args.sample,
                             progress=display.enabled)
     for m in report.mismatches[:50]:
         print(f"mismatch {m.entity_id}.{m.field} (_v {m.version}): online={m.online!r} "
