@@ -8,9 +8,9 @@ worker does. Each family runs alone on a topology of its features from
 ``benchmarks/topologies/rich.yaml`` (``rich`` is all of them together, ``orders`` is
 ``topologies/orders.yaml``, ``bench`` the harness's benchmark topology). Prints events/s
 per family (CPU time, best of ``--repeat``) and, with ``--profile``, a cProfile of each.
-Python's collector runs at the worker's thresholds (``streamfeat.memory``);
-``--default-gc`` runs it at the interpreter's defaults instead (the worker before session
-9), and ``--gc both`` alternates the two per topology, printing both rates and the gain.
+Python's collector runs at the worker's thresholds (``streamfeat.memory``); ``--gc
+default`` runs it at the interpreter's defaults instead (the worker before session 9), and
+``--gc both`` alternates the two per topology, printing both rates and the gain.
 
     .venv/bin/python benchmarks/families.py [--events N] [--batch B] [--only a,b]
         [--repeat R] [--profile] [--pure] [--gc worker|default|both]
@@ -25,6 +25,7 @@ import dataclasses
 import gc
 import pstats
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,20 @@ def main() -> None:
         print(f"{name:>15}: {rates}{gain}", flush=True)
 
 
-def _collector(mode: str) -> contextlib.AbstractContextManager[None]:
-    """The worker's collector thresholds, or the interpreter's defaults (700, 10, 10)."""
+@contextlib.contextmanager
+def _collector(mode: str) -> Iterator[None]:
+    """The worker's collector thresholds, or the interpreter's defaults (700, 10, 10),
+    within the block; the thresholds there were after it."""
     if mode == "worker":
-        return fewer_collections()
+        with fewer_collections():
+            yield
+        return
+    before = gc.get_threshold()
     gc.set_threshold(700, 10, 10)
-    return contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 if __name__ == "__main__":
