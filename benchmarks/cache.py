@@ -10,9 +10,9 @@ does), with uniform keys (every user about equally often), over the benchmark to
 (count, sum, mean over 5m, 1h, 1d sliding windows and a 1h tumbling one) and event times 10
 per second apart so that every user's 1d window holds its events. No Kafka, no Redis: the
 figures are the state's cost alone. Each configuration runs in a process of its own; its
-peak RSS (``ru_maxrss``), events/s and CPU time per event (what a shared machine's load moves
-least) are printed, with the entities held in memory and
-stored at the end. ``--budget-mb 0``: every entity held, no eviction (the previous design).
+peak RSS (``ru_maxrss``), events/s and CPU time per event are printed, with the entities
+held in memory and stored at the end. ``--budget-mb 0``: every entity held, no eviction
+(the previous design).
 """
 
 from __future__ import annotations
