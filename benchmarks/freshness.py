@@ -14,9 +14,9 @@ entities' ``_v`` every millisecond, so the figures carry about 1 ms of resolutio
 that rate. Prints p50 / p99 / max per rate; the topic and keys are deleted at the end.
 
 Kafka's own part, in the same minutes: a plain consumer (confluent-kafka, its own group,
-``fetch.wait.max.ms`` 5, reading with a 1 ms timeout) reads the same topic and records, for the same sampled records,
-the time from ``produce()`` to receiving them: the floor under any consumer's freshness on
-this machine at that moment (the "kafka alone" columns).
+``fetch.wait.max.ms`` 5, reading with a 1 ms timeout) reads the same topic and records,
+for the same sampled records, the time from ``produce()`` to receiving them: the floor
+under any consumer's freshness on this machine at that moment (the "kafka alone" columns).
 """
 
 from __future__ import annotations

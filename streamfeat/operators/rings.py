@@ -19,15 +19,18 @@ import numpy as np
 import numpy.typing as npt
 
 from streamfeat.errors import StateError
+from streamfeat.operators import kernels
 from streamfeat.operators.aggregations import moments_result
 from streamfeat.operators.slots import NEVER, Batch
 from streamfeat.operators.windows import Span
-from streamfeat.topology.definitions import AggKind, FeatureDef
+from streamfeat.topology.definitions import AggKind, FeatureDef, WindowKind
 
 __all__ = ["MomentsRing", "WindowMoments", "moments_column"]
 
 _FREE = np.iinfo(np.int64).min // 2
 """The bucket of a free cell (below every real bucket)."""
+
+_NO_CELLS = np.empty(0, dtype=np.int64)
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -40,6 +43,11 @@ _SHIFT = 2  # K: the cell's first numeric value, in offset order
 _SUM = 3  # sum(x - K)
 _SUM_SQ = 4  # sum((x - K)^2)
 _MOMENTS = 5
+
+
+def _i64(a: npt.ArrayLike) -> I64:
+    """``a`` as a contiguous int64 array (the compiled kernels take one layout)."""
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def _sum_by(groups: I64, weights: F64, m: int) -> F64:
@@ -237,23 +245,28 @@ class MomentsRing:
         if rest:
             start = self.cells_used
             need = start + rest
-            size = self.cell_bucket.size
-            if need > size:
-                grown = max(need, 2 * size, 1024)
-                bucket = np.full(grown, _FREE, dtype=np.int64)
-                bucket[:size] = self.cell_bucket
-                row = np.zeros(grown, dtype=np.int64)
-                row[:size] = self.cell_row
-                moments = np.zeros((grown, _MOMENTS), dtype=np.float64)
-                moments[:size] = self.cell_moments
-                self.cell_bucket, self.cell_row, self.cell_moments = bucket, row, moments
-                if self.minmax:
-                    extremes = np.empty((grown, 2), dtype=np.float64)
-                    extremes[:size] = self.cell_extremes
-                    self.cell_extremes = extremes
+            self._grow_cells(need)
             ids[take:] = np.arange(start, need)
             self.cells_used = need
         return ids
+
+    def _grow_cells(self, need: int) -> None:
+        """Make the cell table hold at least ``need`` cells."""
+        size = self.cell_bucket.size
+        if need <= size:
+            return
+        grown = max(need, 2 * size, 1024)
+        bucket = np.full(grown, _FREE, dtype=np.int64)
+        bucket[:size] = self.cell_bucket
+        row = np.zeros(grown, dtype=np.int64)
+        row[:size] = self.cell_row
+        moments = np.zeros((grown, _MOMENTS), dtype=np.float64)
+        moments[:size] = self.cell_moments
+        self.cell_bucket, self.cell_row, self.cell_moments = bucket, row, moments
+        if self.minmax:
+            extremes = np.empty((grown, 2), dtype=np.float64)
+            extremes[:size] = self.cell_extremes
+            self.cell_extremes = extremes
 
     def _reset(self, cid: I64, rows: I64, buckets: I64) -> None:
         self.cell_bucket[cid] = buckets
@@ -295,6 +308,9 @@ class MomentsRing:
         """
         self.sweep(st)
         if e.size == 0:
+            return
+        if kernels.COMPILED:
+            self._update_compiled(e, ts, orig, xs, oks, st)
             return
         if e.size <= FEW_EVENTS:
             self._update_few(e, ts, orig, xs, oks, st)
@@ -366,6 +382,22 @@ class MomentsRing:
             cur[:, 0] = np.minimum(cur[:, 0], lo)
             cur[:, 1] = np.maximum(cur[:, 1], hi)
             self.cell_extremes[cid] = cur
+
+    def _update_compiled(self, e: I64, ts: I64, orig: I64, xs: F64, oks: B, st: int) -> None:
+        """:meth:`update` by :func:`~streamfeat.operators.kernels.update_groups` (the float
+        operations of :meth:`_update_few`, compiled)."""
+        n = int(e.size)
+        free = self.free_cells
+        tail = np.asarray(free[-n:], dtype=np.int64) if free else _NO_CELLS
+        self._grow_cells(self.cells_used + max(0, n - tail.size))  # every event a new cell
+        taken, used = kernels.update_groups(
+            _i64(e), _i64(self.span.buckets(ts)), _i64(orig), np.asarray(xs, dtype=np.float64),
+            np.asarray(oks, dtype=np.bool_), self.span.keep_from(st), self.ring,
+            self.cell_bucket, self.cell_row, self.cell_moments, self.cell_extremes,
+            self.minmax, tail, self.cells_used)
+        if taken:
+            del free[-taken:]
+        self.cells_used = int(used)
 
     def _alloc_one(self) -> int:
         """One cell, as :meth:`_alloc` would give it."""
@@ -473,6 +505,8 @@ class MomentsRing:
               live: tuple[I64, I64, I64] | None = None) -> tuple[WindowMoments, I64]:
         """Window moments as of ``t`` for ``rows``, and each row's next change time
         (``live``: :meth:`_live` of ``rows`` at ``t`` when already gathered)."""
+        if kernels.COMPILED and live is None:
+            return self._query_compiled(rows, t)
         m = rows.size
         lo, hi = self.span.window(t)
         i, cid, bids = self._live(rows, t) if live is None else live
@@ -518,9 +552,30 @@ class MomentsRing:
             np.minimum.at(nxt, i, self.span.next_change(bids, t))
         return moments, nxt
 
+    def _query_compiled(self, rows: I64, t: int) -> tuple[WindowMoments, I64]:
+        """:meth:`query` by :func:`~streamfeat.operators.kernels.query_rows` (the float
+        operations of :meth:`_values_few`, compiled)."""
+        span = self.span
+        lo, hi = span.window(t)
+        rows = _i64(rows)
+        out = np.empty((rows.size, 7), dtype=np.float64)
+        nxt = np.empty(rows.size, dtype=np.int64)
+        change = 0 if not span.hop else 1 if span.kind is WindowKind.TUMBLING else 2
+        kernels.query_rows(rows, span.keep_from(t), lo, hi, self.ring, self.cell_bucket,
+                           self.cell_moments, self.cell_extremes, self.minmax, change,
+                           span.size, span.hop, span.final, t, int(NEVER), out, nxt)
+        moments = WindowMoments(
+            count=out[:, 0], numbers=out[:, 1], shift=out[:, 2], sum_dev=out[:, 3],
+            sum_sq_dev=out[:, 4], minimum=out[:, 5] if self.minmax else None,
+            maximum=out[:, 6] if self.minmax else None)
+        return moments, nxt
+
     def values(
         self, rows: I64, t: int, features: Sequence[FeatureDef]
     ) -> tuple[list[list[Any]], I64]:
+        if kernels.COMPILED:
+            moments, nxt = self._query_compiled(rows, t)
+            return [moments_column(f.agg, moments) for f in features], nxt
         live = self._live(rows, t)
         if rows.size <= FEW_ROWS and live[0].size <= FEW_CELLS:
             return self._values_few(rows.size, live, t, features)

@@ -1,5 +1,6 @@
 """The moments rings' Python paths for small batches and small queries against their numpy
-paths (:data:`~streamfeat.operators.rings.FEW_EVENTS`, ``FEW_ROWS``, ``FEW_CELLS``).
+paths (:data:`~streamfeat.operators.rings.FEW_EVENTS`, ``FEW_ROWS``, ``FEW_CELLS``), both
+taken only without the compiled kernels (``STREAMFEAT_JIT=0`` or no numba).
 
 Both paths must do the same float operations in the same order, so for any stream, any
 batch split and any mix of the two paths, the cells (dumped as bytes: ``0.0`` and ``-0.0``
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamfeat.operators import rings
+from streamfeat.operators import kernels, rings
 from streamfeat.operators.rings import MomentsRing
 from streamfeat.operators.windows import Span
 from streamfeat.topology.definitions import AggKind, FeatureDef, WindowKind
@@ -83,6 +84,7 @@ def _values(ring: MomentsRing, rows: list[int], t: int) -> tuple[list[list[Any]]
 
 
 def _set_paths(monkeypatch: pytest.MonkeyPatch, python: bool) -> None:
+    monkeypatch.setattr(kernels, "COMPILED", False)  # (test_rings_kernels.py: the compiled)
     monkeypatch.setattr(rings, "FEW_EVENTS", 10**9 if python else -1)
     monkeypatch.setattr(rings, "FEW_ROWS", 10**9 if python else -1)
     monkeypatch.setattr(rings, "FEW_CELLS", 10**9 if python else -1)
@@ -115,8 +117,9 @@ def test_the_python_paths_give_the_numpy_paths_cells_values_and_change_times(
 
 
 def test_the_python_paths_are_the_ones_small_batches_take(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The thresholds route a one-event batch and a one-row query to the Python paths (so
-    the property above tests what the worker runs), and a large batch to numpy."""
+    """Without the compiled kernels, the thresholds route a one-event batch and a one-row
+    query to the Python paths (so the property above tests what such a worker runs), and a
+    large batch to numpy."""
     calls: list[str] = []
 
     def update_few(self: MomentsRing, *args: object) -> None:
@@ -126,6 +129,7 @@ def test_the_python_paths_are_the_ones_small_batches_take(monkeypatch: pytest.Mo
         calls.append("values_few")
         return [], np.empty(0, dtype=np.int64)
 
+    monkeypatch.setattr(kernels, "COMPILED", False)
     monkeypatch.setattr(MomentsRing, "_update_few", update_few)
     monkeypatch.setattr(MomentsRing, "_values_few", values_few)
     ring = MomentsRing(Span(WindowKind.SLIDING, 10_000, 1_000, False), False, 8)

@@ -1,0 +1,224 @@
+"""Compiled loops of the moments rings (:class:`~streamfeat.operators.rings.MomentsRing`).
+
+A ring's update and query are loops over events and cells with a few float operations
+each. numpy runs them as some fifty array calls per ring per batch, each a few µs however
+small the batch, and Python runs them at a few µs per event: small batches (freshness at
+modest rates) paid both. The functions here are the same loops, compiled by numba to
+machine code on first use (and cached next to this file): a batch costs its events, not
+a fixed toll per call.
+
+They do the float operations of the ring's Python paths (``_update_few``, ``_values_few``)
+in the same order, one at a time, without fast-math (no reordering, no fused
+multiply-add), so the cells, values and change times are bit for bit those of the numpy and
+Python paths (``tests/operators/test_rings_kernels.py``). Without numba, or with
+``STREAMFEAT_JIT=0``, :data:`COMPILED` is false and the rings keep those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numpy as np
+
+__all__ = ["COMPILED", "query_rows", "update_groups"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain(fn: F) -> F:
+    return fn
+
+
+def _compiler() -> tuple[Callable[[F], F], bool]:
+    if os.environ.get("STREAMFEAT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return _plain, False
+    try:
+        import numba  # (optional: without it the rings keep their numpy and Python paths)
+    except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack it
+        log.warning("numba is not installed: the moments rings run their numpy paths")
+        return _plain, False
+    jit = cast(Callable[[F], F], numba.njit(cache=True, nogil=True, fastmath=False))
+    return jit, True
+
+
+_jit, COMPILED = _compiler()
+"""Whether the kernels are compiled (else they are plain Python, for tests only)."""
+
+
+@_jit
+def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, ring: Any,
+                  cell_bucket: Any, cell_row: Any, cell_moments: Any, cell_extremes: Any,
+                  minmax: bool, free: Any, used: int) -> tuple[int, int]:
+    """Add events sorted by ``(row, ts, offset)`` to their cells, one ``(row, bucket)``
+    group at a time, each group's values in offset order (``MomentsRing._update_few``).
+
+    ``e``, ``b``, ``orig``: each event's row, bucket and position in the batch; ``xs``,
+    ``oks``: the batch's numbers and their validity by position. A group without a cell
+    takes one from the end of ``free`` (cells free for reuse), else the next unused cell
+    from ``used``; the caller makes the table large enough for every event to need one.
+    Returns how many cells of ``free`` were taken and the new high-water mark.
+    """
+    n = e.size
+    size = ring.shape[1]
+    taken = 0
+    nfree = free.size
+    i = 0
+    while i < n:
+        row = e[i]
+        bucket = b[i]
+        j = i + 1
+        while j < n and e[j] == row and b[j] == bucket:
+            j += 1
+        if bucket < keep:  # a whole group: its bucket can no longer be read
+            i = j
+            continue
+        pos = bucket % size
+        cid = int(ring[row, pos])
+        fresh = False
+        if cid < 0:
+            if taken < nfree:
+                cid = free[nfree - 1 - taken]
+                taken += 1
+            else:
+                cid = used
+                used += 1
+            ring[row, pos] = cid
+            fresh = True
+        elif cell_bucket[cid] != bucket:  # expired, not swept yet
+            fresh = True
+        lo = np.inf
+        hi = -np.inf
+        if fresh:
+            cell_bucket[cid] = bucket
+            cell_row[cid] = row
+            count = 0.0
+            numbers = 0.0
+            shift = 0.0
+            s1 = 0.0
+            s2 = 0.0
+        else:
+            count = cell_moments[cid, 0]
+            numbers = cell_moments[cid, 1]
+            shift = cell_moments[cid, 2]
+            s1 = cell_moments[cid, 3]
+            s2 = cell_moments[cid, 4]
+            if minmax:
+                lo = cell_extremes[cid, 0]
+                hi = cell_extremes[cid, 1]
+        group = orig[i:j].copy()
+        if j - i > 1:
+            group.sort()  # offset order (offsets are distinct)
+        count += j - i
+        if numbers == 0:
+            for k in range(group.size):
+                if oks[group[k]]:
+                    shift = xs[group[k]]
+                    break
+        for k in range(group.size):
+            at = group[k]
+            if oks[at]:
+                numbers += 1.0
+                d = xs[at] - shift
+                if minmax:
+                    x = xs[at] + 0.0  # -0.0 as 0.0, as in MomentsRing.update
+                    if x < lo:
+                        lo = x
+                    if x > hi:
+                        hi = x
+            else:
+                d = 0.0
+            s1 += d
+            s2 += d * d
+        cell_moments[cid, 0] = count
+        cell_moments[cid, 1] = numbers
+        cell_moments[cid, 2] = shift
+        cell_moments[cid, 3] = s1
+        cell_moments[cid, 4] = s2
+        if minmax:
+            cell_extremes[cid, 0] = lo
+            cell_extremes[cid, 1] = hi
+        i = j
+    return taken, used
+
+
+@_jit
+def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: Any,
+               cell_moments: Any, cell_extremes: Any, minmax: bool, change: int, size: int,
+               hop: int, final: bool, t: int, never: int, out: Any, nxt: Any) -> None:
+    """Each row's window moments as of ``t`` (``MomentsRing._values_few``): its cells of
+    buckets ``lo .. hi`` summed in bucket order onto the shift of the oldest with a number.
+
+    ``out[r]``: ``count numbers shift sum_dev sum_sq_dev min max`` of row ``rows[r]``;
+    ``nxt[r]``: the earliest time after ``t`` a kept cell (bucket at least ``keep``) enters
+    or leaves the window. ``change``: 0 never (lifetime), 1 tumbling, 2 sliding/hopping
+    (``Span.next_change``, with ``size``, ``hop`` and ``final``).
+    """
+    width = ring.shape[1]
+    picked = np.empty(width, dtype=np.int64)
+    for r in range(rows.size):
+        row = rows[r]
+        soonest = never
+        m = 0
+        # Kept cells hold buckets keep .. keep + width - 1 (queries are never before stream
+        # time, events never after it), one per ring position: read in bucket order.
+        pos = keep % width
+        for bucket in range(keep, keep + width):
+            cid = int(ring[row, pos])
+            pos += 1
+            if pos == width:
+                pos = 0
+            if cid < 0 or cell_bucket[cid] != bucket:
+                continue
+            if change == 2:
+                when = size + (bucket + 1) * hop
+            elif change == 1:
+                when = (bucket + 1) * size
+                if final and when <= t:
+                    when += size
+            else:
+                when = never
+            if when < soonest:
+                soonest = when
+            if lo <= bucket <= hi:
+                picked[m] = cid
+                m += 1
+        nxt[r] = soonest
+        k0 = 0.0
+        for q in range(m):
+            if cell_moments[picked[q], 1] > 0:
+                k0 = cell_moments[picked[q], 2]
+                break
+        count = 0.0
+        numbers = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for q in range(m):
+            cid = picked[q]
+            nc = cell_moments[cid, 1]
+            a1 = cell_moments[cid, 3]
+            delta = cell_moments[cid, 2] - k0 if nc > 0 else 0.0
+            count += cell_moments[cid, 0]
+            numbers += nc
+            s1 += a1 + nc * delta
+            s2 += cell_moments[cid, 4] + 2.0 * delta * a1 + nc * delta * delta
+        mn = np.inf
+        mx = -np.inf
+        if minmax:
+            for q in range(m):
+                cid = picked[q]
+                if cell_extremes[cid, 0] < mn:
+                    mn = cell_extremes[cid, 0]
+                if cell_extremes[cid, 1] > mx:
+                    mx = cell_extremes[cid, 1]
+        out[r, 0] = count
+        out[r, 1] = numbers
+        out[r, 2] = k0
+        out[r, 3] = s1
+        out[r, 4] = s2
+        out[r, 5] = mn
+        out[r, 6] = mx

@@ -1,0 +1,152 @@
+"""The moments rings' compiled kernels (:mod:`streamfeat.operators.kernels`) against the
+rings' numpy paths.
+
+The kernels must do the float operations of the Python paths in the same order, so for any
+stream (negative times, disorder, infinities, ``-0.0``, values missing), any batch split and
+any mix of compiled and numpy calls, the cells (dumped as bytes: ``0.0`` and ``-0.0``
+differ), the values and the next change times are identical. Each ring here is fed the same
+batches twice, once with every call on the numpy path and once on a path drawn per call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamfeat.operators import kernels, rings
+from streamfeat.operators.rings import MomentsRing
+from streamfeat.operators.windows import Span
+from streamfeat.topology.definitions import AggKind, FeatureDef, WindowKind
+from tests.operators.test_partition_operator import make_window
+
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+AGGS = [AggKind.COUNT, AggKind.SUM, AggKind.MEAN, AggKind.MIN, AggKind.MAX, AggKind.VAR,
+        AggKind.STDDEV]
+ROWS = 6
+
+spans = st.sampled_from([
+    Span(WindowKind.SLIDING, 10_000, 1_000, False),
+    Span(WindowKind.SLIDING, 3_000, 1_000, False),
+    Span(WindowKind.HOPPING, 4_000, 2_000, False),
+    Span(WindowKind.TUMBLING, 2_000, 2_000, False),
+    Span(WindowKind.TUMBLING, 2_000, 2_000, True),
+    Span(WindowKind.LIFETIME, 0, 0, False),
+])
+numbers = st.one_of(
+    st.integers(-5, 5).map(float),
+    st.sampled_from([0.0, -0.0, 2.5, -2.5, 1e-320, 1e308, -1e308, math.inf, -math.inf,
+                     math.nan, 0.1, 0.7]),
+    st.floats(-1e6, 1e6, allow_nan=False))
+event = st.tuples(st.integers(0, ROWS - 1), st.integers(-3_000, 1_500), numbers)
+
+
+@st.composite
+def batches_st(draw: st.DrawFn) -> list[list[tuple[int, int, float]]]:
+    """Batches of (row, time step, value): times move by the step from a running clock."""
+    return draw(st.lists(st.lists(event, min_size=0, max_size=120), min_size=1, max_size=8))
+
+
+def _feed(ring: MomentsRing, batch: list[tuple[int, int, float]], clock: int,
+          stream_time: int) -> tuple[int, int]:
+    """One batch as :meth:`MomentsRing.update` takes it (the clock may go below zero);
+    returns the clock and the stream time after it."""
+    if not batch:
+        ring.update(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+                    np.empty(0), np.empty(0, np.bool_), stream_time)
+        return clock, stream_time
+    ts_list = []
+    for _row, step, _x in batch:
+        clock += step
+        ts_list.append(clock)
+    stream_time = max(stream_time, *ts_list)
+    rows = np.array([r for r, _s, _x in batch], dtype=np.int64)
+    ts = np.array(ts_list, dtype=np.int64)
+    xs = np.array([x for _r, _s, x in batch], dtype=np.float64)
+    order = np.lexsort((np.arange(len(batch)), ts, rows))
+    ring.update(rows[order], ts[order], order.astype(np.int64), xs, ~np.isnan(xs), stream_time)
+    return clock, stream_time
+
+
+def _state(ring: MomentsRing, st_now: int) -> list[bytes | None]:
+    return ring.dump(list(range(ROWS)), st_now)
+
+
+def _values(ring: MomentsRing, rows: list[int], t: int) -> tuple[list[list[Any]], list[int]]:
+    features = [FeatureDef(f"f{i}", agg, (make_window("sliding", 1000, 1000),), field="v")
+                for i, agg in enumerate(AGGS)]
+    columns, nxt = ring.values(np.asarray(rows, dtype=np.int64), t, features)
+    # repr tells -0.0 from 0.0 and nan from None
+    return [[repr(v) for v in c] for c in columns], nxt.tolist()
+
+
+def _set_paths(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
+    monkeypatch.setattr(kernels, "COMPILED", compiled)
+    monkeypatch.setattr(rings, "FEW_EVENTS", -1)  # without kernels: numpy only
+    monkeypatch.setattr(rings, "FEW_ROWS", -1)
+    monkeypatch.setattr(rings, "FEW_CELLS", -1)
+
+
+def test_the_kernels_are_compiled_here() -> None:
+    """numba is a dependency: the worker runs the compiled kernels, which the property
+    below compares with the numpy paths (``STREAMFEAT_JIT=0`` turns them off)."""
+    assert kernels.COMPILED
+
+
+@SETTINGS
+@given(span=spans, start=st.integers(-50_000, 50_000), batches=batches_st(),
+       paths=st.lists(st.booleans(), min_size=24, max_size=24),
+       queries=st.lists(st.tuples(st.lists(st.integers(0, ROWS - 1), min_size=1, max_size=ROWS),
+                                  st.integers(0, 4_000)), min_size=1, max_size=4))
+def test_the_kernels_give_the_numpy_paths_cells_values_and_change_times(
+        span: Span, start: int, batches: list[list[tuple[int, int, float]]], paths: list[bool],
+        queries: list[tuple[list[int], int]]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        numpy_ring, mixed_ring = MomentsRing(span, True, ROWS), MomentsRing(span, True, ROWS)
+        plain_ring = MomentsRing(span, False, ROWS)  # no min/max: its own cell layout
+        clock_n = clock_m = clock_p = start
+        st_n = st_m = st_p = start
+        for k, batch in enumerate(batches):
+            _set_paths(monkeypatch, compiled=False)
+            clock_n, st_n = _feed(numpy_ring, batch, clock_n, st_n)
+            _set_paths(monkeypatch, compiled=paths[k % len(paths)])
+            clock_m, st_m = _feed(mixed_ring, batch, clock_m, st_m)
+            _set_paths(monkeypatch, compiled=True)
+            clock_p, st_p = _feed(plain_ring, batch, clock_p, st_p)
+            assert (clock_n, st_n) == (clock_m, st_m)
+            assert _state(mixed_ring, st_n) == _state(numpy_ring, st_n)
+            plain_cells = [None if c is None else b"".join(
+                c[i:i + 48] for i in range(0, len(c), 64)) for c in _state(numpy_ring, st_n)]
+            assert _state(plain_ring, st_n) == plain_cells  # the same minus min/max
+            for j, (rows, ahead) in enumerate(queries):
+                t = st_n + ahead
+                _set_paths(monkeypatch, compiled=False)
+                expected = _values(numpy_ring, sorted(set(rows)), t)
+                _set_paths(monkeypatch, compiled=paths[(k + j + 1) % len(paths)])
+                assert _values(mixed_ring, sorted(set(rows)), t) == expected
+                assert _values(mixed_ring, rows, t) == _values(numpy_ring, rows, t)
+
+
+def test_the_kernels_reuse_freed_cells_and_grow_the_table() -> None:
+    """Cells of expired buckets go back to the free list and are taken again; a batch that
+    needs more cells than the table holds grows it."""
+    span = Span(WindowKind.SLIDING, 2_000, 1_000, False)
+    many = 3_000  # more cells than the first table (1,024): one per row
+    ring = MomentsRing(span, False, many + 1)
+    ring.update(np.arange(many), np.zeros(many, dtype=np.int64), np.arange(many), np.ones(many),
+                np.ones(many, dtype=np.bool_), 0)
+    assert ring.cells_used == many
+    assert ring.cell_bucket.size >= many
+    later = 10_000  # every bucket so far expired: all cells freed, one taken again
+    ring.update(np.array([many]), np.array([later]), np.array([0]), np.array([2.0]),
+                np.array([True]), later)
+    assert ring.cells_used == many
+    assert len(ring.free_cells) == many - 1
+    (count,), _nxt = ring.values(np.array([many]), later, [
+        FeatureDef("n", AggKind.COUNT, (make_window("sliding", 1000, 1000),))])
+    assert count == [1]
