@@ -13,10 +13,12 @@ entities' ``_v`` every millisecond, so the figures carry about 1 ms of resolutio
 ``--max-rate`` (e.g. the worker's events/s from benchmarks/harness.py) adds a run at half
 that rate. Prints p50 / p99 / max per rate; the topic and keys are deleted at the end.
 
-Kafka's own part, in the same minutes: a plain consumer (confluent-kafka, its own group,
-``fetch.wait.max.ms`` 5, reading with a 1 ms timeout) reads the same topic and records,
-for the same sampled records, the time from ``produce()`` to receiving them: the floor
-under any consumer's freshness on this machine at that moment (the "kafka alone" columns).
+Kafka's own part, in the same minutes: before each rate's run, the same rate goes for
+``--floor-seconds`` to a second topic that the worker does not read, where a plain consumer
+(confluent-kafka, ``fetch.wait.max.ms`` 5, reading with a 1 ms timeout) notes when each
+sampled record arrives: the floor under any consumer's freshness on this machine at that
+moment (the "kafka alone" columns). It is paused while the worker is measured: on a
+2-core host, a second consumer of 10k records/s beside the worker took half a core from it.
 """
 
 from __future__ import annotations
@@ -92,20 +94,38 @@ class Poller(threading.Thread):
 
 
 class KafkaFloor(threading.Thread):
-    """A plain consumer of the topic: when each sampled record (by partition and offset)
-    reached a consumer that does nothing else."""
+    """A plain consumer of the floor topic: when each sampled record (by partition and
+    offset) reached a consumer that does nothing else."""
 
     def __init__(self, kafka: str, topic: str) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer({"bootstrap.servers": kafka, "group.id": f"floor-{topic}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                                   "fetch.wait.max.ms": 5})
-        self.consumer.subscribe([topic])
+        self.assigned = threading.Event()
+        self.consumer.subscribe([topic], on_assign=lambda _c, _ps: self.assigned.set())
         self.received: dict[tuple[int, int], float] = {}
+        self.pending: list[Sample] = []
+        self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.paused = threading.Event()
+
+    def add(self, sample: Sample) -> None:
+        with self.lock:
+            self.pending.append(sample)
+
+    def pause(self) -> None:
+        """Stop reading (while the worker is measured): the thread sleeps."""
+        self.paused.set()
+
+    def resume(self) -> None:
+        self.paused.clear()
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            if self.paused.is_set():
+                time.sleep(0.05)
+                continue
             # consume() returns once it has 10,000 records or the timeout passed: a longer
             # timeout would be waited out at 10k/s (sessions 7-10 read 30-40 ms here that
             # were this wait, not Kafka's: p50 1.4 ms with a poll() loop on the same host)
@@ -114,6 +134,10 @@ class KafkaFloor(threading.Thread):
             for m in messages:
                 if m.error() is None:
                     self.received[(int(m.partition() or 0), int(m.offset() or 0))] = now
+            with self.lock:
+                for sample in self.pending:
+                    if sample.visible is None:
+                        sample.visible = self.received.get((sample.partition, sample.offset))
         self.consumer.close()
 
 
@@ -122,8 +146,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_rate(producer: Producer, poller: Poller, floor: KafkaFloor, topic: str, rate: float,
+def run_rate(producer: Producer, watcher: Poller | KafkaFloor, topic: str, rate: float,
              seconds: float, n_samples: int, entities: int, wait: float) -> dict[str, float]:
+    """Produce ``rate`` events/s to ``topic`` for ``seconds``; p50/p99/max of the sampled
+    records' time from ``produce()`` to ``watcher`` seeing them (Redis, or Kafka alone)."""
     n = int(rate * seconds)
     gen = OrderEvents(entities=entities, start_ms=int(time.time() * 1000),
                       events_per_second=rate, late_fraction=0.0, disorder_ms=0,
@@ -150,7 +176,7 @@ def run_rate(producer: Producer, poller: Poller, floor: KafkaFloor, topic: str, 
         if i % every == 0:
             sample = Sample(event.key.decode(), time.time())
             samples.append(sample)
-            poller.add(sample)
+            watcher.add(sample)
             callback = delivered(sample)
         while True:
             try:
@@ -169,11 +195,6 @@ def run_rate(producer: Producer, poller: Poller, floor: KafkaFloor, topic: str, 
            "missing": len(samples) - len(lat)}
     if lat:
         out |= {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "max": max(lat)}
-    received = [floor.received.get((s.partition, s.offset)) for s in samples]
-    alone = [(r - s.produced) * 1000 for s, r in zip(samples, received, strict=True)
-             if r is not None]
-    if alone:
-        out |= {"kafka_p50": percentile(alone, 0.5), "kafka_p99": percentile(alone, 0.99)}
     return out
 
 
@@ -183,6 +204,8 @@ def main() -> None:
     parser.add_argument("--max-rate", type=float, default=None,
                         help="the worker's measured maximum events/s; adds a run at half of it")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--floor-seconds", type=float, default=10.0,
+                        help="seconds of Kafka alone per rate (before the worker's run)")
     parser.add_argument("--samples", type=int, default=500, help="sampled records per rate")
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
@@ -200,8 +223,11 @@ def main() -> None:
 
     run_id = dt.datetime.now(dt.UTC).strftime("f%Y%m%d%H%M%S")
     topic, name = f"bench.{run_id}", f"{run_id}_fresh"
+    floor_topic = f"{topic}.floor"  # Kafka alone: a topic the worker does not read
     admin = AdminClient({"bootstrap.servers": kafka})
-    admin.create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(60)
+    for created in admin.create_topics([NewTopic(t, args.partitions, 1)
+                                        for t in (topic, floor_topic)]).values():
+        created.result(60)
     client = redis.Redis.from_url(redis_url)
     work = Path(tempfile.mkdtemp(prefix=f"streamfeat-{run_id}-"))
     topology = work / "topology.yaml"
@@ -217,18 +243,31 @@ def main() -> None:
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 1, "enable.idempotence": True})
     poller = Poller(client, name)
     poller.start()
-    floor = KafkaFloor(kafka, topic)
+    floor = KafkaFloor(kafka, floor_topic)
     floor.start()
     results = []
     try:
         print(f"worker pid {worker.pid} on {topic}; warming up ...", flush=True)
-        warm = run_rate(producer, poller, floor, topic, 100, 2, 20, args.entities, 60)
+        if not floor.assigned.wait(60):
+            raise SystemExit("the floor consumer got no partitions in 60 s")
+        run_rate(producer, floor, floor_topic, 100, 2, 20, args.entities, 60)
+        warm = run_rate(producer, poller, topic, 100, 2, 20, args.entities, 60)
         if warm["missing"]:
             raise SystemExit(f"the worker did not catch up; see {work / 'worker.log'}")
         for rate in rates:
+            # Kafka alone first (the worker idle), then the worker with no other consumer:
+            # on a small host a consumer beside the worker takes the CPU it measures.
+            print(f"producing {rate:,.0f} events/s for {args.floor_seconds:.0f} s to "
+                  f"{floor_topic} (Kafka alone) ...", flush=True)
+            alone = run_rate(producer, floor, floor_topic, rate, args.floor_seconds,
+                             args.samples, args.entities, args.wait)
+            floor.pause()
             print(f"producing {rate:,.0f} events/s for {args.seconds:.0f} s ...", flush=True)
-            r = run_rate(producer, poller, floor, topic, rate, args.seconds, args.samples,
+            r = run_rate(producer, poller, topic, rate, args.seconds, args.samples,
                          args.entities, args.wait)
+            floor.resume()
+            if "p50" in alone:
+                r |= {"kafka_p50": alone["p50"], "kafka_p99": alone["p99"]}
             results.append(r)
             line = (f"  achieved {r['achieved']:,.0f}/s, {r['samples'] - r['missing']}"
                     f"/{r['samples']} samples seen")
@@ -248,7 +287,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
         log.close()
-        for future in admin.delete_topics([topic, f"{topic}.dlq"],
+        for future in admin.delete_topics([topic, floor_topic, f"{topic}.dlq"],
                                           operation_timeout=30).values():
             try:
                 future.result(60)

@@ -37,12 +37,14 @@ def _plain(fn: F) -> F:
 def _compiler() -> tuple[Callable[[F], F], bool]:
     if os.environ.get("STREAMFEAT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
         return _plain, False
+    # (The GIL is kept: the calls are short, and a thread that lets go of it waits up to the
+    # switch interval, 5 ms, to get it back from a busy thread, such as the sink's.)
     try:
         import numba  # (optional: without it the rings keep their numpy and Python paths)
     except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack it
         log.warning("numba is not installed: the moments rings run their numpy paths")
         return _plain, False
-    jit = cast(Callable[[F], F], numba.njit(cache=True, nogil=True, fastmath=False))
+    jit = cast(Callable[[F], F], numba.njit(cache=True, nogil=False, fastmath=False))
     return jit, True
 
 

@@ -15,7 +15,9 @@ changed state with its next offset in one RocksDB write batch. So:
   the sink: nothing more is committed; the restart redoes it.
 
 Commits happen every ``every_s`` (a crash only redoes more; the result is the same), when
-idle, at revocation and at shutdown.
+idle, at revocation and at shutdown. A timed commit stores one partition per call
+(:meth:`Checkpoint.commit_step`), so that the loop handles records between them: storing
+every partition's state at once held each record arriving meanwhile for all of them.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Checkpoint:
         self._pending: dict[int, tuple[TP, Stage]] = {}
         self._broken = False
         self._last = clock()
+        self._round: list[TP] | None = None  # a timed commit's partitions still to store
 
     @property
     def pending(self) -> bool:
@@ -76,7 +79,21 @@ class Checkpoint:
             self._pending[id(stage)] = (tp, stage)
 
     def due(self) -> bool:
-        return self.clock() - self._last >= self.every_s
+        return self._round is not None or self.clock() - self._last >= self.every_s
+
+    def commit_step(self) -> set[TP]:
+        """One step of a timed commit: the first call takes the partitions pending then,
+        each call stores the next of them (:meth:`commit` of one); once the last is stored,
+        the next timed commit is due ``every_s`` later. Returns the partitions stored."""
+        if self._round is None:
+            self._round = sorted({tp for tp, _stage in self._pending.values()})
+        done: set[TP] = set()
+        while self._round and not done:
+            done = self.commit({self._round.pop(0)})
+        if not self._round:
+            self._round = None
+            self._last = self.clock()
+        return done
 
     def commit(self, only: set[TP] | None = None) -> set[TP]:
         """Store pending state (of ``only`` these partitions); returns the partitions stored.
@@ -95,4 +112,5 @@ class Checkpoint:
             done.add(tp)
         if only is None:
             self._last = self.clock()
+            self._round = None
         return done

@@ -24,7 +24,7 @@ class WorkerConfig:
     stop_at_end: bool = False
     group_id: str | None = None
     batch_size: int = 20_000
-    poll_timeout_s: float = 0.005  # the longest a small batch waits for more records
+    poll_timeout_s: float = 0.005  # the longest a poll waits when no record is ready
     commit_every_s: float = 5.0
     generation: int = 0
     snapshot_every_s: float = 60.0

@@ -302,16 +302,21 @@ class Worker:
         """Commit when due; when idle, also at once once caught up (others may wait on us)."""
         if not self.checkpoint.pending:
             return {}
-        if self.checkpoint.due() or (idle and self.config.stop_at_end and self._own_done()):
+        if idle and self.config.stop_at_end and self._own_done():
             return self._commit()
+        if self.checkpoint.due():  # a partition at a time: records go on between them
+            return self._positions(self.checkpoint.commit_step())
         if self.assignment.state_pressed():  # only stored state can leave memory
             return self._commit()
         return {}
 
     def _commit(self, only: set[TP] | None = None) -> dict[TP, int]:
-        done = self.checkpoint.commit(only)
+        return self._positions(self.checkpoint.commit(only))
+
+    def _positions(self, stored: set[TP]) -> dict[TP, int]:
+        """The offsets to tell the group for the partitions just stored."""
         return {tp: self._group_position(tp, self.assignment.position(tp))
-                for tp in done if tp in self.assignment}
+                for tp in stored if tp in self.assignment}
 
     def _group_position(self, tp: TP, position: int) -> int:
         """The offset told to the group for ``tp``: one short of ``position`` while a
