@@ -335,7 +335,8 @@ def _add_worker(sub: Any) -> None:
                    help="seconds between Parquet snapshots (default 60)")
     p.add_argument("--commit-every", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between commits of window state and offsets to RocksDB "
-                        "(default 5): a restart redoes at most this much, with the same result")
+                        "(default 5; a partition per turn of the loop): a restart redoes at "
+                        "most this much, with the same result")
     p.add_argument("--generation", type=int, default=0, metavar="N",
                    help="write generation; raise it after a backfill into the serving Redis")
     p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-__all__ = ["COMPILED", "query_rows", "update_groups"]
+__all__ = ["COMPILED", "query_rows", "update_groups", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +224,19 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
         out[r, 4] = s2
         out[r, 5] = mn
         out[r, 6] = mx
+
+
+def warm() -> None:
+    """Compile (or load from the cache) both kernels now, on a tiny ring, rather than in
+    the first batch: the worker calls it at start; the image build calls it so that the
+    machine code is cached in the image."""
+    ring = np.full((1, 2), -1, dtype=np.int32)
+    bucket = np.zeros(2, dtype=np.int64)
+    row = np.zeros(2, dtype=np.int64)
+    moments = np.zeros((2, 5), dtype=np.float64)
+    extremes = np.zeros((2, 2), dtype=np.float64)
+    one = np.zeros(1, dtype=np.int64)
+    update_groups(one, one, one, np.ones(1), np.ones(1, dtype=np.bool_), 0, ring, bucket, row,
+                  moments, extremes, True, np.empty(0, dtype=np.int64), 0)
+    query_rows(one, 0, 0, 0, ring, bucket, moments, extremes, True, 2, 2, 1, False, 0,
+               np.iinfo(np.int64).max, np.empty((1, 7)), np.empty(1, dtype=np.int64))
