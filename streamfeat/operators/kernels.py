@@ -10,13 +10,14 @@ a fixed toll per call.
 They do the float operations of the ring's Python paths (``_update_few``, ``_values_few``)
 in the same order, one at a time, without fast-math (no reordering, no fused
 multiply-add), so the cells, values and change times are bit for bit those of the numpy and
-Python paths (``tests/operators/test_rings_kernels.py``). Without numba, or with
-``STREAMFEAT_JIT=0``, :data:`COMPILED` is false and the rings keep those paths.
+Python paths (``tests/operators/test_rings_kernels.py``). numba is the optional ``jit``
+extra (``pip install streamfeat[jit]``): importing it adds about 150 MiB to a process's
+resident memory. Without it, or with ``STREAMFEAT_JIT=0``, :data:`COMPILED` is false and
+the rings keep those paths.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -24,8 +25,6 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 __all__ = ["COMPILED", "query_rows", "update_groups", "warm"]
-
-log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,8 +40,7 @@ def _compiler() -> tuple[Callable[[F], F], bool]:
     # switch interval, 5 ms, to get it back from a busy thread, such as the sink's.)
     try:
         import numba  # (optional: without it the rings keep their numpy and Python paths)
-    except ImportError:  # pragma: no cover - numba is a dependency; a platform may lack it
-        log.warning("numba is not installed: the moments rings run their numpy paths")
+    except ImportError:  # the ``jit`` extra is not installed: the numpy paths
         return _plain, False
     jit = cast(Callable[[F], F], numba.njit(cache=True, nogil=False, fastmath=False))
     return jit, True
@@ -112,9 +110,8 @@ def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, ring:
             if minmax:
                 lo = cell_extremes[cid, 0]
                 hi = cell_extremes[cid, 1]
-        group = orig[i:j].copy()
-        if j - i > 1:
-            group.sort()  # offset order (offsets are distinct)
+        # offset order (offsets are distinct); no copy for the many groups of one event
+        group = orig[i:j] if j - i == 1 else np.sort(orig[i:j])
         count += j - i
         if numbers == 0:
             for k in range(group.size):
@@ -228,8 +225,7 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
 
 def warm() -> None:
     """Compile (or load from the cache) both kernels now, on a tiny ring, rather than in
-    the first batch: the worker calls it at start; the image build calls it so that the
-    machine code is cached in the image."""
+    the first batch (the worker calls it at start)."""
     ring = np.full((1, 2), -1, dtype=np.int32)
     bucket = np.zeros(2, dtype=np.int64)
     row = np.zeros(2, dtype=np.int64)

@@ -93,8 +93,8 @@ def _set_paths(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
 
 
 def test_the_kernels_are_compiled_here() -> None:
-    """numba is a dependency: the worker runs the compiled kernels, which the property
-    below compares with the numpy paths (``STREAMFEAT_JIT=0`` turns them off)."""
+    """The test environment has the ``jit`` extra (numba, in the dev extras): the property
+    below compares the compiled kernels with the numpy paths, not Python with Python."""
     assert kernels.COMPILED
 
 
