@@ -64,6 +64,9 @@ FEW_EVENTS = 96
 (a few µs, some fifty calls per ring) dominates, and freshness at modest rates is made of
 small batches. Both paths do the same float operations in the same order."""
 
+KERNEL_ROWS = 256
+"""Queries of at most this many rows always take the compiled kernel when there is one."""
+
 FEW_ROWS, FEW_CELLS = 8, 40
 """Queries of at most this many rows reading at most this many live cells sum them in
 Python (see :data:`FEW_EVENTS`; past these, one numpy pass over all rows is cheaper)."""
@@ -505,7 +508,7 @@ class MomentsRing:
               live: tuple[I64, I64, I64] | None = None) -> tuple[WindowMoments, I64]:
         """Window moments as of ``t`` for ``rows``, and each row's next change time
         (``live``: :meth:`_live` of ``rows`` at ``t`` when already gathered)."""
-        if kernels.COMPILED and live is None:
+        if live is None and self._compiled_query(rows.size):
             return self._query_compiled(rows, t)
         m = rows.size
         lo, hi = self.span.window(t)
@@ -552,6 +555,14 @@ class MomentsRing:
             np.minimum.at(nxt, i, self.span.next_change(bids, t))
         return moments, nxt
 
+    def _compiled_query(self, rows: int) -> bool:
+        """Whether a query of ``rows`` rows takes the compiled kernel: it reads every ring
+        position of each row, so many rows of a long ring with few live cells (a million
+        entities, each with an event or two) go to the numpy path, which scans the cell
+        table then (the same values either way)."""
+        return kernels.COMPILED and (
+            rows <= KERNEL_ROWS or rows * self.ring_size <= 4 * self.cells_used)
+
     def _query_compiled(self, rows: I64, t: int) -> tuple[WindowMoments, I64]:
         """:meth:`query` by :func:`~streamfeat.operators.kernels.query_rows` (the float
         operations of :meth:`_values_few`, compiled)."""
@@ -573,7 +584,7 @@ class MomentsRing:
     def values(
         self, rows: I64, t: int, features: Sequence[FeatureDef]
     ) -> tuple[list[list[Any]], I64]:
-        if kernels.COMPILED:
+        if self._compiled_query(rows.size):
             moments, nxt = self._query_compiled(rows, t)
             return [moments_column(f.agg, moments) for f in features], nxt
         live = self._live(rows, t)

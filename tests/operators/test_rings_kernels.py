@@ -150,3 +150,36 @@ def test_the_kernels_reuse_freed_cells_and_grow_the_table() -> None:
     (count,), _nxt = ring.values(np.array([many]), later, [
         FeatureDef("n", AggKind.COUNT, (make_window("sliding", 1000, 1000),))])
     assert count == [1]
+
+
+def test_many_rows_over_few_cells_take_the_numpy_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel reads every ring position of each row: a query of many rows of a long ring
+    with few live cells goes to the numpy path (which scans the cell table), with the same
+    values; small queries always take the kernel."""
+    span = Span(WindowKind.SLIDING, 86_400_000, 600_000, False)  # 145 ring positions
+    rows = 2_000
+    ring = MomentsRing(span, True, rows)
+    t = 10**12
+    ring.update(np.arange(0, rows, 10), np.full(rows // 10, t), np.arange(rows // 10),
+                np.arange(rows // 10, dtype=np.float64), np.ones(rows // 10, dtype=np.bool_), t)
+    compiled: list[int] = []
+    real = MomentsRing._query_compiled
+
+    def spy(self: MomentsRing, rows: np.ndarray, t: int) -> Any:
+        compiled.append(rows.size)
+        return real(self, rows, t)
+
+    monkeypatch.setattr(MomentsRing, "_query_compiled", spy)
+    features = [FeatureDef("n", AggKind.COUNT, (make_window("sliding", 1000, 1000),)),
+                FeatureDef("m", AggKind.MAX, (make_window("sliding", 1000, 1000),), field="v")]
+    many = np.arange(rows, dtype=np.int64)
+    routed = ring.values(many, t, features)
+    assert compiled == []  # 2,000 rows x 145 positions over 200 cells: numpy
+    ring.values(many[:10], t, features)
+    assert compiled == [10]
+    monkeypatch.setattr(rings, "KERNEL_ROWS", 10**9)  # force the kernel: the same answer
+    forced = ring.values(many, t, features)
+    assert compiled == [10, rows]
+    assert routed[0] == forced[0]
+    assert routed[1].tolist() == forced[1].tolist()
+    assert routed[0][0][::10] == [1] * (rows // 10)
