@@ -284,7 +284,7 @@ class KafkaDeadLetters:
                 dlq = f"{topic}.dlq"
             if (dlq, partition) in todo:
                 continue
-            low, high = reader.get_watermark_offsets(TopicPartition(dlq, partition), timeout=30)
+            low, high = _watermarks(reader, TopicPartition(dlq, partition))
             if high > low:
                 todo[(dlq, partition)] = high - 1
                 starts.append(TopicPartition(dlq, partition, max(low, high - _TAIL)))
@@ -340,3 +340,32 @@ def _text(value: str | bytes | None) -> str:
 def _bind(fn: Callable[[KafkaError | None, Message, Any], None], item: Any,
           ) -> Callable[[KafkaError | None, Message], None]:
     return lambda err, msg: fn(err, msg, item)
+
+
+def _watermarks(reader: Consumer, tp: TopicPartition, *, within_s: float = 60.0
+                ) -> tuple[int, int]:
+    """``get_watermark_offsets``, again while the error is retriable: a dead-letter topic
+    created a moment ago may have no leader yet (NOT_LEADER_FOR_PARTITION, seen on a
+    starved broker); that must not stop the worker in the middle of an assignment."""
+    deadline = time.monotonic() + within_s
+    attempt = 0
+    while True:
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=30)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NO_LEADER_YET)
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            log.info("offsets of %s[%d] not readable yet (%s); again", tp.topic, tp.partition,
+                     err)
+            time.sleep(backoff_s(attempt))
+            attempt += 1
+
+
+_NO_LEADER_YET = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+})

@@ -79,15 +79,12 @@ class KafkaConsumer:
         if self._fatal is not None:  # fail the worker (a restart recovers) rather than hang
             raise KafkaException(self._fatal)
         # What is ready, at once; else the first record within timeout_s and what is ready
-        # with it. (consume(n, timeout) would wait out the timeout unless n records came:
-        # every record waited for records behind it, 5 ms each at modest rates.)
+        # with it. (consume(n, timeout) waits out the timeout unless n records come: every
+        # record waited for records behind it, 5 ms each at modest rates.)
         msgs = self.consumer.consume(max_records, 0)
         if not msgs and timeout_s > 0:
-            first = self.consumer.poll(timeout_s)
-            if first is None:
-                return {}
-            msgs = [first]
-            if max_records > 1:
+            msgs = self.consumer.consume(1, timeout_s)
+            if msgs and max_records > 1:
                 msgs.extend(self.consumer.consume(max_records - 1, 0))
         if not msgs:
             return {}
