@@ -189,10 +189,11 @@ def test_two_workers_of_one_group_rebalance_in_the_middle_of_the_recomputation(
     port = free_port()
     env = worker_env(kafka_bootstrap, redis_url)
     with Workers(tmp_path, env) as workers:
-        # History read at 10k records/s a partition: 75k records each take 7.5 s, so the
-        # second worker joins mid-recomputation however fast this machine is (without the
-        # limit, CI once finished before it joined).
-        slow = ("--recompute-max-rate", "10000")
+        # History read at 4k records/s a partition: the smallest partition (~50k records)
+        # takes 12 s, so the second worker joins mid-recomputation however fast this machine
+        # is (without the limit, CI once finished before it joined; at 10k/s, once the second
+        # worker's start-up took a second longer, the small partitions were done first).
+        slow = ("--recompute-max-rate", "4000")
         a = workers.start("v2", worker_cmd(path2, state, "--metrics-port", str(port),
                                            "--stop-at-end", *slow))
         _wait_recomputing(port, workers)
