@@ -10,12 +10,11 @@ batches twice, once with every call on the numpy path and once on a path drawn p
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from streamfeat.operators import kernels, rings
@@ -23,27 +22,7 @@ from streamfeat.operators.rings import MomentsRing
 from streamfeat.operators.windows import Span
 from streamfeat.topology.definitions import AggKind, FeatureDef, WindowKind
 from tests.operators.test_partition_operator import make_window
-
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-AGGS = [AggKind.COUNT, AggKind.SUM, AggKind.MEAN, AggKind.MIN, AggKind.MAX, AggKind.VAR,
-        AggKind.STDDEV]
-ROWS = 6
-
-spans = st.sampled_from([
-    Span(WindowKind.SLIDING, 10_000, 1_000, False),
-    Span(WindowKind.SLIDING, 3_000, 1_000, False),
-    Span(WindowKind.HOPPING, 4_000, 2_000, False),
-    Span(WindowKind.TUMBLING, 2_000, 2_000, False),
-    Span(WindowKind.TUMBLING, 2_000, 2_000, True),
-    Span(WindowKind.LIFETIME, 0, 0, False),
-])
-numbers = st.one_of(
-    st.integers(-5, 5).map(float),
-    st.sampled_from([0.0, -0.0, 2.5, -2.5, 1e-320, 1e308, -1e308, math.inf, -math.inf,
-                     math.nan, 0.1, 0.7]),
-    st.floats(-1e6, 1e6, allow_nan=False))
-event = st.tuples(st.integers(0, ROWS - 1), st.integers(-3_000, 1_500), numbers)
+from tests.operators.test_rings_few import ROWS, SETTINGS, _state, _values, event, spans
 
 
 @st.composite
@@ -71,18 +50,6 @@ def _feed(ring: MomentsRing, batch: list[tuple[int, int, float]], clock: int,
     order = np.lexsort((np.arange(len(batch)), ts, rows))
     ring.update(rows[order], ts[order], order.astype(np.int64), xs, ~np.isnan(xs), stream_time)
     return clock, stream_time
-
-
-def _state(ring: MomentsRing, st_now: int) -> list[bytes | None]:
-    return ring.dump(list(range(ROWS)), st_now)
-
-
-def _values(ring: MomentsRing, rows: list[int], t: int) -> tuple[list[list[Any]], list[int]]:
-    features = [FeatureDef(f"f{i}", agg, (make_window("sliding", 1000, 1000),), field="v")
-                for i, agg in enumerate(AGGS)]
-    columns, nxt = ring.values(np.asarray(rows, dtype=np.int64), t, features)
-    # repr tells -0.0 from 0.0 and nan from None
-    return [[repr(v) for v in c] for c in columns], nxt.tolist()
 
 
 def _set_paths(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
