@@ -160,8 +160,8 @@ def _print_baseline(baseline: Baseline) -> None:
 def _merged(topology: TopologyDef, baseline: Baseline | None,
             summaries: Sequence[IntervalSummary], now_ms: int) -> tuple[
                 dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Per field, the live workers' last intervals merged (and their drift); per worker,
-    its last interval and whether it is live."""
+    """Per field, the live workers' last intervals with values merged (and their drift);
+    per worker, that interval, how many idle ones closed since, and whether it is live."""
     from streamfeat.monitoring import Reference, ValueSketch
 
     refs = {}
@@ -175,9 +175,10 @@ def _merged(topology: TopologyDef, baseline: Baseline | None,
     merged: dict[str, ValueSketch] = {}
     for s in summaries:
         interval_ms = max(1, s.end_ms - s.start_ms)
-        live = now_ms - s.end_ms <= LIVE_INTERVALS * interval_ms
+        live = now_ms - s.heard <= LIVE_INTERVALS * interval_ms
         workers.append({"worker": s.worker, "seq": s.seq, "interval_s": interval_ms / 1000,
                         "closed": _utc(s.end_ms), "age_s": round((now_ms - s.end_ms) / 1000, 1),
+                        "heard": _utc(s.heard), "idle_intervals": s.idle_intervals,
                         "live": live, "asof_min": _utc(s.asof_min_ms),
                         "asof_max": _utc(s.asof_max_ms)})
         if not live:
@@ -244,7 +245,9 @@ def _show(args: argparse.Namespace) -> int:
         state = "live" if w["live"] else "stale"
         print(f"  {w['worker']}: interval {w['seq']} of {w['interval_s']:g} s closed "
               f"{w['closed']} ({w['age_s']:g} s ago, {state}); values as of {w['asof_min']} "
-              f".. {w['asof_max']}")
+              f".. {w['asof_max']}"
+              + (f"; idle since: {w['idle_intervals']} interval(s) without values, last "
+                 f"closed {w['heard']}" if w["idle_intervals"] else ""))
     return 0
 
 

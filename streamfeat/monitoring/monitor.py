@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -101,7 +102,7 @@ class IntervalReport:
             worker, self.seq, int(self.start_s * 1000), int(self.end_s * 1000),
             self.asof_min_ms, self.asof_max_ms, self.baseline_created_ms,
             {name: FieldSummary(f.sketch.state(), f.psi, f.quantile_distance)
-             for name, f in self.fields.items()})
+             for name, f in self.fields.items()}, heard_ms=int(self.end_s * 1000))
 
 
 @dataclass(slots=True)
@@ -158,6 +159,8 @@ class ValueMonitor:
         self._open = {name: _Open(now) for name in self._kinds}
         self._lock = threading.Lock()
         self._seq = dict.fromkeys(self._kinds, 0)
+        self._kept: dict[str, IntervalSummary] = {}
+        """Per topology, the last interval with values, as stored."""
         self._baselines: dict[str, _Baseline] = {}
         self.last: dict[str, IntervalReport] = {}
         """The last closed interval of each topology (replaced whole at each close)."""
@@ -346,8 +349,17 @@ class ValueMonitor:
         self._baselines[baseline.topology] = _prepare(baseline)
 
     def _store(self, topology: str, report: IntervalReport) -> None:
+        summary = report.summary(self.worker)
+        kept = self._kept.get(topology)
+        if kept is not None and not any(f.sketch.count for f in report.fields.values()):
+            # idle: the last interval with values stays stored (what `monitor show` merges),
+            # marked as heard of now
+            summary = msgspec.structs.replace(kept, heard_ms=summary.end_ms,
+                                              idle_intervals=summary.seq - kept.seq)
+        else:
+            self._kept[topology] = summary
         try:
-            write_summary(self._redis(), topology, report.summary(self.worker))
+            write_summary(self._redis(), topology, summary)
         except SinkError as e:
             self._redis_failed("storing the interval summary", e)
             return

@@ -77,6 +77,16 @@ class IntervalSummary(msgspec.Struct, frozen=True):
     """The event times the interval's values are as of (their batches' stream times)."""
     baseline_created_ms: int | None
     fields: dict[str, FieldSummary]
+    heard_ms: int | None = None
+    """Wall clock of this worker's latest close: ``end_ms`` unless the intervals since were
+    idle (no values), which keep the last interval with values stored (None: stored by a
+    version before this field, read as ``end_ms``)."""
+    idle_intervals: int = 0
+    """Intervals closed without values since this one."""
+
+    @property
+    def heard(self) -> int:
+        return self.end_ms if self.heard_ms is None else self.heard_ms
 
 
 def baseline_key(topology: str) -> str:

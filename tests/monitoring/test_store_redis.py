@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,8 +34,7 @@ from streamfeat.topology import TopologyDef, load_topology_text
 pytestmark = pytest.mark.integration
 
 
-def topology(name: str) -> TopologyDef:
-    return load_topology_text(f"""
+TOPOLOGY_TEXT = """
 version: 1
 name: {name}
 source: {{topic: t, key: user_id, timestamp: ts}}
@@ -42,7 +43,11 @@ features:
   - {{name: orders, agg: count, windows: [1h]}}
   - {{name: amount_mean, agg: mean, field: amount, windows: [1h]}}
   - {{name: recent, agg: last_k, k: 2, field: amount, windows: [1h]}}
-""")
+"""
+
+
+def topology(name: str) -> TopologyDef:
+    return load_topology_text(TOPOLOGY_TEXT.format(name=name))
 
 
 @pytest.fixture
@@ -129,16 +134,7 @@ def test_a_worker_takes_a_new_baseline_at_the_next_interval(client: redis_lib.Re
 def test_baseline_from_a_training_set_then_show(client: redis_lib.Redis, unique_id: str,
                                                 redis_url: str, tmp_path: Path) -> None:
     path = tmp_path / f"{unique_id}.yaml"
-    path.write_text(f"""
-version: 1
-name: {unique_id}
-source: {{topic: t, key: user_id, timestamp: ts}}
-entity: user
-features:
-  - {{name: orders, agg: count, windows: [1h]}}
-  - {{name: amount_mean, agg: mean, field: amount, windows: [1h]}}
-  - {{name: recent, agg: last_k, k: 2, field: amount, windows: [1h]}}
-""")
+    path.write_text(TOPOLOGY_TEXT.format(name=unique_id))
     rng = np.random.default_rng(9)
     amounts = rng.lognormal(3, 0.5, 1000)
     table = pa.table({
@@ -178,3 +174,48 @@ features:
     assert bad.returncode == 2 and "--start and --end" in bad.stderr
     missing = cli("baseline", "--training-set", str(tmp_path / "nope.parquet"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_idle_intervals_keep_the_last_values_stored(client: redis_lib.Redis, unique_id: str,
+                                                    redis_url: str, tmp_path: Path) -> None:
+    """A worker whose stream pauses keeps its last interval with values in Redis (what
+    ``monitor show`` merges), marked as heard of at each idle close, until values come back."""
+    topo = topology(unique_id)
+    rng = np.random.default_rng(4)
+    write_baseline(client, Baseline(unique_id, 1, "base", {
+        "amount_mean__1h": sketch(rng.normal(100, 10, 3000).tolist()).state()}))
+    monitor = ValueMonitor([topo], None, redis_url=redis_url)
+    shifted = rng.normal(300, 10, 3000).tolist()
+    batch = UpdateBatch([f"u{i}" for i in range(3000)], ["amount_mean__1h"], [shifted], 5,
+                        version(0, 0, 5))
+    monitor.observe(unique_id, [batch])
+    monitor.close_interval(1000.0)
+    monitor.close_interval(1002.0)
+    idle = monitor.close_interval(1004.0)[unique_id]
+    assert idle.seq == 3 and idle.fields["amount_mean__1h"].sketch.count == 0  # the metrics
+    [stored] = read_summaries(client, unique_id)
+    assert (stored.seq, stored.idle_intervals, stored.heard_ms) == (1, 2, 1_004_000)
+    assert stored.fields["amount_mean__1h"].sketch.count == 3000
+    assert stored.fields["amount_mean__1h"].psi is not None
+    assert stored.fields["amount_mean__1h"].psi > 1
+
+    path = tmp_path / f"{unique_id}.yaml"
+    path.write_text(TOPOLOGY_TEXT.format(name=unique_id))
+    # heard of 2 s ago with 2 s intervals: live though its values are 6 s old
+    write_summary(client, unique_id, msgspec.structs.replace(
+        stored, heard_ms=int(time.time() * 1000) - 2000, end_ms=int(time.time() * 1000) - 6000,
+        start_ms=int(time.time() * 1000) - 8000))
+    shown = subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", "show",
+                            str(path), "--redis", redis_url, "--json"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    summary = json.loads(shown.stdout)
+    [worker] = summary["workers"]
+    assert worker["live"] and worker["idle_intervals"] == 2
+    assert summary["latest"]["amount_mean__1h"]["psi"] > 1
+
+    monitor.observe(unique_id, [batch])
+    monitor.close_interval(1006.0)
+    [stored] = read_summaries(client, unique_id)
+    assert (stored.seq, stored.idle_intervals, stored.heard_ms) == (4, 0, 1_006_000)
+    monitor.stop()
