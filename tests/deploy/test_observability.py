@@ -196,7 +196,7 @@ def _wait(what: str, done: Callable[[], Any], timeout_s: float = 90) -> Any:
     deadline = time.time() + timeout_s
     last: Any = None
     while time.time() < deadline:
-        with contextlib.suppress(OSError, AssertionError, KeyError, ValueError):
+        with contextlib.suppress(OSError, AssertionError, IndexError, KeyError, ValueError):
             last = done()
             if last:
                 return last
