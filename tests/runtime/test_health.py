@@ -237,7 +237,13 @@ def test_an_idle_worker_whose_broker_is_unreachable_turns_unhealthy(tmp_path: Pa
             time.sleep(0.02)
 
     def scenario() -> None:
+        # first a member of the group (a loaded host may take longer than the 0.3 s after
+        # which a worker not yet assigned is unhealthy for that reason), then Kafka goes
+        deadline = time.time() + 10
+        while time.time() < deadline and not worker._health()["joined"]:
+            time.sleep(0.02)
         time.sleep(0.3)
+        seen.clear()
         consumer.unreachable = KafkaException("_TRANSPORT: Connection refused")
         deadline = time.time() + 10
         while time.time() < deadline and "kafka" not in worker.health.unhealthy():
