@@ -1,7 +1,7 @@
 """Freshness: from producing a record to its effect being readable in Redis.
 
     .venv/bin/python benchmarks/freshness.py [--seconds 20] [--rates 1000,10000]
-        [--max-rate EVENTS_PER_S]
+        [--max-rate EVENTS_PER_S] [--runtime kafka|faust] [--worker-arg ARG ...]
 
 Starts a ``streamfeat worker`` (running, not ``--stop-at-end``) on the benchmark topology
 (benchmarks/peers/bench_topology.yaml) over a fresh topic, then produces order events at
@@ -213,6 +213,9 @@ def main() -> None:
                         help="seconds to wait for the last samples to show up")
     parser.add_argument("--runtime", choices=("faust", "kafka"), default=None,
                         help="the worker's runtime (default: the worker's default, faust)")
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="an argument for the worker (repeat it), e.g. "
+                             "--worker-arg=--commit-every --worker-arg=20")
     parser.add_argument("--kafka", default=None, help="bootstrap servers (env STREAMFEAT_KAFKA)")
     parser.add_argument("--redis", default=None, help="Redis URL (env STREAMFEAT_REDIS)")
     args = parser.parse_args()
@@ -237,7 +240,7 @@ def main() -> None:
     worker = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "streamfeat"), "worker", str(topology), "--kafka", kafka,
          "--redis", redis_url, "--state-dir", str(work / "state"), "--group", f"sf-{name}",
-         *(["--runtime", args.runtime] if args.runtime else [])],
+         *(["--runtime", args.runtime] if args.runtime else []), *args.worker_arg],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 1, "enable.idempotence": True})
