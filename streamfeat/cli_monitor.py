@@ -246,8 +246,8 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {w['worker']}: interval {w['seq']} of {w['interval_s']:g} s closed "
               f"{w['closed']} ({w['age_s']:g} s ago, {state}); values as of {w['asof_min']} "
               f".. {w['asof_max']}"
-              + (f"; idle since: {w['idle_intervals']} interval(s) without values, last "
-                 f"closed {w['heard']}" if w["idle_intervals"] else ""))
+              + (f"; then {w['idle_intervals']} interval(s) without values (the stream "
+                 f"paused), the last closed {w['heard']}" if w["idle_intervals"] else ""))
     return 0
 
 

@@ -213,6 +213,12 @@ def test_idle_intervals_keep_the_last_values_stored(client: redis_lib.Redis, uni
     [worker] = summary["workers"]
     assert worker["live"] and worker["idle_intervals"] == 2
     assert summary["latest"]["amount_mean__1h"]["psi"] > 1
+    text = subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", "show",
+                           str(path), "--redis", redis_url],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert text.returncode == 0, text.stderr
+    assert "live); values as of" in text.stdout
+    assert "then 2 interval(s) without values (the stream paused)" in text.stdout
 
     monitor.observe(unique_id, [batch])
     monitor.close_interval(1006.0)
