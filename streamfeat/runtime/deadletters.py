@@ -46,7 +46,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from streamfeat.pipeline import DeadLetter
-from streamfeat.retry import backoff_s
+from streamfeat.retry import backoff_s, call_with_retry
 from streamfeat.runtime.consumers import TP, ConsumerSettings
 
 __all__ = [
@@ -348,21 +348,18 @@ def _watermarks(reader: Consumer, tp: TopicPartition, *, within_s: float = 60.0
     created a moment ago may have no leader yet (NOT_LEADER_FOR_PARTITION, seen on a
     starved broker); that must not stop the worker in the middle of an assignment."""
     deadline = time.monotonic() + within_s
-    attempt = 0
-    while True:
-        try:
-            low, high = reader.get_watermark_offsets(tp, timeout=30)
-            return int(low), int(high)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = isinstance(err, KafkaError) and (
-                err.retriable() or err.code() in _NO_LEADER_YET)
-            if not retriable or time.monotonic() >= deadline:
-                raise
-            log.info("offsets of %s[%d] not readable yet (%s); again", tp.topic, tp.partition,
-                     err)
-            time.sleep(backoff_s(attempt))
-            attempt += 1
+
+    def again(_attempt: int, exc: BaseException) -> None:
+        err = exc.args[0] if exc.args else None
+        retriable = isinstance(err, KafkaError) and (
+            err.retriable() or err.code() in _NO_LEADER_YET)
+        if not retriable or time.monotonic() >= deadline:
+            raise exc
+        log.info("offsets of %s[%d] not readable yet (%s); again", tp.topic, tp.partition, err)
+
+    low, high = call_with_retry(lambda: reader.get_watermark_offsets(tp, timeout=30),
+                                retry_on=KafkaException, on_retry=again)
+    return int(low), int(high)
 
 
 _NO_LEADER_YET = frozenset({

@@ -58,6 +58,13 @@ def client(redis_url: str, unique_id: str) -> Iterator[redis_lib.Redis]:
     c.close()
 
 
+def monitor_cli(path: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``streamfeat monitor ARGS TOPOLOGY --redis URL`` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", *args,
+                           str(path), "--redis", redis_url], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
 def sketch(values: list[float | None]) -> ValueSketch:
     s = ValueSketch()
     s.add(values)
@@ -147,9 +154,7 @@ def test_baseline_from_a_training_set_then_show(client: redis_lib.Redis, unique_
     pq.write_table(table, tmp_path / "train.parquet")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", *args,
-                               str(path), "--redis", redis_url], capture_output=True,
-                              text=True, timeout=120, check=False)
+        return monitor_cli(path, redis_url, *args)
 
     done = cli("baseline", "--training-set", str(tmp_path / "train.parquet"))
     assert done.returncode == 0, done.stderr
@@ -205,17 +210,13 @@ def test_idle_intervals_keep_the_last_values_stored(client: redis_lib.Redis, uni
     write_summary(client, unique_id, msgspec.structs.replace(
         stored, heard_ms=int(time.time() * 1000) - 2000, end_ms=int(time.time() * 1000) - 6000,
         start_ms=int(time.time() * 1000) - 8000))
-    shown = subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", "show",
-                            str(path), "--redis", redis_url, "--json"],
-                           capture_output=True, text=True, timeout=120, check=False)
+    shown = monitor_cli(path, redis_url, "show", "--json")
     assert shown.returncode == 0, shown.stderr
     summary = json.loads(shown.stdout)
     [worker] = summary["workers"]
     assert worker["live"] and worker["idle_intervals"] == 2
     assert summary["latest"]["amount_mean__1h"]["psi"] > 1
-    text = subprocess.run([sys.executable, "-m", "streamfeat.cli", "monitor", "show",
-                           str(path), "--redis", redis_url],
-                          capture_output=True, text=True, timeout=120, check=False)
+    text = monitor_cli(path, redis_url, "show")
     assert text.returncode == 0, text.stderr
     assert "live); values as of" in text.stdout
     assert "then 2 interval(s) without values (the stream paused)" in text.stdout
