@@ -668,6 +668,9 @@ class PartitionOperator:
                 payloads[entity] = payload
         if not payloads:
             return
+        # rows of entities held already are cleared below; a row taken now holds nothing
+        # in any slot (rows are cleared before they are released)
+        replaced = [index[entity] for entity in payloads if entity in index]
         rows = [index[entity] for entity in payloads]
         self._ensure_capacity(len(index.keys_by_row))
         by_slot: dict[str, tuple[list[int], list[object]]] = {}
@@ -686,10 +689,11 @@ class PartitionOperator:
             impl = slot.impl
             slot_rows, objs = by_slot.get(slot.key, ([], []))
             if isinstance(impl, MomentsRing):
-                impl.clear_many(row_array)
+                if replaced:
+                    impl.clear_many(np.asarray(replaced, dtype=np.int64))
                 impl.load_many(slot_rows, objs)
             else:
-                for row in rows:
+                for row in replaced:
                     impl.clear(row)
                 for row, obj in zip(slot_rows, objs, strict=True):
                     impl.load(row, obj)

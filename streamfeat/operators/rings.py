@@ -694,10 +694,11 @@ class MomentsRing:
             self.cell_extremes[cid] = packed["extremes"]
 
     def load_many(self, rows: list[int], objs: list[object]) -> None:
-        """:meth:`load` of many distinct rows at once (a few numpy calls in all)."""
+        """:meth:`load` of many distinct rows at once (a few numpy calls in all), rows that
+        hold no cell: new ones, or ones :meth:`clear_many` emptied (the caller knows which
+        rows held state; clearing the rest again cost a gather of their whole ring rows)."""
         if not rows:
             return
-        self.clear_many(np.asarray(rows, dtype=np.int64))
         kept: list[int] = []
         blobs: list[bytes] = []
         for row, obj in zip(rows, objs, strict=True):

@@ -44,11 +44,17 @@ rings, a list for the other kinds (it holds the events' values, which are any JS
 value)."""
 
 
+_PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
+
+
 def _floats(values: list[Any]) -> tuple[F64, B]:
     """Numbers as float64 and a validity mask (missing, None, NaN, non-numbers invalid)."""
-    arr = np.asarray(values) if values else np.zeros(0)
-    if arr.dtype.kind in "fiub":
-        x = arr.astype(np.float64)
+    if not values:
+        x = np.zeros(0)
+    elif set(map(type, values)) <= _PLAIN_NUMBERS:
+        # numpy converts each as float() does, None to NaN (6x the loop below on a column
+        # with a null); never with a str among them (it would parse "1.5")
+        x = np.array(values, dtype=np.float64)
     else:
         x = np.array(
             [float(v) if isinstance(v, int | float) else np.nan for v in values],

@@ -197,3 +197,54 @@ def test_signed_zeros_keep_the_first_as_min_and_max_do() -> None:
         assert fast == pure
         got = msgspec.msgpack.decode(pure)["a"]
         assert str(got["lo__ex10000"]) == str(first) == str(got["hi__ex10000"])
+
+
+_MIXED = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**63), 2**64 - 1), st.sampled_from(["1.5", "x", ""]),
+    st.lists(st.integers(0, 3), max_size=2))
+
+
+@SETTINGS
+@given(st.lists(_MIXED, max_size=30), st.booleans())
+def test_floats_reads_each_value_as_float_does(values: list[Any], numbers_only: bool) -> None:
+    """``_floats`` (numpy's conversion when every value is a plain number or null) gives
+    what ``float(v)`` gives for each int, float or bool and NaN (invalid) for anything
+    else: a numeric string is not a number."""
+    from streamfeat.operators.slots import _floats
+
+    if numbers_only:
+        values = [v for v in values if not isinstance(v, str | list)]
+    x, ok = _floats(values)
+    want = [float(v) if isinstance(v, int | float) else float("nan") for v in values]
+    assert x.dtype == np.float64 and x.shape == (len(values),)
+    assert [msgspec.msgpack.encode(float(v)) for v in x.tolist()] == [
+        msgspec.msgpack.encode(v) for v in want]
+    assert ok.tolist() == [v == v for v in want]
+
+
+@SETTINGS
+@given(features_st(), stream_st(), stream_st(), st.booleans())
+def test_loading_over_held_state_replaces_it(
+    features: tuple[FeatureDef, ...], held: list[Any], stored: list[Any], pure: bool
+) -> None:
+    """``load_entities`` for entities the operator holds already (other state in any slot,
+    or state in a slot the loaded one lacks) leaves exactly the loaded state: a row taken
+    for a new entity is not cleared again, a held one is."""
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u"), features=features,
+                       lateness_ms=2000)
+    source = new_op(topo, pure)
+    feed(source, stored)
+    op = new_op(topo, pure)
+    feed(op, held)
+    op.values(KEYS)
+    loaded = source.dump_all()
+    op.load_meta(source.meta())
+    op.load_entities(loaded)
+    again = new_op(topo, pure)
+    again.load_meta(source.meta())
+    again.load_entities(loaded)
+    names = [e for e, _ in loaded]
+    assert dict(op.dump_all()).keys() >= set(names)
+    assert [dict(op.dump_all())[e] for e in names] == [dict(again.dump_all())[e] for e in names]
+    assert op.values(names) == again.values(names)
