@@ -3,9 +3,10 @@
 The harness's order events (``streamfeat.generator.OrderEvents``: 10k users with Zipf-like
 popularity, 200 events per second of event time, 30 s disorder, 0.2 % late by an hour),
 decoded once, then fed to one operator per family in batches of ``--batch`` (the worker's
-default 20,000), each batch followed by ``values(touched)`` and ``due(batch end)`` as the
-worker does. Each family runs alone on a topology of its features from
-``benchmarks/topologies/rich.yaml`` (``rich`` is all of them together, ``orders`` is
+default 20,000), each batch followed by ``value_columns(touched)`` and ``due(batch end)``
+as the worker does (before session 13 it read ``values``, which builds a dict per entity
+the worker never builds: 3-5 % of a run). Each family runs alone on a topology of its
+features from ``benchmarks/topologies/rich.yaml`` (``rich`` is all of them together, ``orders`` is
 ``topologies/orders.yaml``, ``bench`` the harness's benchmark topology). Prints events/s
 per family (CPU time, best of ``--repeat``) and, with ``--profile``, a cProfile of each.
 Python's collector runs at the worker's thresholds (``streamfeat.memory``); ``--gc
@@ -80,10 +81,10 @@ def run(topology: TopologyDef, keys: list[str], ts: np.ndarray, records: list[An
     for lo in range(0, len(keys), batch):
         hi = min(lo + batch, len(keys))
         result = op.process(keys[lo:hi], ts[lo:hi], records[lo:hi])
-        op.values(result.touched)
+        op.value_columns(list(result.touched))  # the worker's read: columns, no dicts
         due = op.due(int(op.stream_time or 0))
         if due:
-            op.values(due)
+            op.value_columns(list(due))
         if (lo // batch) % 10 == 9:
             op.take_dirty()  # a commit (every 5 s in the worker)
     return time.process_time() - start

@@ -12,13 +12,19 @@ in the same order, one at a time, without fast-math (no reordering, no fused
 multiply-add), so the cells, values and change times are bit for bit those of the numpy and
 Python paths (``tests/operators/test_rings_kernels.py``). numba is the optional ``jit``
 extra (``pip install streamfeat[jit]``): importing it adds about 150 MiB to a process's
-resident memory. Without it, or with ``STREAMFEAT_JIT=0``, :data:`COMPILED` is false and
-the rings keep those paths.
+resident memory and a fifth of a second, so it is imported, and the kernels compiled (or
+loaded from the cache), on the first call of a kernel (:func:`warm`: the worker's start),
+not when this module is imported: a process that never runs a ring (the client, ``validate``,
+the registry's commands) never pays for it. Without numba, or with ``STREAMFEAT_JIT=0``,
+:data:`COMPILED` is false and the rings keep those paths.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -29,25 +35,53 @@ __all__ = ["COMPILED", "query_rows", "update_groups", "warm"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _plain(fn: F) -> F:
-    return fn
-
-
-def _compiler() -> tuple[Callable[[F], F], bool]:
+def _wanted() -> bool:
+    """numba is installed (the ``jit`` extra) and ``STREAMFEAT_JIT`` does not turn it off;
+    found without importing it."""
     if os.environ.get("STREAMFEAT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
-        return _plain, False
-    # (The GIL is kept: the calls are short, and a thread that lets go of it waits up to the
-    # switch interval, 5 ms, to get it back from a busy thread, such as the sink's.)
-    try:
-        import numba  # (optional: without it the rings keep their numpy and Python paths)
-    except ImportError:  # the ``jit`` extra is not installed: the numpy paths
-        return _plain, False
-    jit = cast(Callable[[F], F], numba.njit(cache=True, nogil=False, fastmath=False))
-    return jit, True
+        return False
+    return importlib.util.find_spec("numba") is not None
 
 
-_jit, COMPILED = _compiler()
-"""Whether the kernels are compiled (else they are plain Python, for tests only)."""
+COMPILED = _wanted()
+"""Whether the rings call the kernels compiled (numba is imported at the first call); else
+the rings keep their numpy and Python paths, and the kernels are plain Python (tests)."""
+
+_COMPILING = threading.Lock()
+
+
+def _jit(fn: F) -> F:
+    """``fn`` compiled by numba on its first call, when :data:`COMPILED` (plain Python
+    otherwise): the module's name is then bound to numba's dispatcher, so later calls
+    through the module go to it directly."""
+
+    @functools.wraps(fn)
+    def first_call(*args: Any) -> Any:
+        return _compiled(fn)(*args)
+
+    return cast(F, first_call)
+
+
+def _compiled(fn: F) -> F:
+    """numba's dispatcher of ``fn`` (compiled, or loaded from the cache, once)."""
+    if not COMPILED:
+        return fn
+    with _COMPILING:
+        dispatcher = _DISPATCHERS.get(fn.__name__)
+        if dispatcher is None:
+            import numba  # (the jit extra; COMPILED says it is installed)
+
+            # (The GIL is kept: the calls are short, and a thread that lets go of it waits up
+            # to the switch interval, 5 ms, to get it back from a busy thread, such as the
+            # sink's.)
+            dispatcher = _DISPATCHERS[fn.__name__] = numba.njit(
+                cache=True, nogil=False, fastmath=False)(fn)
+            globals()[fn.__name__] = dispatcher
+    return cast(F, dispatcher)
+
+
+_DISPATCHERS: dict[str, Any] = {}
+"""numba's dispatcher of each kernel compiled so far, by name."""
 
 
 @_jit

@@ -603,12 +603,17 @@ class FastBucketSlot(BucketSlot):
 def _to_obj(state: AggState) -> list[Any]:
     """``state.to_obj()`` (as msgpack writes it), faster where values are all strings
     (their ``_sort_key`` order is the strings' own)."""
+    # One value (most buckets of a sliding window's hop hold one or two events) has no
+    # order to find, whatever its kind.
     if isinstance(state, Distinct) and state.values is not None:
-        if set(map(type, state.values)) == _STR_ONLY:
-            return [0, sorted(state.values)]
-    elif isinstance(state, Frequencies) and set(map(type, state.counts)) == _STR_ONLY:
-        # (value, count) pairs: msgpack writes a tuple as the list to_obj() gives
-        return [sorted(state.counts.items())]
+        values = state.values
+        if len(values) == 1 or set(map(type, values)) == _STR_ONLY:
+            return [0, sorted(values)]
+    elif isinstance(state, Frequencies):
+        counts = state.counts
+        if len(counts) == 1 or set(map(type, counts)) == _STR_ONLY:
+            # (value, count) pairs: msgpack writes a tuple as the list to_obj() gives
+            return [sorted(counts.items())]
     elif isinstance(state, Recent):  # (ts, seq) are distinct: values are never compared
         return [sorted(state.heap)]
     return state.to_obj()

@@ -150,3 +150,25 @@ def test_many_rows_over_few_cells_take_the_numpy_query(monkeypatch: pytest.Monke
     assert routed[0] == forced[0]
     assert routed[1].tolist() == forced[1].tolist()
     assert routed[0][0][::10] == [1] * (rows // 10)
+
+
+def test_numba_is_imported_at_the_first_kernel_call_not_with_the_rings() -> None:
+    """A process that never runs a ring (the client, ``validate``) never imports numba
+    (~150 MiB, a fifth of a second); ``warm`` (the worker's start) compiles both kernels and
+    binds the module's names to numba's dispatchers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import streamfeat.operators.rings, streamfeat.operators.kernels as k\n"
+        "assert k.COMPILED and 'numba' not in sys.modules, sorted(sys.modules)\n"
+        "k.warm()\n"
+        "import numba\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "assert isinstance(k.update_groups, CPUDispatcher)\n"
+        "assert isinstance(k.query_rows, CPUDispatcher)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
