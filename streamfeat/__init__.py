@@ -14,7 +14,8 @@ The worker runs as the ``streamfeat worker`` command.
 
 from __future__ import annotations
 
-from streamfeat.client import Client, EntityFeatures
+import typing
+
 from streamfeat.errors import (
     ConfigError,
     DecodeError,
@@ -23,8 +24,26 @@ from streamfeat.errors import (
     StreamfeatError,
     TopologyError,
 )
-from streamfeat.replay import ReplayResult, VerifyReport, replay, training_set, verify
-from streamfeat.topology import TopologyDef, load_topology
+from streamfeat.lazy import exports as _exports
+
+if typing.TYPE_CHECKING:
+    from streamfeat.client import Client, EntityFeatures
+    from streamfeat.replay import ReplayResult, VerifyReport, replay, training_set, verify
+    from streamfeat.topology import TopologyDef, load_topology
+
+# Imported on first use: a model server importing the client does not import the pipeline,
+# the operators or Arrow (tests/test_public_api.py: what ``import streamfeat.client`` loads).
+__getattr__, __dir__ = _exports(__name__, {
+    "Client": "streamfeat.client",
+    "EntityFeatures": "streamfeat.client",
+    "ReplayResult": "streamfeat.replay.backfill",
+    "TopologyDef": "streamfeat.topology",
+    "VerifyReport": "streamfeat.replay.verification",
+    "load_topology": "streamfeat.topology",
+    "replay": "streamfeat.replay.backfill",
+    "training_set": "streamfeat.replay.training",
+    "verify": "streamfeat.replay.verification",
+})
 
 __all__ = [
     "Client",
