@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve`` to the ``streamfeat`` sub-commands."""
-    from streamfeat.serving import IO_MODES, ServeConfig
+    from streamfeat.serving.config import IO_MODES, ServeConfig
 
     d = ServeConfig(topologies=())
     p = sub.add_parser(

@@ -149,3 +149,18 @@ def test_validate_command_reports_file_line_and_exits_nonzero(tmp_path: object) 
         capture_output=True, text=True, check=False, timeout=60,
     )
     assert good.returncode == 0, good.stderr
+
+
+def test_the_command_line_parser_imports_no_engine_and_no_server() -> None:
+    """Every command builds the whole parser (``serve``'s defaults included) before it runs:
+    building it imports no engine and no HTTP server, so ``streamfeat validate`` or
+    ``registry`` start in a fraction of the worker's imports."""
+    code = ("import sys\n"
+            "from streamfeat.cli import build_parser\n"
+            "build_parser().parse_args(['validate', 'x.yaml'])\n"
+            f"print(sorted(m for m in sys.modules if m.startswith("
+            f"{(*NOT_FOR_READERS, 'starlette', 'uvicorn', 'streamfeat.serving.app')!r})))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -13,8 +13,20 @@ only the topology definitions, the client's read path and the Redis helpers belo
 
 from __future__ import annotations
 
-from streamfeat.serving.app import build_app
+import typing
+
+from streamfeat.lazy import exports as _exports
 from streamfeat.serving.config import IO_MODES, ServeConfig
-from streamfeat.serving.server import serve
+
+if typing.TYPE_CHECKING:
+    from streamfeat.serving.app import build_app
+    from streamfeat.serving.server import serve
+
+# The app and the server (Starlette, uvicorn, the client) on first use: every streamfeat
+# command's parser reads ServeConfig's defaults.
+__getattr__, __dir__ = _exports(__name__, {
+    "build_app": "streamfeat.serving.app",
+    "serve": "streamfeat.serving.server",
+})
 
 __all__ = ["IO_MODES", "ServeConfig", "build_app", "serve"]
