@@ -89,10 +89,6 @@ def _redis(flag: str | None) -> str:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    if args.processes == 1:
-        from streamfeat.operators import kernels
-
-        kernels.warm_in_background()  # beside the imports and checks below
     from streamfeat.runtime import Worker, WorkerConfig
     from streamfeat.runtime.startup import check_connections
     from streamfeat.topology import load_topology

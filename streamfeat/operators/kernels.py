@@ -30,7 +30,7 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-__all__ = ["COMPILED", "query_rows", "update_groups", "warm", "warm_in_background"]
+__all__ = ["COMPILED", "query_rows", "update_groups", "warm"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -255,14 +255,6 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
         out[r, 4] = s2
         out[r, 5] = mn
         out[r, 6] = mx
-
-
-def warm_in_background() -> None:
-    """Start :func:`warm` in a thread of its own (the worker's first step): numba's import and
-    the cache load overlap the rest of the start-up (LLVM's part runs without the GIL), and a
-    kernel called before it is done waits for it."""
-    if COMPILED and len(_DISPATCHERS) < 2:
-        threading.Thread(target=warm, name="streamfeat-jit", daemon=True).start()
 
 
 def warm() -> None:

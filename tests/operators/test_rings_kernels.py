@@ -173,29 +173,3 @@ def test_numba_is_imported_at_the_first_kernel_call_not_with_the_rings() -> None
                          timeout=120, check=False)
     assert run.returncode == 0, run.stderr
 
-
-def test_a_kernel_called_while_warming_in_the_background_waits_for_it() -> None:
-    """The worker starts :func:`~streamfeat.operators.kernels.warm` in a thread at its first
-    step; a ring's first batch may come before it is done: it waits, and runs compiled."""
-    import subprocess
-    import sys
-
-    code = (
-        "import threading\n"
-        "import streamfeat.operators.kernels as k\n"
-        "from streamfeat.operators.kernels import update_groups as first\n"
-        "k.warm_in_background()\n"
-        "assert any(t.name == 'streamfeat-jit' for t in threading.enumerate())\n"
-        "import numpy as np\n"
-        "ring = np.full((1, 2), -1, dtype=np.int32)\n"
-        "one = np.zeros(1, dtype=np.int64)\n"
-        "got = first(one, one, one, np.ones(1), np.ones(1, dtype=np.bool_), 0, ring,\n"
-        "            np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64),\n"
-        "            np.zeros((2, 5)), np.zeros((2, 2)), True, np.empty(0, dtype=np.int64), 0)\n"
-        "assert tuple(got) == (0, 1), got\n"
-        "from numba.core.registry import CPUDispatcher\n"
-        "assert isinstance(k.update_groups, CPUDispatcher)\n"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert run.returncode == 0, run.stderr
