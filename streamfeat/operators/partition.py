@@ -469,6 +469,22 @@ class PartitionOperator:
         # first possible event, none changing after the last): keeps the arithmetic in int64.
         return min(max(int(as_of), -1), LATEST_QUERY_MS)
 
+    def _arm_rows(self, rows: npt.NDArray[np.int64]) -> None:
+        """Arm ``rows`` (held) with their next change time by time alone as of stream time:
+        what :meth:`value_columns` arms, without making their values (a state cache loads
+        entities a chunk at a time; most are read back for an event or an expiry that
+        computes their values anyway)."""
+        t = self._as_of(None)
+        nxt = np.full(rows.size, NEVER, dtype=np.int64)
+        for slot in self._slots:
+            impl = slot.impl
+            if isinstance(impl, MomentsRing):
+                _, slot_next = impl.query(rows, t)  # (the moments, not the value columns)
+            else:
+                _, slot_next = impl.values(rows, t, slot.features)
+            np.minimum(nxt, slot_next, out=nxt)
+        self._arm(rows, nxt)
+
     def _arm(self, rows: npt.NDArray[np.int64], nxt: npt.NDArray[np.int64]) -> None:
         known = rows != 0
         self._armed[rows[known]] = nxt[known]
@@ -700,7 +716,7 @@ class PartitionOperator:
         self._clock += 1
         self._used[row_array] = self._clock
         if self._st is not None:
-            self.value_columns(list(payloads))  # arms the timers of restored entities
+            self._arm_rows(row_array)  # when each restored entity next changes by time
 
     # -- a working set under a memory budget (streamfeat.pipeline.cache) --------
 
