@@ -139,8 +139,11 @@ def _worker(args: argparse.Namespace) -> int:
         status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
     else:
         from streamfeat.memory import fix_malloc_thresholds, tune_collector
+        from streamfeat.operators import kernels
 
         fix_malloc_thresholds()  # resident memory that falls back after peaks
+        if kernels.COMPILED:  # numba imported and the kernels loaded before the freeze below:
+            kernels.warm()  # its objects are not scanned by every full collection
         tune_collector()  # no collections that find nothing among the window state
         status = Worker(config).run()
     ignore_stop_signals()

@@ -67,3 +67,38 @@ def test_replay_jobs_run_with_fewer_collections() -> None:
 
 def _threshold(_job: int) -> tuple[int, int, int]:
     return gc.get_threshold()
+
+
+def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
+    """numba is imported at the first kernel call (``kernels.warm``): the worker warms the
+    kernels before ``tune_collector``, so numba's ~80k objects are frozen with the rest and
+    no full collection scans them (each would cost ~40 ms). In a child process: the command
+    runs up to the worker's loop (connections and the loop itself replaced)."""
+    child = textwrap.dedent("""
+        import gc, sys
+        import streamfeat.cli as cli
+        import streamfeat.runtime as runtime
+        import streamfeat.runtime.startup as startup
+        from streamfeat.operators import kernels
+        assert kernels.COMPILED
+        startup.check_connections = lambda *a, **k: None
+        cli.check_connections = startup.check_connections
+        seen = {}
+        class Worker:
+            def __init__(self, config): pass
+            def run(self):
+                seen["numba"] = "numba" in sys.modules
+                seen["unfrozen"] = len(gc.get_objects())
+                return 0
+        runtime.Worker = Worker
+        cli.main(["worker", "topologies/orders.yaml", "--state-dir", sys.argv[1]])
+        assert seen["numba"], seen
+        assert seen["unfrozen"] < 20_000, seen  # (numba alone leaves ~78k)
+        print("ok")
+    """)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as state:
+        done = subprocess.run([sys.executable, "-c", child, state], capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
