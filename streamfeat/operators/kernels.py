@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -63,14 +64,24 @@ def _jit(fn: F) -> F:
 
 
 def _compiled(fn: F) -> F:
-    """numba's dispatcher of ``fn`` (compiled, or loaded from the cache, once)."""
+    """numba's dispatcher of ``fn`` (compiled, or loaded from the cache, once); ``fn`` itself
+    when numba is off, or installed but cannot be imported (then :data:`COMPILED` turns
+    false and the rings keep their numpy paths from then on, as without numba)."""
+    global COMPILED  # (turned off once if numba cannot be imported)
     if not COMPILED:
         return fn
     with _COMPILING:
         dispatcher = _DISPATCHERS.get(fn.__name__)
         if dispatcher is None:
-            import numba  # (the jit extra; COMPILED says it is installed)
-
+            try:
+                import numba  # (the jit extra; COMPILED says it is installed)
+            except ImportError as exc:  # e.g. built for another numpy
+                COMPILED = False
+                logging.getLogger(__name__).warning(
+                    "numba is installed but cannot be imported (%s); the rings run without "
+                    "compiled kernels: reinstall it (pip install 'streamfeat[jit]') or set "
+                    "STREAMFEAT_JIT=0", exc)
+                return fn
             # (The GIL is kept: the calls are short, and a thread that lets go of it waits up
             # to the switch interval, 5 ms, to get it back from a busy thread, such as the
             # sink's.)

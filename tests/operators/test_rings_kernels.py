@@ -173,3 +173,27 @@ def test_numba_is_imported_at_the_first_kernel_call_not_with_the_rings() -> None
                          timeout=120, check=False)
     assert run.returncode == 0, run.stderr
 
+
+
+def test_a_numba_that_cannot_be_imported_leaves_the_numpy_paths(tmp_path: Any) -> None:
+    """numba found but failing to import (built for another numpy): the worker's warm-up
+    logs it, :data:`COMPILED` turns false, and the kernels run as plain Python."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "numba"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('Numba needs NumPy 1.x')\n")
+    code = (
+        "import streamfeat.operators.kernels as k\n"
+        "assert k.COMPILED\n"
+        "k.warm()\n"
+        "assert not k.COMPILED\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+    assert "cannot be imported" in run.stderr
