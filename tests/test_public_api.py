@@ -20,6 +20,8 @@ PACKAGES = [
     "streamfeat.replay",
     "streamfeat.runtime",
     "streamfeat.runtime.consumers",
+    "streamfeat.registry",  # (with the root, these export names on first use: streamfeat.lazy)
+    "streamfeat.serving",
 ]
 
 

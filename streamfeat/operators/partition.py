@@ -554,16 +554,16 @@ class PartitionOperator:
         data = self._dump(rows)
         out = list(zip([keys[r] for r in rows], data, strict=True))
         kept_empty = self._kept_empty
+        released: list[int] = []
         for row, blob in zip(rows, data, strict=True):
             if blob != EMPTY_STATE:
                 kept_empty.discard(row)
             elif self._armed[row] == NEVER:
                 kept_empty.discard(row)
-                for slot in self._slots:
-                    slot.impl.clear(row)
-                self._index.release(row)
+                released.append(row)
             else:
                 kept_empty.add(row)
+        self._release_rows(released)
         return out
 
     def dump_all(self) -> list[tuple[str, bytes]]:
@@ -684,8 +684,8 @@ class PartitionOperator:
                 payloads[entity] = payload
         if not payloads:
             return
-        # rows of entities held already are cleared below; a row taken now holds nothing
-        # in any slot (rows are cleared before they are released)
+        # rows of entities held already are cleared; a row taken now holds nothing in any
+        # slot (rows are cleared before they are released: _release_rows)
         replaced = [index[entity] for entity in payloads if entity in index]
         rows = [index[entity] for entity in payloads]
         self._ensure_capacity(len(index.keys_by_row))
@@ -701,16 +701,13 @@ class PartitionOperator:
                 got[0].append(row)
                 got[1].append(obj)
         row_array = np.asarray(rows, dtype=np.int64)
+        self._clear_rows(replaced)
         for slot in self._slots:
             impl = slot.impl
             slot_rows, objs = by_slot.get(slot.key, ([], []))
             if isinstance(impl, MomentsRing):
-                if replaced:
-                    impl.clear_many(np.asarray(replaced, dtype=np.int64))
                 impl.load_many(slot_rows, objs)
             else:
-                for row in replaced:
-                    impl.clear(row)
                 for row, obj in zip(slot_rows, objs, strict=True):
                     impl.load(row, obj)
         self._clock += 1
@@ -781,18 +778,29 @@ class PartitionOperator:
         keys = self._index.keys_by_row
         out = [(keys[r], t) for r, t in zip(rows.tolist(), armed, strict=True)]
         self._armed[rows] = NEVER
-        row_list = rows.tolist()
+        self._release_rows(rows.tolist())
+        return out
+
+    def _clear_rows(self, rows: list[int]) -> None:
+        """Empty every slot's state of ``rows`` (a ring's in one call)."""
+        if not rows:
+            return
+        row_array = np.asarray(rows, dtype=np.int64)
         for slot in self._slots:
             impl = slot.impl
             if isinstance(impl, MomentsRing):
-                impl.clear_many(rows)
+                impl.clear_many(row_array)
             else:
-                for row in row_list:
+                for row in rows:
                     impl.clear(row)
+
+    def _release_rows(self, rows: list[int]) -> None:
+        """Clear ``rows`` and give them back to the index (a new entity may take one: it
+        finds them empty, which :meth:`load_entities` relies on)."""
+        self._clear_rows(rows)
         release = self._index.release
-        for row in row_list:
+        for row in rows:
             release(row)
-        return out
 
     def state_bytes(self) -> int:
         """Rough memory of the state of the entities held: :meth:`approx_state_bytes` plus
