@@ -198,12 +198,10 @@ class PartitionPipeline:
         """Store changed state with the resume offset, atomically (after the sink accepted)."""
         if self.store is None or self.next_offset is None:
             return
-        changed, gone = [], []
-        for entity, data in self.operator.take_dirty():
-            if data == EMPTY_STATE:
-                gone.append(entity)
-            else:
-                changed.append((entity, data))
+        dirty = self.operator.take_dirty()
+        changed = [item for item in dirty if item[1] != EMPTY_STATE]
+        gone = [] if len(changed) == len(dirty) else [
+            entity for entity, data in dirty if data == EMPTY_STATE]
         seen = self.acceptance.origins_seen
         origins = msgspec.msgpack.encode(seen) if seen else None
         meta = self.operator.meta(fields=self._stored_fields)
