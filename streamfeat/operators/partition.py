@@ -563,9 +563,9 @@ class PartitionOperator:
         for entries in zip(*columns, strict=True):
             if None in entries:
                 present = [e for e in entries if e is not None]
-                append(head + _map_header(len(present)) + join(present))  # type: ignore[arg-type]
+                append(head + _map_header(len(present)) + join(present))
             else:
-                append(full + join(entries))  # type: ignore[arg-type]
+                append(full + join(entries))
         return out
 
     def take_dirty(self) -> list[tuple[str, bytes]]:
