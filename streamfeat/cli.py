@@ -106,6 +106,10 @@ def _worker(args: argparse.Namespace) -> int:
                           f"{args.state_cache_mb:g}")
     if args.unhealthy_after <= 0:
         raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be 1 record or more, got {args.batch_size}")
+    if args.batch_seconds <= 0:
+        raise ConfigError(f"--batch-seconds must be above 0 seconds, got {args.batch_seconds:g}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
     kafka, kafka_config, kafka_config_file = _kafka(args)
     config = WorkerConfig(
@@ -120,6 +124,7 @@ def _worker(args: argparse.Namespace) -> int:
         stop_at_end=args.stop_at_end,
         group_id=args.group,
         batch_size=args.batch_size,
+        batch_seconds=args.batch_seconds,
         snapshot_every_s=args.snapshot_every,
         commit_every_s=args.commit_every,
         generation=args.generation,
@@ -163,6 +168,7 @@ def _checkpoint_dir(args: argparse.Namespace) -> str | None:
 def _worker_argv(args: argparse.Namespace) -> list[str]:
     """The worker's own arguments, for one child process (no --processes/--metrics-port)."""
     argv = [*args.topologies, "--state-dir", args.state_dir, "--batch-size", str(args.batch_size),
+            "--batch-seconds", str(args.batch_seconds),
             "--snapshot-every", str(args.snapshot_every), "--generation", str(args.generation),
             "--commit-every", str(args.commit_every),
             "--runtime", args.runtime, "--unhealthy-after", str(args.unhealthy_after)]
@@ -330,8 +336,13 @@ def _add_worker(sub: Any) -> None:
                    help="process up to the end offsets found at start, flush, exit 0")
     p.add_argument("--group", default=None, metavar="GROUP",
                    help="consumer group (default: streamfeat.<topology names joined by +>)")
-    p.add_argument("--batch-size", type=int, default=20_000, metavar="N",
-                   help="records per poll at most (default 20000)")
+    p.add_argument("--batch-size", type=int, default=250_000, metavar="N",
+                   help="records per poll at most (default 250000); the worker starts at "
+                        "20000 and asks for more while it is behind (see --batch-seconds)")
+    p.add_argument("--batch-seconds", type=float, default=2.0, metavar="SECONDS",
+                   help="while behind, batches grow toward this much work each (default "
+                        "2): larger batches cost less per event; a worker that keeps up "
+                        "gets what is ready, whatever the size")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes of one group on this host (one core each)")
     p.add_argument("--snapshot-every", type=float, default=60.0, metavar="SECONDS",

@@ -149,6 +149,10 @@ class Metrics:
             "streamfeat_retries", "Retries after an unavailable dependency", ["dependency"],
             registry=r,
         )
+        self.poll_records = Gauge(
+            "streamfeat_poll_records",
+            "Records the worker asks for at each poll: more while it is behind, up to "
+            "--batch-size, toward --batch-seconds of work per batch", registry=r)
         self.entities = Gauge("streamfeat_state_entities", "Entities held in window state", tp,
                               registry=r)
         self.state_bytes = Gauge("streamfeat_state_bytes",

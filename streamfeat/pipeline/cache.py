@@ -37,6 +37,7 @@ __all__ = ["DEFAULT_STATE_CACHE_MB", "EntityCache", "StateBudget"]
 _LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
 _LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
 _PRESSED = 1.25  # above this fraction of the share, the worker commits before it is due
+_BATCH_SHARE = 0.25  # of the entities a share holds, those one batch may bring
 _REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
 
 
@@ -178,6 +179,19 @@ class EntityCache:
             return 0
         keep = int(_LOW_WATER * share / per_entity)
         return self._evicted(self.operator.evict(held - keep))
+
+    def record_room(self, entities_per_record: float) -> int | None:
+        """Records one batch may bring to this partition: a quarter of the entities its
+        share holds, at ``entities_per_record`` distinct entities per record (a batch's
+        entities stay held until the next commit stores them); ``None`` before the bytes
+        per entity are known (under a thousand entities held)."""
+        share = self.budget.share()
+        held = self.operator.entity_count
+        if share is None or (self._per_entity is None and held < 1000):
+            return None
+        per_entity = self._per_entity or self._bytes_per_entity(held)
+        entities = _BATCH_SHARE * share / per_entity
+        return int(entities / max(entities_per_record, 0.01))
 
     def take_counts(self) -> tuple[int, int]:
         """Entities evicted and loaded since the last call (for counters)."""

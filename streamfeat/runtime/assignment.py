@@ -86,6 +86,17 @@ class Assignment:
         return any(p.cache is not None and p.cache.pressed()
                    for stages in self.pipelines.values() for p in stages)
 
+    def record_room(self) -> int | None:
+        """Records a batch may bring within the state budget, over every partition held
+        (each its pipelines' least; ``None``: no bound known)."""
+        total, bounded = 0, False
+        for stages in self.pipelines.values():
+            rooms = [r for r in (p.record_room() for p in stages) if r is not None]
+            if rooms:
+                total += min(rooms)
+                bounded = True
+        return total if bounded else None
+
     def labels(self) -> list[str]:
         return sorted(f"{t}[{p}]" for t, p in self.pipelines)
 

@@ -23,7 +23,8 @@ class WorkerConfig:
     metrics_port: int | None = None
     stop_at_end: bool = False
     group_id: str | None = None
-    batch_size: int = 20_000
+    batch_size: int = 250_000  # records per poll at most (streamfeat.runtime.batching)
+    batch_seconds: float = 2.0  # while behind, batches grow toward this much work each
     poll_timeout_s: float = 0.005  # the longest a poll waits when no record is ready
     commit_every_s: float = 5.0
     generation: int = 0

@@ -37,6 +37,8 @@ class RunTotals:
     refused: int = 0
     evicted: int = 0  # entities whose state left memory (--state-cache-mb)
     loaded: int = 0  # and came back from the state store
+    batches: int = 0  # polls that brought records
+    largest: int = 0  # records of the largest of them (runtime.batching)
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -45,6 +47,8 @@ class RunTotals:
                 f"{self.late:,} late, {self.malformed:,} malformed), {self.written:,} entity "
                 f"writes applied to Redis ({self.refused:,} refused as not newer), in "
                 f"{elapsed:.1f} s ({rate:,.0f} records/s)"
+                + (f"; {self.batches:,} batches of up to {self.largest:,} records"
+                   if self.batches else "")
                 + (f"; state cache: {self.evicted:,} entities evicted to the state store, "
                    f"{self.loaded:,} read back" if self.evicted or self.loaded else ""))
 

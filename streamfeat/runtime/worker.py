@@ -39,6 +39,7 @@ from streamfeat.records import RecordBatch
 from streamfeat.registry import record_deployments
 from streamfeat.retry import backoff_s
 from streamfeat.runtime.assignment import Assignment, SnapshotFactory, plan_stages
+from streamfeat.runtime.batching import BatchSizer
 from streamfeat.runtime.checkpoint import Checkpoint, Stage
 from streamfeat.runtime.config import WorkerConfig
 from streamfeat.runtime.consumers import (
@@ -105,6 +106,8 @@ class Worker:
         # (its consumer refused, or never answered) turns unhealthy like any outage.
         self.health.failed("kafka", "not a member of the consumer group yet", source="join")
         self.plans = plan_stages(config.topologies)
+        self.sizer = BatchSizer(config.batch_size, config.batch_seconds)
+        """Records asked for at each poll (more while behind: runtime.batching)."""
         self.sources = sorted({t.source.topic for t in config.topologies})
         rekeyed = [t for t in config.topologies if is_rekeyed(t)]
         self.repartitions = {repartition_topic(t): t.source.topic for t in rekeyed}
@@ -192,11 +195,17 @@ class Worker:
             self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
                 self.health.beat()
-                batch = self.consumer.poll(self.config.batch_size,
+                batch = self.consumer.poll(self.sizer.size,
                                            0.0 if self.recomputers else self.config.poll_timeout_s)
                 if batch:
                     self.health.ok("kafka", source="client")  # records arrive: Kafka works
+                    started = time.monotonic()
                     self._handle(batch)
+                    records = sum(map(len, batch.values()))
+                    self.sizer.observe(records, time.monotonic() - started,
+                                       self.assignment.record_room())
+                    self.totals.batches += 1
+                    self.totals.largest = max(self.totals.largest, records)
                 else:
                     if self.repartition is not None:
                         with self.checkpoint.batch():  # held re-keyed records, as time allows
@@ -581,6 +590,7 @@ class Worker:
         if now - self._last_gauges < 5:
             return
         self._last_gauges = now
+        self.metrics.poll_records.set(self.sizer.size)
         for tp, pipelines in self.assignment.pipelines.items():
             for pipeline in pipelines:
                 labels = (pipeline.topology.name, str(tp[1]))

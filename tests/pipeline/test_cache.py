@@ -219,3 +219,34 @@ def test_a_timer_left_before_the_entity_came_back_writes_nothing(tmp_path: Path)
     finally:
         held.close()
         cached.close()
+
+
+def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path) -> None:
+    """The worker's batches grow while it is behind (runtime.batching), but never beyond
+    what the state budget can take: a quarter of the entities the share holds, divided by
+    the distinct entities per record of the last batch."""
+    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
+
+    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
+    budget = StateBudget(10**9)
+    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
+                               budget=budget)
+    cached.process(batch(0, [(f"u{i}", i, {}) for i in range(500)]))
+    assert cached.record_room() is None  # under a thousand held: bytes per entity unknown
+    cached.process(batch(500, [(f"u{i % 1500}", i, {}) for i in range(500, 3500)]))
+    assert cached.entities_per_record == 0.5  # 1,500 entities in 3,000 records
+    per_entity = cached.operator.state_bytes() / cached.operator.entity_count
+    room = cached.record_room()
+    assert room is not None
+    assert abs(room - 0.25 * 10**9 / per_entity / 0.5) <= 2
+    budget.join()  # a second partition opened: half the share, half the room
+    half = cached.record_room()
+    assert half is not None and abs(half - room / 2) <= 2
+    unbounded = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path / "x", "t", "t", 0),
+                                  budget=StateBudget(None))
+    unbounded.process(batch(0, [(f"u{i}", i, {}) for i in range(2000)]))
+    assert unbounded.record_room() is None
+    cached.close()
+    unbounded.close()

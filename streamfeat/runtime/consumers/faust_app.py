@@ -54,6 +54,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streamfeat.errors import ConnectError
 from streamfeat.records import RecordBatch
 from streamfeat.redact import redact
+from streamfeat.runtime.batching import START_RECORDS
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 from streamfeat.runtime.consumers.faust_fetch import ColumnarConsumerThread
 from streamfeat.runtime.consumers.faust_settings import AiokafkaSettings, aiokafka_settings
@@ -133,6 +134,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def rekeyed_topics(self) -> frozenset[str]:
         """Topics whose records carry their origins in headers (read by the fetch)."""
         return cast(BatchTransport, self.transport).bridge.source.settings.rekeyed_topics
+
+    @property
+    def poll_records(self) -> int:
+        """Records the worker asked for at its last poll (the fetch takes at most these)."""
+        return cast(BatchTransport, self.transport).bridge.source.max_records
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ColumnarConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -392,6 +398,10 @@ class FaustConsumer:
         self._on_assign: OnAssign | None = None
         self._on_revoke: OnRevoke | None = None
         self._topics: list[str] = []
+        self.max_records = min(settings.batch_size, START_RECORDS)
+        """Records the worker asked for at its last poll: the next fetch takes at most these
+        (a fetch follows each poll: one batch is in flight at a time). The first fetch,
+        made as partitions are assigned, takes what the worker's first poll asks for."""
         # Metadata and the group's committed offsets (read-only; never joins the group).
         self._query = QueryConsumer({
             **settings.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": False,
@@ -409,6 +419,7 @@ class FaustConsumer:
             raise RuntimeError(f"the Faust app did not start: {self._failure!r}")
 
     def poll(self, max_records: int, timeout_s: float) -> dict[TP, RecordBatch]:
+        self.max_records = max_records  # the next fetch's size, read by the consumer thread
         self._release()  # the batch handed out last time is fully handled
         deadline = time.monotonic() + timeout_s
         while True:

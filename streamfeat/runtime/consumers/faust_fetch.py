@@ -60,6 +60,9 @@ class ColumnarConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if consumer._closed or fetcher._closed:
             raise errors.ConsumerStoppedError()
         rekeyed: frozenset[str] = getattr(self.consumer, "rekeyed_topics", frozenset())
+        asked: int | None = getattr(self.consumer, "poll_records", None)
+        if asked is not None:  # the worker's batch size now (runtime.batching)
+            max_records = asked if max_records is None else min(asked, max_records)
         with fetcher._subscriptions.fetch_context():
             return await fetched_batches(fetcher, active_partitions, timeout or 0, max_records,
                                          rekeyed)
