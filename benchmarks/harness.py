@@ -364,6 +364,10 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
     if steady is not None and result.exit_code == 0:
         note += (f"; {args.events / steady:,.0f} events/s from the first partition "
                  f"assigned to caught up ({steady:.1f} s)")
+    batches = re.search(r"([\d,]+) batches of up to ([\d,]+) records",
+                        log.read_text(errors="replace"))
+    if batches is not None:  # the worker's summary (its batch size moves: runtime.batching)
+        note += f"; {batches[1]} batches of up to {batches[2]} records"
     snapshots = list((work / f"{engine}-snapshots").rglob("*.parquet"))
     if not args.no_snapshots:
         note += "; " + (f"{len(snapshots)} snapshot files" if snapshots

@@ -112,13 +112,15 @@ class EntityCache:
             self.operator.load_entities(chunk)
             self.trim()
 
-    def ensure(self, entity_ids: Iterable[str]) -> None:
+    def ensure(self, entity_ids: Iterable[str]) -> int:
         """Bring back the evicted entities among ``entity_ids`` (call before the batch
-        that holds their events)."""
+        that holds their events); returns how many of them were not held (evicted, or
+        never seen): what the batch adds to the entities held."""
         ids = list(entity_ids)
         missing = self.operator.missing(ids)
         if missing:
             self._load(missing, keep=ids)
+        return len(missing)
 
     def expired(self, stream_time: int, skip: Collection[str]) -> Iterator[list[str]]:
         """The evicted entities whose values change by time alone at or before
@@ -180,18 +182,19 @@ class EntityCache:
         keep = int(_LOW_WATER * share / per_entity)
         return self._evicted(self.operator.evict(held - keep))
 
-    def record_room(self, entities_per_record: float) -> int | None:
+    def record_room(self, new_per_record: float) -> int | None:
         """Records one batch may bring to this partition: a quarter of the entities its
-        share holds, at ``entities_per_record`` distinct entities per record (a batch's
-        entities stay held until the next commit stores them); ``None`` before the bytes
-        per entity are known (under a thousand entities held)."""
+        share holds, at ``new_per_record`` entities brought into memory per record (a
+        batch's entities stay held until the next commit stores them; those held already
+        add nothing); ``None`` before the bytes per entity are known (under a thousand
+        entities held)."""
         share = self.budget.share()
         held = self.operator.entity_count
         if share is None or (self._per_entity is None and held < 1000):
             return None
         per_entity = self._per_entity or self._bytes_per_entity(held)
         entities = _BATCH_SHARE * share / per_entity
-        return int(entities / max(entities_per_record, 0.01))
+        return int(entities / max(new_per_record, 0.01))
 
     def take_counts(self) -> tuple[int, int]:
         """Entities evicted and loaded since the last call (for counters)."""

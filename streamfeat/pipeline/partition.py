@@ -55,9 +55,10 @@ class PartitionPipeline:
         self.generation = generation
         self.store = store
         self.next_offset: int | None = None
-        self.entities_per_record = 1.0
-        """Distinct entities per accepted record in the last batch (sizes the next one:
-        :meth:`record_room`)."""
+        self.new_entities_per_record = 1.0
+        """Entities the last batch brought into memory (read back from the store, or seen
+        for the first time) per record it aggregated: sizes the next batch
+        (:meth:`record_room`)."""
         self.keep_dead_letters = True
         """Whether :meth:`process` lists the refused records (a replay, which writes none,
         sets it off: each is a :class:`DeadLetter` built with its reason)."""
@@ -171,7 +172,9 @@ class PartitionPipeline:
         expired: list[UpdateBatch] = []
         if self.cache is not None and verdict.stream_time is not None:
             # before the stream time moves: evicted entities come back as they were
-            self.cache.ensure(decoded.keys)
+            brought = self.cache.ensure(decoded.keys)
+            if verdict.accepted_count:
+                self.new_entities_per_record = brought / verdict.accepted_count
             expired = _expired(self.cache, self.operator, verdict.stream_time,
                                set(decoded.keys),
                                version(self.generation, self.partition, last), emit)
@@ -181,8 +184,6 @@ class PartitionPipeline:
         out.malformed = verdict.malformed
         out.late = verdict.late_count
         out.aggregated = verdict.accepted_count
-        if out.aggregated:
-            self.entities_per_record = len(result.touched) / out.aggregated
         self.next_offset = last + 1
         if verdict.stream_time is not None:
             out.updates = [*expired, *self.updates(result.touched, verdict.stream_time, last)]
@@ -191,7 +192,8 @@ class PartitionPipeline:
     def record_room(self) -> int | None:
         """Records a batch may bring to this partition within the state budget (``None``:
         no bound): :meth:`EntityCache.record_room`."""
-        return None if self.cache is None else self.cache.record_room(self.entities_per_record)
+        return (None if self.cache is None
+                else self.cache.record_room(self.new_entities_per_record))
 
     def updates(self, touched: set[str], stream_time: int, offset: int) -> list[UpdateBatch]:
         """Values of touched entities and of entities whose windows expired, as of stream time."""

@@ -224,7 +224,8 @@ def test_a_timer_left_before_the_entity_came_back_writes_nothing(tmp_path: Path)
 def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path) -> None:
     """The worker's batches grow while it is behind (runtime.batching), but never beyond
     what the state budget can take: a quarter of the entities the share holds, divided by
-    the distinct entities per record of the last batch."""
+    the entities the last batch brought into memory per record (those held already add
+    nothing)."""
     from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
 
     day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
@@ -235,15 +236,21 @@ def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path
                                budget=budget)
     cached.process(batch(0, [(f"u{i}", i, {}) for i in range(500)]))
     assert cached.record_room() is None  # under a thousand held: bytes per entity unknown
+    # 3,000 records of 1,500 entities, 500 of them held already: 1,000 brought in
     cached.process(batch(500, [(f"u{i % 1500}", i, {}) for i in range(500, 3500)]))
-    assert cached.entities_per_record == 0.5  # 1,500 entities in 3,000 records
+    assert cached.new_entities_per_record == 1000 / 3000
     per_entity = cached.operator.state_bytes() / cached.operator.entity_count
     room = cached.record_room()
     assert room is not None
-    assert abs(room - 0.25 * 10**9 / per_entity / 0.5) <= 2
+    assert abs(room - 0.25 * 10**9 / per_entity * 3) <= 2
     budget.join()  # a second partition opened: half the share, half the room
     half = cached.record_room()
     assert half is not None and abs(half - room / 2) <= 2
+    # every entity held already: the least rate (1 in 100 records) bounds it
+    cached.process(batch(3500, [(f"u{i % 1500}", 4000 + i, {}) for i in range(3000)]))
+    assert cached.new_entities_per_record == 0
+    held = cached.record_room()
+    assert held is not None and abs(held - 0.25 * 5 * 10**8 / per_entity * 100) <= 200
     unbounded = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path / "x", "t", "t", 0),
                                   budget=StateBudget(None))
     unbounded.process(batch(0, [(f"u{i}", i, {}) for i in range(2000)]))
