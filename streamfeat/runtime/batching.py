@@ -6,9 +6,10 @@ events of one entity a batch holds, the cheaper each event (the rich topology of
 ``benchmarks/`` ran at 25k events/s in batches of 20,000 and 37k in batches of 100,000).
 So while the worker is behind (every poll comes back full), :class:`BatchSizer` grows the
 batch toward what the worker handles in ``target_s`` (``--batch-seconds``), up to
-``ceiling`` (``--batch-size``). Once it has caught up, a poll returns what is ready, fewer
-records than asked whatever is asked: the size does not touch the freshness of a worker
-that keeps up.
+``ceiling`` (``--batch-size``), and shrinks it back when batches take longer, never below
+the start (:data:`START_RECORDS`, the worker's fixed size before). Once it has caught
+up, a poll returns what is ready, fewer records than asked whatever is asked: the size
+does not touch the freshness of a worker that keeps up.
 
 With a state budget (``--state-cache-mb``), the size is also kept within what the budget
 can take: the entities of a batch are held until the next commit stores them, so a batch
@@ -23,7 +24,7 @@ __all__ = ["START_RECORDS", "BatchSizer"]
 START_RECORDS = 20_000
 """The first polls' size (the worker's fixed size before the sizer)."""
 
-_LEAST = 1_000
+_LEAST = 1_000  # the least asked for, whatever the room
 _FULL = 0.9  # a poll that brought this share of what was asked: the worker is behind
 
 
@@ -52,6 +53,7 @@ class BatchSizer:
             if not full:
                 want = min(want, size)  # a short poll says nothing of a larger batch
             size = min(max(want, size / 2), size * 2)
+        size = max(size, START_RECORDS)  # slow batches shrink it back, not below the start
         if room is not None:
             size = min(size, room)
         self.size = int(max(min(_LEAST, self.ceiling), min(self.ceiling, size)))

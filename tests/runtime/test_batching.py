@@ -35,17 +35,18 @@ def test_a_short_poll_does_not_grow_it() -> None:
     assert sizer.observe(3_000, 0.01) == START_RECORDS
 
 
-def test_slow_batches_shrink_it_halving_at_most() -> None:
+def test_slow_batches_shrink_it_halving_at_most_not_below_the_start() -> None:
     sizer = BatchSizer(1_000_000, 2.0)
     sizer.size = 200_000
-    assert sizer.observe(200_000, 20.0) == 100_000  # 10k/s: 20k would take 2 s
-    assert sizer.observe(100_000, 10.0) == 50_000
-    assert sizer.observe(50_000, 5.0) == 25_000
-    assert sizer.observe(25_000, 2.5) == 20_000
-    assert sizer.observe(5_000, 9.0) == 10_000  # a short poll that took too long
-    for _ in range(20):
+    assert sizer.observe(200_000, 8.0) == 100_000  # 25k/s: 50k would take 2 s
+    assert sizer.observe(100_000, 4.0) == 50_000
+    assert sizer.observe(50_000, 4.0) == 25_000
+    assert sizer.observe(25_000, 2.5) == START_RECORDS  # 10k/s: not below the start
+    for _ in range(5):
         sizer.observe(sizer.size, 1000.0)
-    assert sizer.size == 1_000  # the least it asks for
+    assert sizer.size == START_RECORDS
+    sizer.size = 80_000
+    assert sizer.observe(5_000, 9.0) == 40_000  # a short poll that took too long
 
 
 def test_kept_within_the_room_of_the_state_budget() -> None:
@@ -53,6 +54,8 @@ def test_kept_within_the_room_of_the_state_budget() -> None:
     assert sizer.observe(20_000, 0.01, room=22_000) == 22_000
     assert sizer.observe(22_000, 0.01, room=22_000) == 22_000
     assert sizer.observe(22_000, 0.01, room=None) == 44_000
+    assert sizer.observe(44_000, 0.01, room=5_000) == 5_000  # below the start if it must
+    assert sizer.observe(5_000, 0.01, room=10) == 1_000  # never below the least
 
 
 @pytest.mark.parametrize("ceiling, target", [(0, 2.0), (10, 0.0), (10, -1.0)])
