@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_STATE_CACHE_MB", "EntityCache", "StateBudget"]
 _LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
 _LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
 _PRESSED = 1.25  # above this fraction of the share, the worker commits before it is due
-_BATCH_SHARE = 0.25  # of the entities a share holds, those one batch may bring
+_BATCH_SHARE = 0.2  # of the entities a share holds, those one batch may bring in
 _REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
 
 
@@ -183,7 +183,7 @@ class EntityCache:
         return self._evicted(self.operator.evict(held - keep))
 
     def record_room(self, new_per_record: float) -> int | None:
-        """Records one batch may bring to this partition: a quarter of the entities its
+        """Records one batch may bring to this partition: a fifth of the entities its
         share holds, at ``new_per_record`` entities brought into memory per record (a
         batch's entities stay held until the next commit stores them; those held already
         add nothing); ``None`` before the bytes per entity are known (under a thousand

@@ -221,9 +221,9 @@ def test_a_timer_left_before_the_entity_came_back_writes_nothing(tmp_path: Path)
         cached.close()
 
 
-def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path) -> None:
+def test_the_room_of_a_batch_is_a_fifth_of_what_the_share_holds(tmp_path: Path) -> None:
     """The worker's batches grow while it is behind (runtime.batching), but never beyond
-    what the state budget can take: a quarter of the entities the share holds, divided by
+    what the state budget can take: a fifth of the entities the share holds, divided by
     the entities the last batch brought into memory per record (those held already add
     nothing)."""
     from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
@@ -242,7 +242,7 @@ def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path
     per_entity = cached.operator.state_bytes() / cached.operator.entity_count
     room = cached.record_room()
     assert room is not None
-    assert abs(room - 0.25 * 10**9 / per_entity * 3) <= 2
+    assert abs(room - 0.2 * 10**9 / per_entity * 3) <= 2
     budget.join()  # a second partition opened: half the share, half the room
     half = cached.record_room()
     assert half is not None and abs(half - room / 2) <= 2
@@ -250,7 +250,7 @@ def test_the_room_of_a_batch_is_a_quarter_of_what_the_share_holds(tmp_path: Path
     cached.process(batch(3500, [(f"u{i % 1500}", 4000 + i, {}) for i in range(3000)]))
     assert cached.new_entities_per_record == 0
     held = cached.record_room()
-    assert held is not None and abs(held - 0.25 * 5 * 10**8 / per_entity * 100) <= 200
+    assert held is not None and abs(held - 0.2 * 5 * 10**8 / per_entity * 100) <= 200
     unbounded = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path / "x", "t", "t", 0),
                                   budget=StateBudget(None))
     unbounded.process(batch(0, [(f"u{i}", i, {}) for i in range(2000)]))
