@@ -189,10 +189,11 @@ class EntityCache:
         add nothing); ``None`` before the bytes per entity are known (under a thousand
         entities held)."""
         share = self.budget.share()
-        held = self.operator.entity_count
-        if share is None or (self._per_entity is None and held < 1000):
+        if share is None:
             return None
-        per_entity = self._per_entity or self._bytes_per_entity(held)
+        per_entity = self._known_bytes_per_entity(self.operator.entity_count)
+        if per_entity is None:
+            return None
         entities = _BATCH_SHARE * share / per_entity
         return int(entities / max(new_per_record, 0.01))
 
@@ -209,12 +210,8 @@ class EntityCache:
         if share is None:
             return False
         held = self.operator.entity_count
-        per_entity = self._per_entity
-        if per_entity is None:
-            if held < 1000:
-                return False
-            per_entity = self._bytes_per_entity(held)
-        return held * per_entity > _PRESSED * share
+        per_entity = self._known_bytes_per_entity(held)
+        return per_entity is not None and held * per_entity > _PRESSED * share
 
     def evict(self, entity_ids: Iterable[str]) -> int:
         """Evict these entities now, those of them whose state is stored as it stands
@@ -227,6 +224,13 @@ class EntityCache:
             self.evicted += len(gone)
             self.budget.evicted += len(gone)
         return len(gone)
+
+    def _known_bytes_per_entity(self, held: int) -> float | None:
+        """The bytes per entity last measured, else measured now; ``None`` while fewer
+        than a thousand entities are held (too few to measure)."""
+        if self._per_entity is not None:
+            return self._per_entity
+        return None if held < 1000 else self._bytes_per_entity(held)
 
     def _bytes_per_entity(self, held: int) -> float:
         """Bytes per entity held, measured again every few trims or when the count moved

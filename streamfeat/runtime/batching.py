@@ -19,10 +19,15 @@ of a million distinct users would hold them all, whatever the budget.
 
 from __future__ import annotations
 
-__all__ = ["START_RECORDS", "BatchSizer"]
+__all__ = ["START_RECORDS", "BatchSizer", "first_size"]
 
 START_RECORDS = 20_000
 """The first polls' size (the worker's fixed size before the sizer)."""
+
+def first_size(ceiling: int) -> int:
+    """What the worker's first poll asks for, with ``--batch-size`` ``ceiling``."""
+    return min(ceiling, START_RECORDS)
+
 
 _LEAST = 1_000  # the least asked for, whatever the room
 _FULL = 0.9  # a poll that brought this share of what was asked: the worker is behind
@@ -38,7 +43,7 @@ class BatchSizer:
             raise ValueError(f"the time a batch may take must be above 0 s, not {target_s}")
         self.ceiling = ceiling
         self.target_s = target_s
-        self.size = min(ceiling, START_RECORDS)
+        self.size = first_size(ceiling)
         """What the next poll asks for."""
 
     def observe(self, records: int, seconds: float, room: int | None = None) -> int:

@@ -54,7 +54,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streamfeat.errors import ConnectError
 from streamfeat.records import RecordBatch
 from streamfeat.redact import redact
-from streamfeat.runtime.batching import START_RECORDS
+from streamfeat.runtime.batching import first_size
 from streamfeat.runtime.consumers.base import TP, ConsumerSettings, OnAssign, OnRevoke
 from streamfeat.runtime.consumers.faust_fetch import ColumnarConsumerThread
 from streamfeat.runtime.consumers.faust_settings import AiokafkaSettings, aiokafka_settings
@@ -398,7 +398,7 @@ class FaustConsumer:
         self._on_assign: OnAssign | None = None
         self._on_revoke: OnRevoke | None = None
         self._topics: list[str] = []
-        self.max_records = min(settings.batch_size, START_RECORDS)
+        self.max_records = first_size(settings.batch_size)
         """Records the worker asked for at its last poll: the next fetch takes at most these
         (a fetch follows each poll: one batch is in flight at a time). The first fetch,
         made as partitions are assigned, takes what the worker's first poll asks for."""
