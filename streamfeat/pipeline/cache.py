@@ -38,6 +38,8 @@ _LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
 _LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
 _PRESSED = 1.25  # above this fraction of the share, the worker commits before it is due
 _BATCH_SHARE = 0.2  # of the entities a share holds, those one batch may bring in
+_BATCH_MOST = 0.5  # of them, those one batch brings in at most (the rest waits: entity_room)
+_LEAST_ROOM = 64  # entities a batch may bring in whatever the share (it moves on)
 _REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
 
 
@@ -112,12 +114,14 @@ class EntityCache:
             self.operator.load_entities(chunk)
             self.trim()
 
-    def ensure(self, entity_ids: Iterable[str]) -> int:
+    def ensure(self, entity_ids: Iterable[str], missing: list[str] | None = None) -> int:
         """Bring back the evicted entities among ``entity_ids`` (call before the batch
         that holds their events); returns how many of them were not held (evicted, or
-        never seen): what the batch adds to the entities held."""
+        never seen): what the batch adds to the entities held. ``missing``: those not
+        held, when the caller has found them already (:meth:`PartitionOperator.missing`)."""
         ids = list(entity_ids)
-        missing = self.operator.missing(ids)
+        if missing is None:
+            missing = self.operator.missing(ids)
         if missing:
             self._load(missing, keep=ids)
         return len(missing)
@@ -196,6 +200,26 @@ class EntityCache:
             return None
         entities = _BATCH_SHARE * share / per_entity
         return int(entities / max(new_per_record, 0.01))
+
+    def entity_room(self) -> int | None:
+        """Entities one batch may bring into memory at most (evicted or never seen): half
+        of those the share holds, at least a few. :meth:`record_room` sizes the batches
+        from the last batch's rate of new entities; this bounds the batch after the key mix
+        shifts (a worker grown to large batches on a hot set, whose keys turn uniform):
+        the pipeline aggregates such a batch up to its room, and the rest after a commit
+        lets the cache evict (``PartitionPipeline.split_batches``). Before any entity
+        was held to measure, the least room: the first part of a first batch, stored,
+        gives the measure. ``None``: no budget."""
+        share = self.budget.share()
+        if share is None:
+            return None
+        held = self.operator.entity_count
+        per_entity = self._known_bytes_per_entity(held)
+        if per_entity is None:
+            if held == 0:
+                return _LEAST_ROOM
+            per_entity = self._bytes_per_entity(held)
+        return max(_LEAST_ROOM, int(_BATCH_MOST * share / per_entity))
 
     def take_counts(self) -> tuple[int, int]:
         """Entities evicted and loaded since the last call (for counters)."""

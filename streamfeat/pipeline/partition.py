@@ -7,13 +7,14 @@ acceptance (decode, late rule) -> operators -> (values of touched and expired en
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from streamfeat.operators import EMPTY_STATE, PartitionOperator
-from streamfeat.pipeline.acceptance import Acceptance, DeadLetter
+from streamfeat.pipeline.acceptance import Acceptance, DeadLetter, Verdict
 from streamfeat.pipeline.cache import EntityCache, StateBudget
 from streamfeat.pipeline.evolution import Recomputation, compare
 from streamfeat.records import RawRecord, RecordBatch, as_batch
@@ -59,6 +60,11 @@ class PartitionPipeline:
         """Entities the last batch brought into memory (read back from the store, or seen
         for the first time) per record it aggregated: sizes the next batch
         (:meth:`record_room`)."""
+        self.split_batches = False
+        """Whether :meth:`process` may aggregate only the first part of a batch, when the
+        rest would bring more entities into memory than the state budget allows at once
+        (:meth:`EntityCache.entity_room`); :attr:`next_offset` then says where the rest
+        starts, and the caller hands it again after a commit (the worker does)."""
         self.keep_dead_letters = True
         """Whether :meth:`process` lists the refused records (a replay, which writes none,
         sets it off: each is a :class:`DeadLetter` built with its reason)."""
@@ -154,16 +160,29 @@ class PartitionPipeline:
         ``emit``: takes the values of evicted entities that expire in this batch as they
         are read, a chunk at a time (the worker submits them to the sink at once, so that
         memory stays bounded when a million of them expire together); without it they are
-        in the outcome's updates."""
-        out = BatchOutcome(consumed=len(records))
+        in the outcome's updates. With :attr:`split_batches`, it may aggregate only the
+        batch's first records (``consumed`` of them; :attr:`next_offset` is the rest's)."""
         if not records:
-            return out
+            return BatchOutcome()
         records = as_batch(records, self.partition)
-        last = records.offsets[-1]
         # The operators own the stream time (it is restored with their state); judging from
         # theirs, the acceptance marks late exactly the events the operators skip.
         self.acceptance.stream_time = self.operator.stream_time
+        seen = dict(self.acceptance.origins_seen) if records.origins is not None else None
         verdict = self.acceptance.judge(records)
+        missing: list[str] | None = None
+        if self.cache is not None and verdict.stream_time is not None:
+            missing = self.operator.missing(verdict.decoded.keys)
+            cut = _cut(self.cache, records, verdict, missing) if self.split_batches else None
+            if cut is not None:  # judged again, from where it stood, up to the cut
+                records = records[:cut]
+                self.acceptance.stream_time = self.operator.stream_time
+                if seen is not None:
+                    self.acceptance.origins_seen = seen
+                verdict = self.acceptance.judge(records)
+                missing = self.operator.missing(verdict.decoded.keys)
+        last = records.offsets[-1]
+        out = BatchOutcome(consumed=len(records))
         out.duplicates = len(records) - len(verdict.batch)
         if not verdict.batch:  # nothing but records the first stage wrote twice
             self.next_offset = last + 1
@@ -172,7 +191,7 @@ class PartitionPipeline:
         expired: list[UpdateBatch] = []
         if self.cache is not None and verdict.stream_time is not None:
             # before the stream time moves: evicted entities come back as they were
-            brought = self.cache.ensure(decoded.keys)
+            brought = self.cache.ensure(decoded.keys, missing)
             if verdict.accepted_count:
                 self.new_entities_per_record = brought / verdict.accepted_count
             expired = _expired(self.cache, self.operator, verdict.stream_time,
@@ -226,6 +245,19 @@ class PartitionPipeline:
             self.cache.close()
         if self.store is not None:
             self.store.close()
+
+
+def _cut(cache: EntityCache, records: RecordBatch, verdict: Verdict, missing: list[str]
+     ) -> int | None:
+    """Where to cut the batch so that its first part brings at most the cache's
+    :meth:`~EntityCache.entity_room` entities into memory (the records before the
+    first event of the one past it); ``None``: it all fits."""
+    room = cache.entity_room()
+    if room is None or len(missing) <= room:
+        return None
+    decoded = verdict.decoded
+    first = decoded.keys.index(missing[room])  # missing is in first-seen order
+    return bisect_left(records.offsets, verdict.batch.offsets[decoded.positions[first]])
 
 
 def _expired(cache: EntityCache, operator: PartitionOperator, stream_time: int,

@@ -109,6 +109,8 @@ class Assignment:
                               store=self._store(topology.name, topic, partition),
                               budget=self.budget)
             for topology in plan.pipelines]
+        for pipeline in self.pipelines[tp]:
+            pipeline.split_batches = True  # the worker hands the rest again (Worker._carry)
         rekeyers = []
         for topology in plan.rekeyed:
             if self._rekey is None:

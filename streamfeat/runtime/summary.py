@@ -39,6 +39,7 @@ class RunTotals:
     loaded: int = 0  # and came back from the state store
     batches: int = 0  # polls that brought records
     largest: int = 0  # records of the largest of them (runtime.batching)
+    split: int = 0  # times the rest of a batch waited for a commit (EntityCache.entity_room)
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -50,7 +51,9 @@ class RunTotals:
                 + (f"; {self.batches:,} batches of up to {self.largest:,} records"
                    if self.batches else "")
                 + (f"; state cache: {self.evicted:,} entities evicted to the state store, "
-                   f"{self.loaded:,} read back" if self.evicted or self.loaded else ""))
+                   f"{self.loaded:,} read back" if self.evicted or self.loaded else "")
+                + (f"; {self.split:,} times the rest of a batch waited for a commit (too many "
+                   "new entities at once for the state budget)" if self.split else ""))
 
 
 class CountingSink:

@@ -158,6 +158,10 @@ class Worker:
         self._failed = False  # after a failure nothing more is committed (see _shutdown)
         self._assigned_once = False
         self._announce: dict[TP, int] = {}  # positions to tell the group after an assignment
+        self._carry: dict[TP, RecordBatch] = {}
+        """Batches a pipeline took only the first part of (its new entities would have
+        gone over the state budget at once): handled again, after a commit, before the
+        next poll."""
         self._last_batch = time.time()
         self._last_gauges = 0.0
         self._last_key_warning = float("-inf")
@@ -195,6 +199,9 @@ class Worker:
             self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
                 self.health.beat()
+                if self._carry:
+                    self._handle_carried()
+                    continue
                 batch = self.consumer.poll(self.sizer.size,
                                            0.0 if self.recomputers else self.config.poll_timeout_s)
                 if batch:
@@ -240,8 +247,19 @@ class Worker:
         return EXIT_FENCED
 
     # ------------------------------------------------------------------ one batch
-    def _handle(self, by_tp: dict[TP, RecordBatch]) -> None:
-        """Snapshot, pipelines, values, dead letters; the pipelines then await the commit."""
+    def _handle_carried(self) -> None:
+        """The rest of the batches the pipelines split, after storing what they took, so
+        that the cache can evict it (only stored state leaves memory)."""
+        carried, self._carry = self._carry, {}
+        self._tell_group(self._commit(set(carried)))
+        self.totals.split += 1
+        self._handle(carried, carried=True)
+        self._apply_changes(busy=True)
+        self._report_gauges()
+
+    def _handle(self, by_tp: dict[TP, RecordBatch], *, carried: bool = False) -> None:
+        """Snapshot, pipelines, values, dead letters; the pipelines then await the commit.
+        ``carried``: records handled before, in part (their snapshot is written)."""
         with self.checkpoint.batch():
             updates: dict[str, list[UpdateBatch]] = defaultdict(list)
             oldest: dict[str, int] = {}
@@ -249,7 +267,7 @@ class Worker:
             touched: list[tuple[TP, Stage]] = []
             for tp, records in by_tp.items():
                 writer = self.assignment.snapshots.get(tp)
-                if writer is not None:
+                if writer is not None and not carried:
                     writer.append(records)
                 for pipeline in self.assignment.pipelines.get(tp, []):
                     todo = records.since(pipeline.next_offset or 0)
@@ -265,6 +283,8 @@ class Worker:
                         self.publisher.submit(name, batch, first_ts)
 
                     outcome = pipeline.process(todo, emit)
+                    if outcome.consumed < len(todo):  # the rest after a commit
+                        self._carry[tp] = records
                     self._count(pipeline, outcome)
                     updates[name].extend(outcome.updates)
                     letters.extend((tp[0], d) for d in outcome.dead)
@@ -376,6 +396,7 @@ class Worker:
         if not self._failed:  # what was processed is stored before letting go
             self._commit(set(partitions))
         for tp in partitions:
+            self._carry.pop(tp, None)  # not taken: the next owner reads it again
             for key in [k for k in self.recomputers if k[0] == tp]:
                 del self.recomputers[key]  # not committed: the next owner starts it again
                 self.metrics.recomputing.labels(key[1], str(tp[1])).set(0)

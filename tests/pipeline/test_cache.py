@@ -257,3 +257,134 @@ def test_the_room_of_a_batch_is_a_fifth_of_what_the_share_holds(tmp_path: Path) 
     assert unbounded.record_room() is None
     cached.close()
     unbounded.close()
+
+
+MANY = [f"k{i}" for i in range(300)]
+
+
+@st.composite
+def wide_stream_st(draw: st.DrawFn) -> list[Event]:
+    """Hundreds of entities, a few events each: batches that bring in more entities than
+    a tiny budget takes at once."""
+    t = draw(st.integers(0, 5000))
+    out: list[Event] = []
+    for _ in range(draw(st.integers(1, 400))):
+        t = max(0, t + draw(st.one_of(st.integers(-3000, 1500), st.integers(0, 40_000))))
+        malformed = draw(st.integers(0, 29)) == 0
+        out.append((draw(st.sampled_from(MANY)), t, None if malformed else draw(record_st)))
+    return out
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(features=features_st(), events=wide_stream_st(), data=st.data())
+def test_a_batch_of_too_many_new_entities_is_taken_in_parts_with_a_commit_between(
+    features: Any, events: list[Event], data: st.DataObject
+) -> None:
+    """``split_batches`` (the worker's): a batch is aggregated up to the cache's entity
+    room, and the rest after a commit lets the cache evict; the entities held never go
+    past the room. Each part gives the updates, dead letters and stored bytes of the
+    all-in-memory state handed the same parts, and every record is taken once."""
+    from streamfeat.pipeline.cache import _LEAST_ROOM
+
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=features, lateness_ms=data.draw(st.sampled_from([0, 10_000])))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(events)), max_size=3))))
+    parts = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        held, cached = pipelines(topo, Path(tmp), StateBudget(1))
+        cached.split_batches = True
+        try:
+            for pipeline in (held, cached):  # one entity held: the room is known
+                pipeline.process(batch(0, [("k0", 0, {})]))
+                pipeline.commit()
+            for a, b in itertools.pairwise([0, *cuts, len(events)]):
+                rest = batch(a + 1, events[a:b])
+                while rest:
+                    two = cached.process(rest)
+                    assert 0 < two.consumed <= len(rest)
+                    assert cached.next_offset == rest.offsets[two.consumed - 1] + 1
+                    assert cached.operator.entity_count <= _LEAST_ROOM
+                    one = held.process(rest[:two.consumed])
+                    assert updates(one) == updates(two)
+                    assert dead(one) == dead(two)
+                    assert (one.late, one.malformed, one.aggregated) == (
+                        two.late, two.malformed, two.aggregated)
+                    held.commit()
+                    cached.commit()
+                    assert stored(held.store, topo) == stored(cached.store, topo)
+                    rest = rest[two.consumed:]
+                    parts += 1
+        finally:
+            held.close()
+            cached.close()
+    assert parts >= len([a for a, b in itertools.pairwise([0, *cuts, len(events)]) if b > a])
+
+
+def test_the_parts_of_a_wide_batch_bring_in_at_most_the_room(tmp_path: Path) -> None:
+    """Shown once: 1,000 new entities in one batch, a budget that holds a few: parts of
+    64 entities' events, each after the last was stored and evicted."""
+    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
+
+    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
+    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
+                               budget=StateBudget(1))
+    cached.split_batches = True
+    cached.process(batch(0, [("first", 0, {})]))  # something held: the room is known
+    cached.commit()
+    rest = batch(1, [(f"u{i % 1000}", i, {}) for i in range(2000)])
+    sizes = []
+    while rest:
+        out = cached.process(rest)
+        sizes.append(out.consumed)
+        rest = rest[out.consumed:]
+        cached.commit()
+    # the first part: the first 64 entities' events; the second part begins with the 65th
+    # entity's first event, and so on; the second half of the batch (u0..u999 again) is
+    # in parts of 64 entities too, since each was evicted at the commit before
+    assert sizes[0] == 64 and sum(sizes) == 2000 and max(sizes) == 64
+    assert len(sizes) == 2 * -(-1000 // 64)
+    assert cached.cache is not None and cached.cache.loaded == 1000
+    cached.cache.ensure(["u0", "u999"])
+    values = cached.operator.values(["u0", "u999"], 2000)
+    assert [values[e][f] for e in ("u0", "u999") for f in values[e]] == [2, 2]
+    cached.close()
+
+
+def test_a_re_keyed_batch_taken_in_parts_drops_no_record_as_written_twice(
+    tmp_path: Path,
+) -> None:
+    """A re-keyed stream drops a record whose source offset it took already; the part of
+    a batch left for after the commit was judged once with the whole batch, and is still
+    taken (the source offsets seen are those of the part taken), while a record the first
+    stage wrote twice is still dropped."""
+    from streamfeat.records import Origins
+    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
+
+    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
+    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
+                               budget=StateBudget(1))
+    cached.split_batches = True
+
+    def rekeyed(first: int, events: list[Event], sources: list[int]) -> RecordBatch:
+        out = batch(first, events)
+        out.origins = Origins([3] * len(sources), sources)
+        return out
+
+    rest = rekeyed(0, [(f"u{i}", i, {}) for i in range(300)], list(range(300)))
+    taken = duplicates = parts = 0
+    while rest:
+        out = cached.process(rest)
+        taken += out.aggregated
+        duplicates += out.duplicates
+        parts += 1
+        rest = rest[out.consumed:]
+        cached.commit()
+    assert parts > 1 and taken == 300 and duplicates == 0
+    again = cached.process(rekeyed(300, [("u5", 400, {}), ("u7", 401, {})], [5, 300]))
+    assert again.duplicates == 1 and again.aggregated == 1
+    cached.close()
