@@ -368,6 +368,13 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
                         log.read_text(errors="replace"))
     if batches is not None:  # the worker's summary (its batch size moves: runtime.batching)
         note += f"; {batches[1]} batches of up to {batches[2]} records"
+    cache = re.search(r"state cache: ([\d,]+) entities evicted to the state store, ([\d,]+) "
+                      r"read back(?:; ([\d,]+) times the rest of a batch waited)?",
+                      log.read_text(errors="replace"))
+    if cache is not None:  # the worker's summary: entities beyond --state-cache-mb
+        note += f"; {cache[1]} entities evicted, {cache[2]} read back"
+        if cache[3]:
+            note += f", {cache[3]} batch rests after a commit"
     snapshots = list((work / f"{engine}-snapshots").rglob("*.parquet"))
     if not args.no_snapshots:
         note += "; " + (f"{len(snapshots)} snapshot files" if snapshots

@@ -153,6 +153,10 @@ class Metrics:
             "streamfeat_poll_records",
             "Records the worker asks for at each poll: more while it is behind, up to "
             "--batch-size, toward --batch-seconds of work per batch", registry=r)
+        self.batch_rests = Counter(
+            "streamfeat_batch_rests",
+            "Times the rest of a batch waited for a commit: its new entities were more than "
+            "the state budget takes at once (--state-cache-mb)", registry=r)
         self.entities = Gauge("streamfeat_state_entities", "Entities held in window state", tp,
                               registry=r)
         self.state_bytes = Gauge("streamfeat_state_bytes",

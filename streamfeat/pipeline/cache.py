@@ -38,7 +38,7 @@ _LOAD_CHUNK = 20_000  # entities read from the store at a time when opening
 _LOW_WATER = 0.9  # a trim evicts down to this fraction of the share
 _PRESSED = 1.25  # above this fraction of the share, the worker commits before it is due
 _BATCH_SHARE = 0.2  # of the entities a share holds, those one batch may bring in
-_BATCH_MOST = 0.5  # of them, those one batch brings in at most (the rest waits: entity_room)
+_BATCH_MOST = 1.0  # of them, those one batch brings in at most (the rest waits: entity_room)
 _LEAST_ROOM = 64  # entities a batch may bring in whatever the share (it moves on)
 _REMEASURE_EVERY = 16  # trims between two full measures of the bytes per entity
 
@@ -202,14 +202,16 @@ class EntityCache:
         return int(entities / max(new_per_record, 0.01))
 
     def entity_room(self) -> int | None:
-        """Entities one batch may bring into memory at most (evicted or never seen): half
-        of those the share holds, at least a few. :meth:`record_room` sizes the batches
-        from the last batch's rate of new entities; this bounds the batch after the key mix
-        shifts (a worker grown to large batches on a hot set, whose keys turn uniform):
-        the pipeline aggregates such a batch up to its room, and the rest after a commit
-        lets the cache evict (``PartitionPipeline.split_batches``). Before any entity
-        was held to measure, the least room: the first part of a first batch, stored,
-        gives the measure. ``None``: no budget."""
+        """Entities one batch may bring into memory at most (evicted or never seen): as
+        many as the share holds, at least a few (held then stays within about twice the
+        share: those of the batch cannot leave before the commit that stores them).
+        :meth:`record_room` sizes the batches from the last batch's rate of new entities;
+        this bounds the batch after the key mix shifts (a worker grown to large batches on
+        a hot set, whose keys turn uniform), or when one partition gets most of a poll: the
+        pipeline aggregates such a batch up to its room, and the rest after a commit lets
+        the cache evict (``PartitionPipeline.split_batches``). Before any entity was held
+        to measure, the least room: the first part of a first batch, stored, gives the
+        measure. ``None``: no budget."""
         share = self.budget.share()
         if share is None:
             return None

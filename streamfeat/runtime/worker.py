@@ -161,7 +161,7 @@ class Worker:
         self._carry: dict[TP, RecordBatch] = {}
         """Batches a pipeline took only the first part of (its new entities would have
         gone over the state budget at once): handled again, after a commit, before the
-        next poll."""
+        next poll (the sizer times the batch with its rests)."""
         self._last_batch = time.time()
         self._last_gauges = 0.0
         self._last_key_warning = float("-inf")
@@ -199,15 +199,14 @@ class Worker:
             self.consumer.subscribe(sorted(self.plans), self._on_assign, self._on_revoke)
             while not self._stopping:
                 self.health.beat()
-                if self._carry:
-                    self._handle_carried()
-                    continue
                 batch = self.consumer.poll(self.sizer.size,
                                            0.0 if self.recomputers else self.config.poll_timeout_s)
                 if batch:
                     self.health.ok("kafka", source="client")  # records arrive: Kafka works
                     started = time.monotonic()
                     self._handle(batch)
+                    while self._carry:  # what the state budget left for after a commit
+                        self._handle_carried()
                     records = sum(map(len, batch.values()))
                     self.sizer.observe(records, time.monotonic() - started,
                                        self.assignment.record_room())
@@ -253,9 +252,8 @@ class Worker:
         carried, self._carry = self._carry, {}
         self._tell_group(self._commit(set(carried)))
         self.totals.split += 1
+        self.metrics.batch_rests.inc()
         self._handle(carried, carried=True)
-        self._apply_changes(busy=True)
-        self._report_gauges()
 
     def _handle(self, by_tp: dict[TP, RecordBatch], *, carried: bool = False) -> None:
         """Snapshot, pipelines, values, dead letters; the pipelines then await the commit.
