@@ -37,14 +37,14 @@ Event = tuple[str, int, dict[str, Any] | None]  # None: a malformed record
 
 
 @st.composite
-def stream_st(draw: st.DrawFn) -> list[Event]:
+def stream_st(draw: st.DrawFn, keys: list[str] = KEYS, most: int = 90) -> list[Event]:
     t = draw(st.integers(0, 5000))
     out: list[Event] = []
-    for _ in range(draw(st.integers(1, 90))):
+    for _ in range(draw(st.integers(1, most))):
         # mostly forward, now and then far ahead (windows expire, entities fall due)
         t = max(0, t + draw(st.one_of(st.integers(-4000, 2500), st.integers(0, 40_000))))
         malformed = draw(st.integers(0, 19)) == 0
-        out.append((draw(st.sampled_from(KEYS)), t, None if malformed else draw(record_st)))
+        out.append((draw(st.sampled_from(keys)), t, None if malformed else draw(record_st)))
     return out
 
 
@@ -262,29 +262,17 @@ def test_the_room_of_a_batch_is_a_fifth_of_what_the_share_holds(tmp_path: Path) 
 MANY = [f"k{i}" for i in range(300)]
 
 
-@st.composite
-def wide_stream_st(draw: st.DrawFn) -> list[Event]:
-    """Hundreds of entities, a few events each: batches that bring in more entities than
-    a tiny budget takes at once."""
-    t = draw(st.integers(0, 5000))
-    out: list[Event] = []
-    for _ in range(draw(st.integers(1, 400))):
-        t = max(0, t + draw(st.one_of(st.integers(-3000, 1500), st.integers(0, 40_000))))
-        malformed = draw(st.integers(0, 29)) == 0
-        out.append((draw(st.sampled_from(MANY)), t, None if malformed else draw(record_st)))
-    return out
-
-
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(features=features_st(), events=wide_stream_st(), data=st.data())
+@given(features=features_st(), events=stream_st(MANY, 400), data=st.data())
 def test_a_batch_of_too_many_new_entities_is_taken_in_parts_with_a_commit_between(
     features: Any, events: list[Event], data: st.DataObject
 ) -> None:
-    """``split_batches`` (the worker's): a batch is aggregated up to the cache's entity
-    room, and the rest after a commit lets the cache evict; the entities held never go
-    past the room. Each part gives the updates, dead letters and stored bytes of the
-    all-in-memory state handed the same parts, and every record is taken once."""
+    """``split_batches`` (the worker's), over hundreds of entities, a few events each: a
+    batch is aggregated up to the cache's entity room, and the rest after a commit lets
+    the cache evict; the entities held never go past the room. Each part gives the
+    updates, dead letters and stored bytes of the all-in-memory state handed the same
+    parts, and every record is taken once."""
     from streamfeat.pipeline.cache import _LEAST_ROOM
 
     topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
@@ -321,17 +309,23 @@ def test_a_batch_of_too_many_new_entities_is_taken_in_parts_with_a_commit_betwee
     assert parts >= len([a for a, b in itertools.pairwise([0, *cuts, len(events)]) if b > a])
 
 
-def test_the_parts_of_a_wide_batch_bring_in_at_most_the_room(tmp_path: Path) -> None:
-    """Shown once: 1,000 new entities in one batch, a budget that holds a few: parts of
-    64 entities' events, each after the last was stored and evicted."""
+def splitting_daily_count(root: Path) -> PartitionPipeline:
+    """A count over 1 day, a budget of a byte, batches taken in parts (as the worker)."""
     from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
 
     day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
     topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
                        features=(FeatureDef("n", AggKind.COUNT, (day,)),))
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
+    cached = PartitionPipeline(topo, 0, store=PartitionStore(root, "t", "t", 0),
                                budget=StateBudget(1))
     cached.split_batches = True
+    return cached
+
+
+def test_the_parts_of_a_wide_batch_bring_in_at_most_the_room(tmp_path: Path) -> None:
+    """Shown once: 1,000 new entities in one batch, a budget that holds a few: parts of
+    64 entities' events, each after the last was stored and evicted."""
+    cached = splitting_daily_count(tmp_path)
     cached.process(batch(0, [("first", 0, {})]))  # something held: the room is known
     cached.commit()
     rest = batch(1, [(f"u{i % 1000}", i, {}) for i in range(2000)])
@@ -361,14 +355,8 @@ def test_a_re_keyed_batch_taken_in_parts_drops_no_record_as_written_twice(
     taken (the source offsets seen are those of the part taken), while a record the first
     stage wrote twice is still dropped."""
     from streamfeat.records import Origins
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
 
-    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
-                               budget=StateBudget(1))
-    cached.split_batches = True
+    cached = splitting_daily_count(tmp_path)
 
     def rekeyed(first: int, events: list[Event], sources: list[int]) -> RecordBatch:
         out = batch(first, events)
