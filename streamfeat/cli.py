@@ -143,10 +143,15 @@ def _worker(args: argparse.Namespace) -> int:
 
         status = run_processes(_worker_argv(args), args.processes, args.metrics_port)
     else:
-        from streamfeat.memory import fix_malloc_thresholds, tune_collector
+        from streamfeat.memory import (
+            fix_malloc_thresholds,
+            tune_collector,
+            use_system_arrow_pool,
+        )
         from streamfeat.operators import kernels
 
         fix_malloc_thresholds()  # resident memory that falls back after peaks
+        use_system_arrow_pool()  # Arrow's freed buffers too (not kept in mimalloc's arenas)
         if kernels.COMPILED:  # numba imported and the kernels loaded before the freeze below:
             kernels.warm()  # its objects are not scanned by every full collection
         tune_collector()  # no collections that find nothing among the window state

@@ -1,4 +1,4 @@
-"""A process's memory settings: the C allocator's (glibc only) and the collector's.
+"""A process's memory settings: the C allocator's (glibc only), Arrow's and the collector's.
 
 The worker sets both at start (``streamfeat worker``); the offline commands' jobs
 (replay, training sets, verify) run with :func:`fewer_collections`, in their helper
@@ -13,6 +13,14 @@ free: the 1M-user harness peaked at 820-875 MiB instead of 1,033-1,069 MiB. The 
 a page fault per page of each such block: about 10 % of the benchmark topology's rate, none
 measurable on the rich one (benchmarks/RESULTS.md, "A million users within 1 GiB" and
 "Fewer collections, the malloc thresholds confirmed").
+
+**Arrow's allocator.** pyarrow allocates with mimalloc by default, which keeps what is
+freed in its own arenas: converting the raw records of a 250,000-record batch for the
+snapshot buffer (about 37 MiB of Arrow data) raised a process's resident memory by 148
+MiB. :func:`use_system_arrow_pool` has Arrow use the C allocator instead, whose large
+blocks the fixed thresholds return on free: the rich topology's worker peaked at
+962-973 MiB instead of 1,031-1,070 (benchmarks/RESULTS.md, fifteenth session), at the
+same rate. ``ARROW_DEFAULT_MEMORY_POOL``, when set, is left to choose.
 
 **Python's cyclic garbage collector.** Window state is many small container objects
 (per-bucket sets, counters, heaps) that are freed by reference counting, not by the
@@ -30,11 +38,12 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["COLLECTOR_THRESHOLDS", "fewer_collections", "fix_malloc_thresholds",
-           "tune_collector"]
+           "tune_collector", "use_system_arrow_pool"]
 
 log = logging.getLogger("streamfeat.memory")
 
@@ -62,6 +71,18 @@ def fix_malloc_thresholds() -> bool:
         mallopt(_M_TRIM_THRESHOLD, _THRESHOLD))
     log.debug("malloc thresholds fixed at %d bytes: %s", _THRESHOLD, ok)
     return ok
+
+
+def use_system_arrow_pool() -> str:
+    """Have Arrow allocate with the C allocator (unless ``ARROW_DEFAULT_MEMORY_POOL`` says
+    otherwise); returns the backend in use."""
+    import pyarrow as pa
+
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    backend: str = pa.default_memory_pool().backend_name
+    log.debug("Arrow allocates with %s", backend)
+    return backend
 
 
 def tune_collector() -> None:

@@ -72,8 +72,9 @@ def _threshold(_job: int) -> tuple[int, int, int]:
 def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
     """numba is imported at the first kernel call (``kernels.warm``): the worker warms the
     kernels before ``tune_collector``, so numba's ~80k objects are frozen with the rest and
-    no full collection scans them (each would cost ~40 ms). In a child process: the command
-    runs up to the worker's loop (connections and the loop itself replaced)."""
+    no full collection scans them (each would cost ~40 ms). Arrow allocates with the C
+    allocator, or with the one ``ARROW_DEFAULT_MEMORY_POOL`` names. In a child process:
+    the command runs up to the worker's loop (connections and the loop itself replaced)."""
     child = textwrap.dedent("""
         import gc, sys
         import streamfeat.cli as cli
@@ -87,18 +88,26 @@ def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
         class Worker:
             def __init__(self, config): pass
             def run(self):
+                import pyarrow as pa
+                seen["arrow"] = pa.default_memory_pool().backend_name
                 seen["numba"] = "numba" in sys.modules
                 seen["unfrozen"] = len(gc.get_objects())
                 return 0
         runtime.Worker = Worker
         cli.main(["worker", "topologies/orders.yaml", "--state-dir", sys.argv[1]])
         assert seen["numba"], seen
+        assert seen["arrow"] == sys.argv[2], seen  # the C allocator, unless told otherwise
         assert seen["unfrozen"] < 20_000, seen  # (numba alone leaves ~78k)
         print("ok")
     """)
+    import os
     import tempfile
 
-    with tempfile.TemporaryDirectory() as state:
-        done = subprocess.run([sys.executable, "-c", child, state], capture_output=True,
-                              text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    for told, backend in ((None, "system"), ("jemalloc", "jemalloc")):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        if told is not None:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = told
+        with tempfile.TemporaryDirectory() as state:
+            done = subprocess.run([sys.executable, "-c", child, state, backend], env=env,
+                                  capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
