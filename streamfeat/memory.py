@@ -1,6 +1,6 @@
 """A process's memory settings: the C allocator's (glibc only), Arrow's and the collector's.
 
-The worker sets both at start (``streamfeat worker``); the offline commands' jobs
+The worker sets all three at start (``streamfeat worker``); the offline commands' jobs
 (replay, training sets, verify) run with :func:`fewer_collections`, in their helper
 processes for good.
 

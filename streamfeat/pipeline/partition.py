@@ -168,12 +168,15 @@ class PartitionPipeline:
         # The operators own the stream time (it is restored with their state); judging from
         # theirs, the acceptance marks late exactly the events the operators skip.
         self.acceptance.stream_time = self.operator.stream_time
-        seen = dict(self.acceptance.origins_seen) if records.origins is not None else None
+        splits = self.split_batches and self.cache is not None
+        # a re-keyed batch cut below is judged again from the source offsets seen before it
+        seen = dict(self.acceptance.origins_seen) if splits and records.origins is not None \
+            else None
         verdict = self.acceptance.judge(records)
         missing: list[str] | None = None
         if self.cache is not None and verdict.stream_time is not None:
             missing = self.operator.missing(verdict.decoded.keys)
-            cut = _cut(self.cache, records, verdict, missing) if self.split_batches else None
+            cut = _cut(self.cache, records, verdict, missing) if splits else None
             if cut is not None:  # judged again, from where it stood, up to the cut
                 records = records[:cut]
                 self.acceptance.stream_time = self.operator.stream_time

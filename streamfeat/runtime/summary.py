@@ -39,7 +39,7 @@ class RunTotals:
     loaded: int = 0  # and came back from the state store
     batches: int = 0  # polls that brought records
     largest: int = 0  # records of the largest of them (runtime.batching)
-    split: int = 0  # times the rest of a batch waited for a commit (EntityCache.entity_room)
+    rests: int = 0  # times the rest of a batch waited for a commit (EntityCache.entity_room)
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -52,8 +52,8 @@ class RunTotals:
                    if self.batches else "")
                 + (f"; state cache: {self.evicted:,} entities evicted to the state store, "
                    f"{self.loaded:,} read back" if self.evicted or self.loaded else "")
-                + (f"; {self.split:,} times the rest of a batch waited for a commit (too many "
-                   "new entities at once for the state budget)" if self.split else ""))
+                + (f"; {self.rests:,} times the rest of a batch waited for a commit (too many "
+                   "new entities at once for the state budget)" if self.rests else ""))
 
 
 class CountingSink:

@@ -251,7 +251,7 @@ class Worker:
         that the cache can evict it (only stored state leaves memory)."""
         carried, self._carry = self._carry, {}
         self._tell_group(self._commit(set(carried)))
-        self.totals.split += 1
+        self.totals.rests += 1
         self.metrics.batch_rests.inc()
         self._handle(carried, carried=True)
 
