@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from operator import methodcaller
+from itertools import repeat
+from operator import is_not, methodcaller
 from typing import Any, Protocol
 
 import numpy as np
@@ -99,6 +100,7 @@ class Batch:
         if fields:
             self._columns.update(fields)
         self._numbers: dict[str | None, tuple[F64, B]] = {}
+        self._present: dict[str | None, B] = {}
         self._passing = passing
         self._groups: dict[tuple[str | None, int, int], tuple[I64, list[Any]]] = {}
 
@@ -120,6 +122,15 @@ class Batch:
             else:
                 got = list(map(methodcaller("get", field), self._records))
             self._columns[field] = got
+        return got
+
+    def present(self, field: str | None) -> B:
+        """By position: whether ``field`` has a value (is not ``None`` or missing)."""
+        got = self._present.get(field)
+        if got is None:
+            column = self.column(field)
+            got = self._present[field] = np.fromiter(
+                map(is_not, column, repeat(None)), dtype=np.bool_, count=len(column))
         return got
 
     def numbers(self, field: str | None) -> tuple[F64, B]:

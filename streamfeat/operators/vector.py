@@ -137,19 +137,20 @@ class FastBucketSlot(BucketSlot):
         keep = self.span.keep_from(st)
         pos, groups = batch.bucket_groups(where, self.span.hop, keep)
         if groups:
-            column = batch.column(field)
-            values = list(map(column.__getitem__, pos.tolist()))
             states = self._group_states(groups)
-            if self.family is Family.QUANTILES:
-                self._add_quantiles(groups, states, batch, pos, values)
-            elif self.family is Family.DISTINCT:
-                self._add_distinct(groups, states, values)
-            elif self.family is Family.FREQUENCIES:
-                self._add_frequencies(groups, states, batch, pos, values)
-            elif self.family in (Family.RECENT, Family.ENDS):
-                self._add_items(groups, states, batch, pos, values)
+            if self.family in (Family.RECENT, Family.ENDS):
+                self._add_items(groups, states, batch, pos, field)
             else:
-                self._add_states(groups, states, batch, pos, values)
+                column = batch.column(field)
+                values = list(map(column.__getitem__, pos.tolist()))
+                if self.family is Family.QUANTILES:
+                    self._add_quantiles(groups, states, batch, pos, values)
+                elif self.family is Family.DISTINCT:
+                    self._add_distinct(groups, states, values)
+                elif self.family is Family.FREQUENCIES:
+                    self._add_frequencies(groups, states, batch, pos, values)
+                else:
+                    self._add_states(groups, states, batch, pos, values)
         if self.span.hop:  # (a lifetime window keeps its one bucket)
             for row in batch.touched_rows:
                 self._prune(row, keep)
@@ -184,15 +185,46 @@ class FastBucketSlot(BucketSlot):
                 add(values[j], ts[j], seqs[j])
 
     def _add_items(self, groups: list[tuple[int, int, int, int]], states: list[AggState],
-                   batch: Batch, pos: I64, values: list[Any]) -> None:
-        """``last_k``, ``first``/``last``: each group's events with a value at once
-        (``add_items``); their ``(ts, seq)`` are distinct, seqs being."""
-        items = list(zip(batch.ts[pos].tolist(), (pos + batch.first_seq).tolist(), values,
-                         strict=True))
-        for (_row, _b, lo, hi), state in zip(groups, states, strict=True):
+                   batch: Batch, pos: I64, field: str | None) -> None:
+        """``last_k``, ``first``/``last``: of each group's events with a value, only those
+        that can change the state, by ``(ts, seq)``: the ``k`` latest (``last_k``), the
+        earliest and the latest (``first``/``last``), handed over at once (``add_items``:
+        the ``k`` latest of the held and the given, the least and the greatest). Found
+        with one sort of the batch, not a tuple per event; ``(ts, seq)`` are distinct,
+        seqs being, and within a batch ``seq`` orders as the position does."""
+        m = len(groups)
+        sizes = np.fromiter((hi - lo for _r, _b, lo, hi in groups), dtype=np.int64, count=m)
+        gid = np.repeat(np.arange(m, dtype=np.int64), sizes)
+        kept = np.flatnonzero(batch.present(field)[pos])
+        if not kept.size:
+            return
+        # by (group, ts), a group's equal times in position order (lexsort is stable and
+        # a group's positions ascend): the state's own (ts, seq) order
+        order = kept[np.lexsort((batch.ts[pos[kept]], gid[kept]))]
+        gs = gid[order]
+        index = np.arange(order.size, dtype=np.int64)
+        ends = np.searchsorted(gs, np.arange(m, dtype=np.int64), side="right")
+        to_end = ends[gs] - index  # 1 for the latest of its group
+        if self.family is Family.RECENT:
+            first = states[0]
+            if not isinstance(first, Recent):  # pragma: no cover - the family's class
+                raise TypeError(type(first).__name__)
+            chosen = to_end <= first.k
+        else:
+            starts = np.searchsorted(gs, np.arange(m, dtype=np.int64), side="left")
+            chosen = (to_end == 1) | (index == starts[gs])
+        at = pos[order[chosen]]
+        column = batch.column(field)
+        items = list(zip(batch.ts[at].tolist(), (at + batch.first_seq).tolist(),
+                         map(column.__getitem__, at.tolist()), strict=True))
+        bounds = np.searchsorted(gs[chosen], np.arange(m + 1, dtype=np.int64)).tolist()
+        for g, state in enumerate(states):
+            lo, hi = bounds[g], bounds[g + 1]
+            if lo == hi:
+                continue
             if not isinstance(state, Recent | Ends):  # pragma: no cover - the family's class
                 raise TypeError(type(state).__name__)
-            state.add_items([item for item in items[lo:hi] if item[2] is not None])
+            state.add_items(items[lo:hi])
 
     def _in_window(self, row: int, b: int) -> _Window | None:
         win = self.windows.get(row)

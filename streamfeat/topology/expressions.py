@@ -911,15 +911,20 @@ def _per_record(fn: _Eval) -> _ManyEval:
     return many
 
 
-def _leaf(name: str, fast_types: frozenset[type], fast: Callable[[list[Any]], list[Any]],
+def _leaf(name: str, fast_types: frozenset[type], fast: Callable[[list[Any]], B],
           one: _Eval) -> _ManyEval:
-    """A test of one field whose answer is ``fast(values)`` for the values of
-    ``fast_types``, unknown for the other JSON types (they are of another kind than the
-    constants it compares with), and ``one`` (the closure) for any other type."""
+    """A test of one field whose answer is ``fast(values)`` (where it is true; false
+    elsewhere, never unknown) for the values of ``fast_types``, unknown for the other
+    JSON types (they are of another kind than the constants it compares with), and
+    ``one`` (the closure) for any other type. A column whose values are all of
+    ``fast_types`` (the usual one) takes a single pass."""
     known = frozenset(_KIND_OF_TYPE) - fast_types
 
     def many(records: Sequence[Mapping[str, Any]], columns: _Columns) -> _Truth:
         col = _column(records, columns, name)
+        if set(map(type, col)) <= fast_types:
+            true = fast(col)
+            return true, ~true
         n = len(col)
         types = list(map(type, col))
         is_fast = _mask(map(fast_types.__contains__, types), n)
@@ -927,9 +932,9 @@ def _leaf(name: str, fast_types: frozenset[type], fast: Callable[[list[Any]], li
         false = np.zeros(n, dtype=np.bool_)
         if is_fast.any():
             where = np.flatnonzero(is_fast)
-            got_true, got_false = _truth_of(fast(list(compress(col, is_fast))))
-            true[where] = got_true
-            false[where] = got_false
+            got = fast(list(compress(col, is_fast)))
+            true[where] = got
+            false[where] = ~got
         odd = ~is_fast
         odd &= ~_mask(map(known.__contains__, types), n)
         for i in np.flatnonzero(odd).tolist():  # subclasses, bytes...: the closure
@@ -999,12 +1004,12 @@ def _many_leaf(node: _Binary) -> _ManyEval | None:
             return None
         (kind,) = kinds
         found = frozenset(values)
-        hit = op == "in"
-        absent = not hit  # every constant is of the value's kind: not found is false
+        hit = op == "in"  # every constant is of the value's kind: not found is false
         contains = found.__contains__
 
-        def member(vals: list[Any]) -> list[Any]:
-            return [hit if x else absent for x in map(contains, vals)]
+        def member(vals: list[Any]) -> B:
+            found_at = _mask(map(contains, vals), len(vals))
+            return found_at if hit else ~found_at
 
         return _leaf(lnode.path[0], _TYPES_OF_KIND[kind], member, _compile(node))
     if op not in _ORDER:
@@ -1018,8 +1023,8 @@ def _many_leaf(node: _Binary) -> _ManyEval | None:
     fn = _ORDER[op]
     fast_types = _NUM_TYPES if _kind(c) == _NUM else frozenset({type(c)})
 
-    def compare(vals: list[Any]) -> list[Any]:
-        return list(map(fn, vals, repeat(c)))
+    def compare(vals: list[Any]) -> B:  # of values of c's kind: True or False
+        return _mask(map(fn, vals, repeat(c)), len(vals))
 
     return _leaf(lnode.path[0], fast_types, compare, _compile(node))
 
