@@ -551,8 +551,13 @@ class PartitionOperator:
         columns: list[list[bytes | None]] = []
         for slot in self._slots:
             prefix = encode(slot.key) + b"\x92" + encode(slot.state_hashes)
+            impl = slot.impl
+            if isinstance(impl, FastBucketSlot):  # keeps its buckets' bytes between commits
+                columns.append([None if data is None else prefix + data
+                                for data in impl.dump_encoded(rows, st)])
+                continue
             columns.append([None if obj is None else prefix + encode(obj)
-                            for obj in slot.impl.dump(rows, st)])
+                            for obj in impl.dump(rows, st)])
         if not columns:
             return [EMPTY_STATE] * len(rows)
         head = b"\x92" + encode(STATE_FORMAT_VERSION)

@@ -37,6 +37,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -120,8 +121,9 @@ class FastBucketSlot(BucketSlot):
         """Per row, its running window multiset (multiset families only)."""
         self.irregular: set[int] = set()
         """Rows with a bucket the multiset cannot follow (answered by the merge)."""
-        self.stored: dict[int, dict[int, list[Any]]] = {}
-        """Per row, ``to_obj()`` of its buckets unchanged since they were last dumped."""
+        self.stored: dict[int, dict[int, bytes]] = {}
+        """Per row, the encoded ``[b, to_obj()]`` of its buckets unchanged since they were
+        last stored (:meth:`dump_encoded`)."""
         self.multiset = family in _MULTISET
         self._limit = feature.exact_up_to
         self._sketch_limit = 0
@@ -375,15 +377,35 @@ class FastBucketSlot(BucketSlot):
 
     def dump_row(self, row: int) -> list[Any]:
         buckets = self.entities[row]
-        stored = self.stored.get(row)
-        if stored is None:
-            stored = self.stored[row] = {}
-        out = []
-        for b in sorted(buckets):
-            obj = stored.get(b)
-            if obj is None:
-                obj = stored[b] = _to_obj(buckets[b])
-            out.append([b, obj])
+        return [[b, _to_obj(buckets[b])] for b in sorted(buckets)]
+
+    def dump_encoded(self, rows: list[int], st: int) -> list[bytes | None]:
+        """``msgpack.encode`` of each of :meth:`dump`'s states, built from each bucket's
+        encoded ``[b, state]`` (msgpack lays an array out as its header and its items'
+        encodings): a bucket is encoded once, at the first commit after it changed, not
+        at every commit while it is in the window."""
+        keep = self.span.keep_from(st)
+        entities, stored = self.entities, self.stored
+        encode = msgspec.msgpack.encode
+        join = b"".join
+        out: list[bytes | None] = []
+        append = out.append
+        for row in rows:
+            self._prune(row, keep)
+            buckets = entities.get(row)
+            if buckets is None:
+                append(None)
+                continue
+            held = stored.get(row)
+            if held is None:
+                held = stored[row] = {}
+            pieces = []
+            for b in sorted(buckets):
+                piece = held.get(b)
+                if piece is None:
+                    piece = held[b] = encode([b, _to_obj(buckets[b])])
+                pieces.append(piece)
+            append(_array_header(len(pieces)) + join(pieces))
         return out
 
     def load(self, row: int, obj: object) -> None:
@@ -630,6 +652,15 @@ class FastBucketSlot(BucketSlot):
             if seen > rank:
                 return _bucket_value(self._multiplier, key)
         raise AssertionError("unreachable: bucket counts sum to count")  # pragma: no cover
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an array of ``n`` items (fixarray, array 16 or array 32)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _to_obj(state: AggState) -> list[Any]:

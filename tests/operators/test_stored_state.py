@@ -168,3 +168,48 @@ def test_state_bytes_are_msgpack_of_the_slots_present() -> None:
         expected = [msgspec.msgpack.encode([STATE_FORMAT_VERSION, p]) for p in payloads]
         assert len({len(p) for p in payloads}) > 1 or n_features == 1  # partial maps met
         assert op._dump(rows) == expected
+
+
+def test_bucket_bytes_kept_between_commits_are_the_state_msgpack_gives() -> None:
+    """The bucketed kinds keep each bucket's encoded bytes until it changes (issue #18):
+    after every batch, including one that changes an older bucket and one whose buckets
+    leave the window, the state bytes must be msgpack's of the state objects, for any
+    number of buckets (fixarray below 16, array 16 above)."""
+    import msgspec
+
+    features = (
+        FeatureDef("d", AggKind.COUNT_DISTINCT,
+                   (WindowDef(WindowKind.SLIDING, 40_000, 1_000, "40s"),), field="s"),
+        FeatureDef("p", AggKind.PERCENTILE,
+                   (WindowDef(WindowKind.SLIDING, 40_000, 1_000, "40s"),), field="v", q=0.5),
+        FeatureDef("k", AggKind.LAST_K,
+                   (WindowDef(WindowKind.SLIDING, 40_000, 1_000, "40s"),), field="v", k=2),
+    )
+    top = TopologyDef(name="g", source=SourceDef(topic="t", key="u"), features=features,
+                      lateness_ms=60_000)
+    op = PartitionOperator(top, 0)
+    rng = random.Random(5)
+    counts_met = set()
+    t = 0
+    for step in range(40):
+        # new buckets of entity "a" this batch: 15, then 16, then 17 held, then any
+        n = [15, 1, 1][step] if step < 3 else rng.choice([1, 2, 3, 15, 16, 17])
+        times = [t + 1_000 * i for i in range(n)]
+        t += 1_000 * n
+        if step % 3 == 2:  # and an event in a bucket stored before, still in the window
+            times.append(times[0] - 2_000)
+        keys = ["a"] * len(times) + ["b"]
+        times.append(t)
+        recs = [{"v": rng.randint(1, 9), "s": rng.choice("xyz")} for _ in keys]
+        op.process(keys, np.array(times, dtype=np.int64), recs)
+        rows = sorted(op._index.values())
+        st = op.stream_time or 0
+        payloads: list[dict[str, Any]] = [{} for _ in rows]
+        for slot in op._slots:
+            for payload, obj in zip(payloads, slot.impl.dump(rows, st), strict=True):
+                if obj is not None:
+                    payload[slot.key] = [slot.state_hashes, obj]
+                    counts_met.add(len(obj))
+        expected = [msgspec.msgpack.encode([STATE_FORMAT_VERSION, p]) for p in payloads]
+        assert op._dump(rows) == expected, step
+    assert {15, 16, 17} <= counts_met and max(counts_met) > 17
