@@ -32,7 +32,13 @@ from streamfeat.cli_common import (
     settle_topology,
     streamfeat_version,
 )
-from streamfeat.config import DEFAULT_STATE_CACHE_MB, RUNTIMES, resolve_kafka, resolve_redis
+from streamfeat.config import (
+    DEFAULT_BATCH_SECONDS,
+    DEFAULT_STATE_CACHE_MB,
+    RUNTIMES,
+    resolve_kafka,
+    resolve_redis,
+)
 from streamfeat.connections import parse_redis_url, resolve_kafka_config
 from streamfeat.errors import ConfigError, StreamfeatError
 from streamfeat.redact import redact
@@ -344,10 +350,11 @@ def _add_worker(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=250_000, metavar="N",
                    help="records per poll at most (default 250000); the worker starts at "
                         "20000 and asks for more while it is behind (see --batch-seconds)")
-    p.add_argument("--batch-seconds", type=float, default=2.0, metavar="SECONDS",
+    p.add_argument("--batch-seconds", type=float, default=DEFAULT_BATCH_SECONDS,
+                   metavar="SECONDS",
                    help="while behind, batches grow toward this much work each (default "
-                        "2): larger batches cost less per event; a worker that keeps up "
-                        "gets what is ready, whatever the size")
+                        f"{DEFAULT_BATCH_SECONDS:g}): larger batches cost less per event; a "
+                        "worker that keeps up gets what is ready, whatever the size")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes of one group on this host (one core each)")
     p.add_argument("--snapshot-every", type=float, default=60.0, metavar="SECONDS",

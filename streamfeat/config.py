@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEFAULT_KAFKA", "DEFAULT_REDIS", "DEFAULT_STATE_CACHE_MB", "RUNTIMES",
-           "resolve_kafka", "resolve_redis"]
+__all__ = ["DEFAULT_BATCH_SECONDS", "DEFAULT_KAFKA", "DEFAULT_REDIS", "DEFAULT_STATE_CACHE_MB",
+           "RUNTIMES", "resolve_kafka", "resolve_redis"]
 
 DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
@@ -17,6 +17,15 @@ memory, shared by its partitions (:mod:`streamfeat.pipeline.cache`). The budget 
 state's own bytes; what it costs in resident memory (array slack, the entity index, Python
 objects) was measured at about 2.5 times that: with 128 MiB a worker stays within 1 GiB
 (benchmarks/RESULTS.md, "State larger than memory" and "A million users within 1 GiB")."""
+
+DEFAULT_BATCH_SECONDS = 4.0
+"""The worker's default ``--batch-seconds``: while it is behind, its batches grow toward this
+much work each (:mod:`streamfeat.runtime.batching`). 4 s, not 2 (issue #18, sixteenth
+session): a rich topology's batch of 250,000 records takes about 3 s, and with 2 s the
+sizer cut the batches that followed to about 170,000, so a catch-up took more batches,
+each paying its entities' values, windows and writes again; the rich and orders
+topologies caught up 10-25 % faster at 4 s (benchmarks/RESULTS.md). A worker that keeps
+up is not concerned: its polls bring what is ready."""
 
 
 def resolve_kafka(flag: str | None = None, from_file: str | None = None) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamfeat.config import DEFAULT_STATE_CACHE_MB
+from streamfeat.config import DEFAULT_BATCH_SECONDS, DEFAULT_STATE_CACHE_MB
 from streamfeat.topology import TopologyDef
 
 __all__ = ["WorkerConfig"]
@@ -24,7 +24,7 @@ class WorkerConfig:
     stop_at_end: bool = False
     group_id: str | None = None
     batch_size: int = 250_000  # records per poll at most (streamfeat.runtime.batching)
-    batch_seconds: float = 2.0  # while behind, batches grow toward this much work each
+    batch_seconds: float = DEFAULT_BATCH_SECONDS  # while behind, batches grow toward this
     poll_timeout_s: float = 0.005  # the longest a poll waits when no record is ready
     commit_every_s: float = 5.0
     generation: int = 0

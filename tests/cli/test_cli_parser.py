@@ -168,3 +168,18 @@ def test_state_cache_mb_passes_to_worker_processes_and_a_negative_one_exits_2(
     assert parser.parse_args(["worker", ORDERS]).state_cache_mb == DEFAULT_STATE_CACHE_MB
     assert main(["worker", ORDERS, "--state-cache-mb", "-1"]) == 2
     assert "--state-cache-mb must be 0 (no limit) or above" in capsys.readouterr().err
+
+
+def test_batch_seconds_defaults_alike_on_the_command_line_and_in_the_config() -> None:
+    """``--batch-seconds`` (4 s since the sixteenth session, issue #18) is the worker
+    config's default too, and passes to worker processes."""
+    from streamfeat.cli import _worker_argv
+    from streamfeat.config import DEFAULT_BATCH_SECONDS
+    from streamfeat.runtime.config import WorkerConfig
+
+    parser = build_parser()
+    assert parser.parse_args(["worker", ORDERS]).batch_seconds == DEFAULT_BATCH_SECONDS
+    fields = WorkerConfig.__dataclass_fields__
+    assert fields["batch_seconds"].default == DEFAULT_BATCH_SECONDS == 4.0
+    parent = parser.parse_args(["worker", ORDERS, "--processes", "2", "--batch-seconds", "1.5"])
+    assert parser.parse_args(["worker", *_worker_argv(parent)]).batch_seconds == 1.5
