@@ -18,8 +18,11 @@ def test_grows_while_polls_come_back_full_toward_the_target_time() -> None:
     sizes = []
     for _ in range(8):  # 50k records/s: 2 s of work is 100k records
         sizes.append(sizer.observe(sizer.size, sizer.size / 50_000))
-    assert sizes[:3] == [40_000, 80_000, 100_000]  # at most doubled at a step
+    assert sizes[:2] == [80_000, 100_000]  # at most 4 times larger at a step
     assert sizes[-1] == 100_000
+    sizer = BatchSizer(1_000_000, 4.0)
+    sizes = [sizer.observe(sizer.size, sizer.size / 500_000) for _ in range(4)]
+    assert sizes == [80_000, 320_000, 1_000_000, 1_000_000]
 
 
 def test_never_above_the_ceiling() -> None:
@@ -53,8 +56,8 @@ def test_kept_within_the_room_of_the_state_budget() -> None:
     sizer = BatchSizer(1_000_000, 2.0)
     assert sizer.observe(20_000, 0.01, room=22_000) == 22_000
     assert sizer.observe(22_000, 0.01, room=22_000) == 22_000
-    assert sizer.observe(22_000, 0.01, room=None) == 44_000
-    assert sizer.observe(44_000, 0.01, room=5_000) == 5_000  # below the start if it must
+    assert sizer.observe(22_000, 0.01, room=None) == 88_000
+    assert sizer.observe(88_000, 0.01, room=5_000) == 5_000  # below the start if it must
     assert sizer.observe(5_000, 0.01, room=10) == 1_000  # never below the least
 
 
