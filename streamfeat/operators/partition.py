@@ -34,7 +34,7 @@ from streamfeat.errors import StateError
 from streamfeat.operators.aggregations import Family, family_of
 from streamfeat.operators.eventtime import late_mask
 from streamfeat.operators.rings import MomentsRing
-from streamfeat.operators.slots import NEVER, Batch, Slot
+from streamfeat.operators.slots import NEVER, Batch, Slot, msgpack_header
 from streamfeat.operators.vector import FastBucketSlot, FastExactSlot, FastSessionSlot
 from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
 from streamfeat.topology.definitions import (
@@ -155,11 +155,7 @@ def _default_compiler(text: str) -> Predicate:
 
 def _map_header(n: int) -> bytes:
     """msgpack's header of a map of ``n`` entries (fixmap, map 16 or map 32)."""
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return b"\xde" + n.to_bytes(2, "big")
-    return b"\xdf" + n.to_bytes(4, "big")
+    return msgpack_header(n, 0x80, b"\xde", b"\xdf")
 
 
 class _Index(dict[str, int]):

@@ -65,6 +65,18 @@ def _floats(values: list[Any]) -> tuple[F64, B]:
     return x, valid
 
 
+def msgpack_header(n: int, fix: int, wide16: bytes, wide32: bytes) -> bytes:
+    """msgpack's header of a container of ``n`` items: ``fix | n`` below 16, else ``wide16``
+    or ``wide32`` and the count (a map: ``0x80``, ``0xde``, ``0xdf``; an array: ``0x90``,
+    ``0xdc``, ``0xdd``). The stored state is joined from encoded pieces under such
+    headers (``PartitionOperator._dump``, ``FastBucketSlot.dump_encoded``)."""
+    if n < 16:
+        return bytes((fix | n,))
+    if n < 1 << 16:
+        return wide16 + n.to_bytes(2, "big")
+    return wide32 + n.to_bytes(4, "big")
+
+
 class Batch:
     """One micro-batch, in the forms the window kinds read.
 

@@ -55,7 +55,7 @@ from streamfeat.operators.aggregations import (
 )
 from streamfeat.operators.rings import _accumulate_runs
 from streamfeat.operators.sketches import _KEY_OFFSET, _MIN_NORMAL, _bucket_value
-from streamfeat.operators.slots import NEVER, Batch, _floats
+from streamfeat.operators.slots import NEVER, Batch, _floats, msgpack_header
 from streamfeat.operators.windows import BucketSlot, ExactSlot, SessionSlot, Span
 from streamfeat.topology.definitions import AggKind, FeatureDef
 
@@ -656,11 +656,7 @@ class FastBucketSlot(BucketSlot):
 
 def _array_header(n: int) -> bytes:
     """msgpack's header of an array of ``n`` items (fixarray, array 16 or array 32)."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
+    return msgpack_header(n, 0x90, b"\xdc", b"\xdd")
 
 
 def _to_obj(state: AggState) -> list[Any]:

@@ -213,3 +213,18 @@ def test_bucket_bytes_kept_between_commits_are_the_state_msgpack_gives() -> None
         expected = [msgspec.msgpack.encode([STATE_FORMAT_VERSION, p]) for p in payloads]
         assert op._dump(rows) == expected, step
     assert {15, 16, 17} <= counts_met and max(counts_met) > 17
+
+
+def test_msgpack_headers_are_msgpacks_for_every_size() -> None:
+    """The headers the state bytes are joined under: fix, 16- and 32-bit forms."""
+    import msgspec
+
+    from streamfeat.operators.partition import _map_header
+    from streamfeat.operators.vector import _array_header
+
+    for n in (0, 1, 15, 16, 17, 65_535, 65_536):
+        items = list(range(n))
+        body = b"".join(msgspec.msgpack.encode(i) for i in items)
+        assert _array_header(n) + body == msgspec.msgpack.encode(items), n
+        pairs = b"".join(msgspec.msgpack.encode(i) * 2 for i in items)
+        assert _map_header(n) + pairs == msgspec.msgpack.encode({i: i for i in items}), n
