@@ -195,8 +195,9 @@ class FastBucketSlot(BucketSlot):
         with one sort of the batch, not a tuple per event; ``(ts, seq)`` are distinct,
         seqs being, and within a batch ``seq`` orders as the position does."""
         m = len(groups)
+        group_ids = np.arange(m, dtype=np.int64)
         sizes = np.fromiter((hi - lo for _r, _b, lo, hi in groups), dtype=np.int64, count=m)
-        gid = np.repeat(np.arange(m, dtype=np.int64), sizes)
+        gid = np.repeat(group_ids, sizes)
         kept = np.flatnonzero(batch.present(field)[pos])
         if not kept.size:
             return
@@ -205,7 +206,7 @@ class FastBucketSlot(BucketSlot):
         order = kept[np.lexsort((batch.ts[pos[kept]], gid[kept]))]
         gs = gid[order]
         index = np.arange(order.size, dtype=np.int64)
-        ends = np.searchsorted(gs, np.arange(m, dtype=np.int64), side="right")
+        ends = np.searchsorted(gs, group_ids, side="right")
         to_end = ends[gs] - index  # 1 for the latest of its group
         if self.family is Family.RECENT:
             first = states[0]
@@ -213,7 +214,7 @@ class FastBucketSlot(BucketSlot):
                 raise TypeError(type(first).__name__)
             chosen = to_end <= first.k
         else:
-            starts = np.searchsorted(gs, np.arange(m, dtype=np.int64), side="left")
+            starts = np.concatenate(([0], ends[:-1]))  # a group starts where the last ended
             chosen = (to_end == 1) | (index == starts[gs])
         at = pos[order[chosen]]
         column = batch.column(field)
