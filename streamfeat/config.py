@@ -24,7 +24,7 @@ much work each (:mod:`streamfeat.runtime.batching`). 4 s, not 2 (issue #18, sixt
 session): a rich topology's batch of 250,000 records takes about 3 s, and with 2 s the
 sizer cut the batches that followed to about 170,000, so a catch-up took more batches,
 each paying its entities' values, windows and writes again; the rich and orders
-topologies caught up 10-25 % faster at 4 s (benchmarks/RESULTS.md). A worker that keeps
+topologies caught up 6-25 % faster at 4 s (benchmarks/RESULTS.md). A worker that keeps
 up is not concerned: its polls bring what is ready."""
 
 
