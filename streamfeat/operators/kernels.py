@@ -96,20 +96,20 @@ _DISPATCHERS: dict[str, Any] = {}
 
 
 @_jit
-def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, ring: Any,
-                  cell_bucket: Any, cell_row: Any, cell_moments: Any, cell_extremes: Any,
-                  minmax: bool, free: Any, used: int) -> tuple[int, int]:
+def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, head: Any,
+                  cell_next: Any, cell_bucket: Any, cell_row: Any, cell_moments: Any,
+                  cell_extremes: Any, minmax: bool, free: Any, used: int) -> tuple[int, int]:
     """Add events sorted by ``(row, ts, offset)`` to their cells, one ``(row, bucket)``
     group at a time, each group's values in offset order (``MomentsRing._update_few``).
 
     ``e``, ``b``, ``orig``: each event's row, bucket and position in the batch; ``xs``,
     ``oks``: the batch's numbers and their validity by position. A group without a cell
     takes one from the end of ``free`` (cells free for reuse), else the next unused cell
-    from ``used``; the caller makes the table large enough for every event to need one.
+    from ``used``; the caller makes the table large enough for every event to need one,
+    and links it into the row's chain (``head``, ``cell_next``: newest bucket first).
     Returns how many cells of ``free`` were taken and the new high-water mark.
     """
     n = e.size
-    size = ring.shape[1]
     taken = 0
     nfree = free.size
     i = 0
@@ -122,19 +122,25 @@ def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, ring:
         if bucket < keep:  # a whole group: its bucket can no longer be read
             i = j
             continue
-        pos = bucket % size
-        cid = int(ring[row, pos])
+        before = -1
+        cid = int(head[row])
+        while cid >= 0 and cell_bucket[cid] > bucket:
+            before = cid
+            cid = int(cell_next[cid])
         fresh = False
-        if cid < 0:
+        if cid < 0 or cell_bucket[cid] != bucket:
+            older = cid
             if taken < nfree:
                 cid = free[nfree - 1 - taken]
                 taken += 1
             else:
                 cid = used
                 used += 1
-            ring[row, pos] = cid
-            fresh = True
-        elif cell_bucket[cid] != bucket:  # expired, not swept yet
+            cell_next[cid] = older
+            if before < 0:
+                head[row] = cid
+            else:
+                cell_next[before] = cid
             fresh = True
         lo = np.inf
         hi = -np.inf
@@ -191,33 +197,33 @@ def update_groups(e: Any, b: Any, orig: Any, xs: Any, oks: Any, keep: int, ring:
 
 
 @_jit
-def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: Any,
-               cell_moments: Any, cell_extremes: Any, minmax: bool, change: int, size: int,
-               hop: int, final: bool, t: int, never: int, out: Any, nxt: Any) -> None:
+def query_rows(rows: Any, keep: int, lo: int, hi: int, head: Any, cell_next: Any,
+               cell_bucket: Any, cell_moments: Any, cell_extremes: Any, minmax: bool,
+               change: int, size: int, hop: int, final: bool, t: int, never: int, width: int,
+               out: Any, nxt: Any) -> None:
     """Each row's window moments as of ``t`` (``MomentsRing._values_few``): its cells of
     buckets ``lo .. hi`` summed in bucket order onto the shift of the oldest with a number.
 
     ``out[r]``: ``count numbers shift sum_dev sum_sq_dev min max`` of row ``rows[r]``;
     ``nxt[r]``: the earliest time after ``t`` a kept cell (bucket at least ``keep``) enters
     or leaves the window. ``change``: 0 never (lifetime), 1 tumbling, 2 sliding/hopping
-    (``Span.next_change``, with ``size``, ``hop`` and ``final``).
+    (``Span.next_change``, with ``size``, ``hop`` and ``final``). ``width``: the most kept
+    cells a row has (``MomentsRing.ring_size``; more are taken in any case).
     """
-    width = ring.shape[1]
-    picked = np.empty(width, dtype=np.int64)
+    picked = np.empty(max(width, 1), dtype=np.int64)
     for r in range(rows.size):
         row = rows[r]
         soonest = never
         m = 0
-        # Kept cells hold buckets keep .. keep + width - 1 (queries are never before stream
-        # time, events never after it), one per ring position: read in bucket order.
-        pos = keep % width
-        for bucket in range(keep, keep + width):
-            cid = int(ring[row, pos])
-            pos += 1
-            if pos == width:
-                pos = 0
-            if cid < 0 or cell_bucket[cid] != bucket:
-                continue
+        # The row's chain holds its buckets newest first; the kept ones (at least keep)
+        # come before the rest. Picked newest first, then read in bucket order.
+        cid = int(head[row])
+        while cid >= 0:
+            bucket = cell_bucket[cid]
+            if bucket < keep:
+                break
+            here = cid
+            cid = int(cell_next[cid])
             if change == 2:
                 when = size + (bucket + 1) * hop
             elif change == 1:
@@ -229,11 +235,15 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
             if when < soonest:
                 soonest = when
             if lo <= bucket <= hi:
-                picked[m] = cid
+                if m == picked.size:
+                    more = np.empty(2 * m, dtype=np.int64)
+                    more[:m] = picked
+                    picked = more
+                picked[m] = here
                 m += 1
         nxt[r] = soonest
         k0 = 0.0
-        for q in range(m):
+        for q in range(m - 1, -1, -1):
             if cell_moments[picked[q], 1] > 0:
                 k0 = cell_moments[picked[q], 2]
                 break
@@ -241,7 +251,7 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
         numbers = 0.0
         s1 = 0.0
         s2 = 0.0
-        for q in range(m):
+        for q in range(m - 1, -1, -1):
             cid = picked[q]
             nc = cell_moments[cid, 1]
             a1 = cell_moments[cid, 3]
@@ -253,7 +263,7 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
         mn = np.inf
         mx = -np.inf
         if minmax:
-            for q in range(m):
+            for q in range(m - 1, -1, -1):
                 cid = picked[q]
                 if cell_extremes[cid, 0] < mn:
                     mn = cell_extremes[cid, 0]
@@ -271,13 +281,14 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, ring: Any, cell_bucket: A
 def warm() -> None:
     """Compile (or load from the cache) both kernels now, on a tiny ring, rather than in
     the first batch (the worker calls it at start)."""
-    ring = np.full((1, 2), -1, dtype=np.int32)
+    head = np.full(1, -1, dtype=np.int32)
+    cell_next = np.full(2, -1, dtype=np.int32)
     bucket = np.zeros(2, dtype=np.int64)
     row = np.zeros(2, dtype=np.int64)
     moments = np.zeros((2, 5), dtype=np.float64)
     extremes = np.zeros((2, 2), dtype=np.float64)
     one = np.zeros(1, dtype=np.int64)
-    update_groups(one, one, one, np.ones(1), np.ones(1, dtype=np.bool_), 0, ring, bucket, row,
-                  moments, extremes, True, np.empty(0, dtype=np.int64), 0)
-    query_rows(one, 0, 0, 0, ring, bucket, moments, extremes, True, 2, 2, 1, False, 0,
-               np.iinfo(np.int64).max, np.empty((1, 7)), np.empty(1, dtype=np.int64))
+    update_groups(one, one, one, np.ones(1), np.ones(1, dtype=np.bool_), 0, head, cell_next,
+                  bucket, row, moments, extremes, True, np.empty(0, dtype=np.int64), 0)
+    query_rows(one, 0, 0, 0, head, cell_next, bucket, moments, extremes, True, 2, 2, 1, False,
+               0, np.iinfo(np.int64).max, 2, np.empty((1, 7)), np.empty(1, dtype=np.int64))

@@ -2,9 +2,10 @@
 
 Sliding, hopping, tumbling and lifetime windows of ``count sum mean var stddev
 min max`` are the bulk of most topologies, so this window kind is numpy through
-and through: per entity a ring of ``R = ceil(W/H) + 1`` positions (the buckets a
-query at or after stream time can read) pointing into a table of live cells,
-updated once per ``(entity, bucket)`` group per batch.
+and through: per entity a chain of its live cells in a table shared by all entities,
+newest bucket first, updated once per ``(entity, bucket)`` group per batch. An entity's
+memory is that of the buckets it holds, not of the window's length: a day's window of
+10-minute hops costs a user with two events two cells, not 145 ring positions.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _FREE = np.iinfo(np.int64).min // 2
 _NO_CELLS = np.empty(0, dtype=np.int64)
 
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
@@ -63,9 +65,6 @@ FEW_EVENTS = 96
 ``(row, bucket)`` group at a time in Python: on small batches numpy's fixed cost per call
 (a few µs, some fifty calls per ring) dominates, and freshness at modest rates is made of
 small batches. Both paths do the same float operations in the same order."""
-
-KERNEL_ROWS = 256
-"""Queries of at most this many rows always take the compiled kernel when there is one."""
 
 FEW_ROWS, FEW_CELLS = 8, 40
 """Queries of at most this many rows reading at most this many live cells sum them in
@@ -168,13 +167,16 @@ def moments_column(agg: AggKind, m: WindowMoments) -> list[Any]:
 class MomentsRing:
     """Moments of a bucketed window for all entities (see module doc).
 
-    Layout: ``ring[row, R]`` (int32) points into a table of *cells*, one per
-    live ``(row, bucket)``; ``-1`` is an empty position. A cell holds
-    ``c n K s1 s2``: events, numeric values, the shift ``K`` (the cell's first
-    numeric value, in offset order), ``sum(x - K)`` and ``sum((x - K)^2)``, plus
-    ``min max`` when a feature needs them. Cells of expired buckets are swept
-    and reused as stream time moves, so memory is ``4 R`` bytes per entity plus
-    about 60 bytes per live bucket.
+    Layout: a table of *cells*, one per live ``(row, bucket)``, and per row a chain
+    through them: ``head[row]`` is the cell of the row's newest bucket (``-1``: none),
+    ``cell_next[cell]`` the row's next older one (``-1``: the last), so a chain holds
+    its buckets in strictly descending order. A cell holds ``c n K s1 s2``: events,
+    numeric values, the shift ``K`` (the cell's first numeric value, in offset order),
+    ``sum(x - K)`` and ``sum((x - K)^2)``, plus ``min max`` when a feature needs them.
+    Cells of expired buckets (the tail of each chain) are cut off, swept and reused
+    as stream time moves, so memory is 4 bytes per entity plus about 60 bytes per
+    live bucket. Events arrive mostly in time order, so the bucket an event goes to
+    is almost always the chain's head, or a new head.
 
     Cells are merged at query time onto the shift of one live cell, so every
     shift is a value inside the window and the variance stays accurate however
@@ -188,11 +190,14 @@ class MomentsRing:
         self.minmax = minmax
         """Whether cells keep min and max (only when a feature of the slot needs them)."""
         self.ring_size = span.ring
-        """``R``: ring positions per row; bucket ``b`` sits at position ``b % R``."""
+        """``R``: the most buckets a row keeps (those a query at or after stream time can
+        read)."""
         self.capacity = 0
         """Rows the ring has room for."""
-        self.ring: npt.NDArray[np.int32] = np.empty((0, self.ring_size), dtype=np.int32)
-        """``ring[row, b % R]``: the cell of bucket ``b`` of the row, ``-1`` if none."""
+        self.head: I32 = np.empty(0, dtype=np.int32)
+        """``head[row]``: the cell of the row's newest bucket, ``-1`` if none."""
+        self.cell_next: I32 = np.empty(0, dtype=np.int32)
+        """Per cell, the cell of the row's next older bucket, ``-1`` if none."""
         self.cells_used = 0
         """High-water mark of the cell table: cells at or above it were never used."""
         self.cell_bucket: I64 = np.empty(0, dtype=np.int64)
@@ -213,18 +218,18 @@ class MomentsRing:
         if capacity <= self.capacity:
             return
         new = max(capacity, self.capacity + self.capacity // 4)
-        ring = np.full((new, self.ring_size), -1, dtype=np.int32)
-        ring[: self.capacity] = self.ring
-        self.ring, self.capacity = ring, new
+        head = np.full(new, -1, dtype=np.int32)
+        head[: self.capacity] = self.head
+        self.head, self.capacity = head, new
 
     def reserve(self, rows: int) -> None:
         self.grow(rows)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the ring and of the cell table (allocated, not only used)."""
-        return int(self.ring.nbytes + self.cell_bucket.nbytes + self.cell_row.nbytes
-                   + self.cell_moments.nbytes
+        """Bytes of the heads and of the cell table (allocated, not only used)."""
+        return int(self.head.nbytes + self.cell_bucket.nbytes + self.cell_row.nbytes
+                   + self.cell_next.nbytes + self.cell_moments.nbytes
                    + (self.cell_extremes.nbytes if self.minmax else 0)
                    + 8 * len(self.free_cells))
 
@@ -232,10 +237,10 @@ class MomentsRing:
         return self.nbytes
 
     def live_bytes(self, rows: int) -> int:
-        """Bytes ``rows`` entities' state needs here: their ring rows and the live cells
+        """Bytes ``rows`` entities' state needs here: their heads and the live cells
         (what a memory budget counts; :attr:`nbytes` is what is allocated)."""
-        cell = 8 * (2 + _MOMENTS + (2 if self.minmax else 0))
-        return int(rows * self.ring_size * 4 + (self.cells_used - len(self.free_cells)) * cell)
+        cell = 8 * (2 + _MOMENTS + (2 if self.minmax else 0)) + 4
+        return int(rows * 4 + (self.cells_used - len(self.free_cells)) * cell)
 
     def _alloc(self, count: int) -> I64:
         free = self.free_cells
@@ -263,9 +268,12 @@ class MomentsRing:
         bucket[:size] = self.cell_bucket
         row = np.zeros(grown, dtype=np.int64)
         row[:size] = self.cell_row
+        nxt = np.full(grown, -1, dtype=np.int32)
+        nxt[:size] = self.cell_next
         moments = np.zeros((grown, _MOMENTS), dtype=np.float64)
         moments[:size] = self.cell_moments
         self.cell_bucket, self.cell_row, self.cell_moments = bucket, row, moments
+        self.cell_next = nxt
         if self.minmax:
             extremes = np.empty((grown, 2), dtype=np.float64)
             extremes[:size] = self.cell_extremes
@@ -285,11 +293,21 @@ class MomentsRing:
         if keep <= self.swept_to:
             return
         self.swept_to = keep
-        buckets = self.cell_bucket[: self.cells_used]
-        dead = np.flatnonzero((buckets < keep) & (buckets != _FREE))
+        n = self.cells_used
+        buckets = self.cell_bucket[:n]
+        old = buckets < keep
+        dead = np.flatnonzero(old & (buckets != _FREE))
         if dead.size == 0:
             return
-        self.ring[self.cell_row[dead], buckets[dead] % self.ring_size] = -1
+        # Dead cells are the tails of their chains (buckets descend along a chain): cut
+        # each chain before its first dead cell, from a live cell or from the head.
+        nxt = self.cell_next[:n]
+        linked = np.flatnonzero(~old & (nxt >= 0))
+        cut = linked[old[nxt[linked]]]
+        self.cell_next[cut] = -1
+        rows = self.cell_row[dead]
+        heads = self.head[rows]
+        self.head[rows[heads >= 0][old[heads[heads >= 0]]]] = -1
         self.cell_bucket[dead] = _FREE
         self.free_cells.extend(dead.tolist())
 
@@ -332,17 +350,7 @@ class MomentsRing:
         starts = np.flatnonzero(new)
         inv = np.cumsum(new) - 1  # group of each event
         ue, ub = e[starts], b[starts]  # row and bucket of each group
-        up = ub % self.ring_size
-        cid = self.ring[ue, up].astype(np.int64)
-        missing = cid < 0
-        if missing.any():
-            fresh = self._alloc(int(missing.sum()))
-            cid[missing] = fresh
-            self.ring[ue[missing], up[missing]] = fresh
-            self._reset(fresh, ue[missing], ub[missing])
-        stale = self.cell_bucket[cid] != ub  # an expired bucket not swept yet at this position
-        if stale.any():
-            self._reset(cid[stale], ue[stale], ub[stale])
+        cid = self._cells_of(ue, ub)
         m = starts.size
         cells = self.cell_moments[cid]
         has = cells[:, _NUMBERS] > 0  # the cell already has its shift K
@@ -386,6 +394,52 @@ class MomentsRing:
             cur[:, 1] = np.maximum(cur[:, 1], hi)
             self.cell_extremes[cid] = cur
 
+    def _cells_of(self, rows: I64, buckets: I64) -> I64:
+        """The cell of each ``(row, bucket)`` group (sorted by row, then bucket; distinct),
+        a new one linked into its row's chain where the row had none."""
+        m = rows.size
+        cid = np.full(m, -1, dtype=np.int64)
+        prev = np.full(m, -1, dtype=np.int64)  # the chain's cell before the group's place
+        succ = self.head[rows].astype(np.int64)  # the cell at the group's place
+        active = np.arange(m)
+        # Walk every group's chain at once, one link per step, until its bucket or an older
+        # one: in time-ordered streams the first step settles nearly every group.
+        while active.size:
+            at = succ[active]
+            on = at >= 0
+            active, at = active[on], at[on]
+            have = self.cell_bucket[at]
+            want = buckets[active]
+            found = have == want
+            cid[active[found]] = at[found]
+            newer = have > want
+            active, at = active[newer], at[newer]
+            prev[active] = at
+            succ[active] = self.cell_next[at]
+        missing = np.flatnonzero(cid < 0)
+        if missing.size == 0:
+            return cid
+        fresh = self._alloc(missing.size)
+        cid[missing] = fresh
+        mr, mb = rows[missing], buckets[missing]
+        self._reset(fresh, mr, mb)
+        mp, ms = prev[missing], succ[missing]
+        # New cells of a row that go between the same two cells are consecutive groups, by
+        # ascending bucket: link them newest first, then the place's neighbours to them.
+        first = np.ones(missing.size, dtype=np.bool_)
+        first[1:] = (mr[1:] != mr[:-1]) | (mp[1:] != mp[:-1])
+        last = np.ones(missing.size, dtype=np.bool_)
+        last[:-1] = first[1:]
+        nxt = np.empty(missing.size, dtype=np.int64)
+        nxt[1:] = fresh[:-1]
+        nxt[first] = ms[first]
+        self.cell_next[fresh] = nxt
+        newest, before, row = fresh[last], mp[last], mr[last]
+        linked = before >= 0
+        self.cell_next[before[linked]] = newest[linked]
+        self.head[row[~linked]] = newest[~linked]
+        return cid
+
     def _update_compiled(self, e: I64, ts: I64, orig: I64, xs: F64, oks: B, st: int) -> None:
         """:meth:`update` by :func:`~streamfeat.operators.kernels.update_groups` (the float
         operations of :meth:`_update_few`, compiled)."""
@@ -395,8 +449,8 @@ class MomentsRing:
         self._grow_cells(self.cells_used + max(0, n - tail.size))  # every event a new cell
         taken, used = kernels.update_groups(
             _i64(e), _i64(self.span.buckets(ts)), _i64(orig), np.asarray(xs, dtype=np.float64),
-            np.asarray(oks, dtype=np.bool_), self.span.keep_from(st), self.ring,
-            self.cell_bucket, self.cell_row, self.cell_moments, self.cell_extremes,
+            np.asarray(oks, dtype=np.bool_), self.span.keep_from(st), self.head,
+            self.cell_next, self.cell_bucket, self.cell_row, self.cell_moments, self.cell_extremes,
             self.minmax, tail, self.cells_used)
         if taken:
             del free[-taken:]
@@ -422,8 +476,8 @@ class MomentsRing:
         offsets: list[int] = orig.tolist()
         xl: list[float] = xs[orig].tolist()
         vl: list[bool] = oks[orig].tolist()
-        size = self.ring_size
-        ring, cell_bucket, cell_moments = self.ring, self.cell_bucket, self.cell_moments
+        head = self.head
+        cell_next, cell_bucket, cell_moments = self.cell_next, self.cell_bucket, self.cell_moments
         minmax = self.minmax
         n = len(rows)
         i = 0
@@ -435,17 +489,21 @@ class MomentsRing:
             if bucket < keep:  # a whole group: its bucket can no longer be read
                 i = j
                 continue
-            pos = bucket % size
-            cid = int(ring[row, pos])
-            if cid < 0:
+            before, cid = -1, int(head[row])
+            while cid >= 0 and int(cell_bucket[cid]) > bucket:
+                before, cid = cid, int(cell_next[cid])
+            fresh = cid < 0 or int(cell_bucket[cid]) != bucket
+            if fresh:
+                older = cid
                 cid = self._alloc_one()
                 # the cell table may have grown: new arrays
-                cell_bucket, cell_moments = self.cell_bucket, self.cell_moments
-                ring[row, pos] = cid
-                fresh = True
-            else:
-                fresh = int(cell_bucket[cid]) != bucket  # expired, not swept yet
-            if fresh:
+                cell_next, cell_bucket = self.cell_next, self.cell_bucket
+                cell_moments = self.cell_moments
+                cell_next[cid] = older
+                if before < 0:
+                    head[row] = cid
+                else:
+                    cell_next[before] = cid
                 cell_bucket[cid] = bucket
                 self.cell_row[cid] = row
                 count, numbers, shift, s1, s2 = 0.0, 0.0, 0.0, 0.0, 0.0
@@ -483,11 +541,11 @@ class MomentsRing:
     def _live(self, rows: I64, t: int) -> tuple[I64, I64, I64]:
         """(index into ``rows``, cell id, bucket) of every cell of ``rows`` kept as of ``t``.
 
-        Scans the cell table or gathers the rings, whichever touches less memory
-        (the ring gather when ``rows`` repeat); the order of the result is unspecified.
+        Scans the cell table or walks the rows' chains, whichever touches less memory (the
+        walk when ``rows`` repeat); the order of the result is unspecified.
         """
         keep = self.span.keep_from(t)
-        if self.cells_used < rows.size * self.ring_size:
+        if self.cells_used < 4 * rows.size:
             n = self.cells_used
             index = np.arange(rows.size)
             at = np.full(self.capacity, -1, dtype=np.int64)
@@ -497,12 +555,26 @@ class MomentsRing:
                 pos = at[self.cell_row[:n]]
                 cid = np.flatnonzero((buckets >= keep) & (pos >= 0))  # free cells: no bucket
                 return pos[cid], cid, buckets[cid]
-        cids = self.ring[rows]
-        i, p = np.nonzero(cids >= 0)
-        cidr = cids[i, p].astype(np.int64)
-        bids = self.cell_bucket[cidr]
-        kept = bids >= keep
-        return i[kept], cidr[kept], bids[kept]
+        return self._walk(rows, keep)
+
+    def _walk(self, rows: I64, keep: int) -> tuple[I64, I64, I64]:
+        """(index into ``rows``, cell id, bucket) of every cell of ``rows`` of a bucket at
+        least ``keep`` (``_FREE``: every cell), following all the chains at once."""
+        index = np.arange(rows.size)
+        at = self.head[rows].astype(np.int64)
+        found: list[tuple[I64, I64, I64]] = []
+        while index.size:
+            on = at >= 0
+            index, at = index[on], at[on]
+            buckets = self.cell_bucket[at]
+            kept = buckets >= keep  # the rest of a chain is older still
+            index, at, buckets = index[kept], at[kept], buckets[kept]
+            found.append((index, at, buckets))
+            at = self.cell_next[at].astype(np.int64)
+        if len(found) == 1:
+            return found[0]
+        return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]),
+                np.concatenate([f[2] for f in found]))
 
     def query(self, rows: I64, t: int,
               live: tuple[I64, I64, I64] | None = None) -> tuple[WindowMoments, I64]:
@@ -556,12 +628,9 @@ class MomentsRing:
         return moments, nxt
 
     def _compiled_query(self, rows: int) -> bool:
-        """Whether a query of ``rows`` rows takes the compiled kernel: it reads every ring
-        position of each row, so many rows of a long ring with few live cells (a million
-        entities, each with an event or two) go to the numpy path, which scans the cell
-        table then (the same values either way)."""
-        return kernels.COMPILED and (
-            rows <= KERNEL_ROWS or rows * self.ring_size <= 4 * self.cells_used)
+        """Whether a query of ``rows`` rows takes the compiled kernel (whenever there is one:
+        it reads each row's own cells, however many rows)."""
+        return kernels.COMPILED
 
     def _query_compiled(self, rows: I64, t: int) -> tuple[WindowMoments, I64]:
         """:meth:`query` by :func:`~streamfeat.operators.kernels.query_rows` (the float
@@ -572,9 +641,10 @@ class MomentsRing:
         out = np.empty((rows.size, 7), dtype=np.float64)
         nxt = np.empty(rows.size, dtype=np.int64)
         change = 0 if not span.hop else 1 if span.kind is WindowKind.TUMBLING else 2
-        kernels.query_rows(rows, span.keep_from(t), lo, hi, self.ring, self.cell_bucket,
-                           self.cell_moments, self.cell_extremes, self.minmax, change,
-                           span.size, span.hop, span.final, t, int(NEVER), out, nxt)
+        kernels.query_rows(rows, span.keep_from(t), lo, hi, self.head, self.cell_next,
+                           self.cell_bucket, self.cell_moments, self.cell_extremes, self.minmax,
+                           change, span.size, span.hop, span.final, t, int(NEVER),
+                           self.ring_size, out, nxt)
         moments = WindowMoments(
             count=out[:, 0], numbers=out[:, 1], shift=out[:, 2], sum_dev=out[:, 3],
             sum_sq_dev=out[:, 4], minimum=out[:, 5] if self.minmax else None,
@@ -684,14 +754,8 @@ class MomentsRing:
                 f"corrupt moments state (packed cells expected, got {type(obj).__name__}); "
                 "delete the partition's state directory and replay from the snapshots"
             )
-        packed = np.frombuffer(obj, dtype=self._cell_dtype)
-        buckets = packed["bucket"].astype(np.int64)
-        cid = self._alloc(buckets.size)
-        self._reset(cid, np.full(buckets.size, row, dtype=np.int64), buckets)
-        self.ring[row, buckets % self.ring_size] = cid
-        self.cell_moments[cid] = packed["moments"]
-        if self.minmax:
-            self.cell_extremes[cid] = packed["extremes"]
+        self._restore(np.full(len(obj) // self._cell_dtype.itemsize, row, dtype=np.int64),
+                      np.frombuffer(obj, dtype=self._cell_dtype))
 
     def load_many(self, rows: list[int], objs: list[object]) -> None:
         """:meth:`load` of many distinct rows at once (a few numpy calls in all), rows that
@@ -716,28 +780,47 @@ class MomentsRing:
         dtype = self._cell_dtype
         packed = np.frombuffer(b"".join(blobs), dtype=dtype)
         counts = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)) // dtype.itemsize
-        cell_rows = np.repeat(np.asarray(kept, dtype=np.int64), counts)
+        self._restore(np.repeat(np.asarray(kept, dtype=np.int64), counts), packed)
+
+    def _restore(self, cell_rows: I64, packed: npt.NDArray[np.void]) -> None:
+        """Cells of rows that hold none, from their stored records (each row's contiguous,
+        by ascending bucket, as :meth:`dump` writes them), each row's chain linked newest
+        first."""
+        if cell_rows.size == 0:
+            return
         buckets = packed["bucket"].astype(np.int64)
+        if buckets.size > 1 and not (np.diff(buckets)[cell_rows[1:] == cell_rows[:-1]] > 0).all():
+            raise StateError(
+                "corrupt moments state (buckets out of order); delete the partition's state "
+                "directory and replay from the snapshots")
         cid = self._alloc(buckets.size)
         self._reset(cid, cell_rows, buckets)
-        self.ring[cell_rows, buckets % self.ring_size] = cid
         self.cell_moments[cid] = packed["moments"]
         if self.minmax:
             self.cell_extremes[cid] = packed["extremes"]
+        oldest = np.ones(cid.size, dtype=np.bool_)
+        oldest[1:] = cell_rows[1:] != cell_rows[:-1]
+        newest = np.ones(cid.size, dtype=np.bool_)
+        newest[:-1] = oldest[1:]
+        nxt = np.empty(cid.size, dtype=np.int64)
+        nxt[1:] = cid[:-1]
+        nxt[oldest] = -1
+        self.cell_next[cid] = nxt
+        self.head[cell_rows[newest]] = cid[newest]
 
     def clear_many(self, rows: I64) -> None:
         """:meth:`clear` of many rows at once."""
-        cids = self.ring[rows].ravel()
-        used = cids[cids >= 0].astype(np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
+        _i, used, _b = self._walk(rows, _FREE)
         if used.size:
             self.cell_bucket[used] = _FREE
             self.free_cells.extend(used.tolist())
-        self.ring[rows] = -1
+        self.head[rows] = -1
 
     def clear(self, row: int) -> None:
-        cids = self.ring[row]
-        used = cids[cids >= 0].astype(np.int64)
-        if used.size:
-            self.cell_bucket[used] = _FREE
-            self.free_cells.extend(used.tolist())
-        self.ring[row] = -1
+        cid = int(self.head[row])
+        while cid >= 0:
+            self.cell_bucket[cid] = _FREE
+            self.free_cells.append(cid)
+            cid = int(self.cell_next[cid])
+        self.head[row] = -1

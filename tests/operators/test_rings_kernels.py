@@ -119,37 +119,33 @@ def test_the_kernels_reuse_freed_cells_and_grow_the_table() -> None:
     assert count == [1]
 
 
-def test_many_rows_over_few_cells_take_the_numpy_query(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel reads every ring position of each row: a query of many rows of a long ring
-    with few live cells goes to the numpy path (which scans the cell table), with the same
-    values; small queries always take the kernel."""
-    span = Span(WindowKind.SLIDING, 86_400_000, 600_000, False)  # 145 ring positions
+def test_many_rows_over_few_cells_read_only_their_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day's window of 10-minute hops over many entities with an event or two each (a
+    million users): the kernel follows each row's chain, the numpy path scans the cell
+    table or walks the chains, with the same values; and the rows cost their cells, not
+    145 positions each."""
+    span = Span(WindowKind.SLIDING, 86_400_000, 600_000, False)  # up to 145 buckets kept
     rows = 2_000
     ring = MomentsRing(span, True, rows)
     t = 10**12
-    ring.update(np.arange(0, rows, 10), np.full(rows // 10, t), np.arange(rows // 10),
-                np.arange(rows // 10, dtype=np.float64), np.ones(rows // 10, dtype=np.bool_), t)
-    compiled: list[int] = []
-    real = MomentsRing._query_compiled
-
-    def spy(self: MomentsRing, rows: np.ndarray, t: int) -> Any:
-        compiled.append(rows.size)
-        return real(self, rows, t)
-
-    monkeypatch.setattr(MomentsRing, "_query_compiled", spy)
+    held = np.arange(0, rows, 10)
+    ring.update(held, np.full(held.size, t), np.arange(held.size),
+                np.arange(held.size, dtype=np.float64), np.ones(held.size, dtype=np.bool_), t)
+    later = t + 600_000  # a second bucket for every other row held
+    ring.update(held[::2], np.full(held[::2].size, later), np.arange(held[::2].size),
+                np.full(held[::2].size, 0.5), np.ones(held[::2].size, dtype=np.bool_), later)
     features = [FeatureDef("n", AggKind.COUNT, (make_window("sliding", 1000, 1000),)),
                 FeatureDef("m", AggKind.MAX, (make_window("sliding", 1000, 1000),), field="v")]
     many = np.arange(rows, dtype=np.int64)
-    routed = ring.values(many, t, features)
-    assert compiled == []  # 2,000 rows x 145 positions over 200 cells: numpy
-    ring.values(many[:10], t, features)
-    assert compiled == [10]
-    monkeypatch.setattr(rings, "KERNEL_ROWS", 10**9)  # force the kernel: the same answer
-    forced = ring.values(many, t, features)
-    assert compiled == [10, rows]
-    assert routed[0] == forced[0]
-    assert routed[1].tolist() == forced[1].tolist()
-    assert routed[0][0][::10] == [1] * (rows // 10)
+    compiled = ring.values(many, later, features)
+    _set_paths(monkeypatch, compiled=False)
+    scanned = ring.values(many, later, features)  # 300 cells, 2,000 rows: the table scanned
+    walked = ring.values(np.r_[many, many[:1]], later, features)  # rows repeat: the walk
+    assert compiled[0] == scanned[0] == [c[:-1] for c in walked[0]]
+    assert compiled[1].tolist() == scanned[1].tolist() == walked[1][:-1].tolist()
+    assert compiled[0][0][::20] == [2] * (rows // 20)
+    assert compiled[0][0][10::20] == [1] * (rows // 20)
+    assert ring.live_bytes(rows) < rows * 4 + 300 * 100  # no per-row ring of 145 positions
 
 
 def test_numba_is_imported_at_the_first_kernel_call_not_with_the_rings() -> None:
