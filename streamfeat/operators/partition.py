@@ -390,6 +390,8 @@ class PartitionOperator:
         index = self._index
         rows = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=n)
         self._ensure_capacity(len(index.keys_by_row))
+        self._clock += 1
+        self._used[rows] = self._clock  # (late events' rows too: every row taken is used)
         all_ok = not late.any()
         accepted = np.flatnonzero(~late)
         if accepted.size == 0:
@@ -416,8 +418,6 @@ class PartitionOperator:
 
         touched_rows = np.unique(rows[accepted]).tolist()
         self._dirty.update(touched_rows)
-        self._clock += 1
-        self._used[rows] = self._clock
         keys_by_row = index.keys_by_row
         return ProcessResult(late, {keys_by_row[r] for r in touched_rows})
 
@@ -656,6 +656,8 @@ class PartitionOperator:
         entities = [other_keys[r] for r in other_rows]
         rows = [index[e] for e in entities]
         self._ensure_capacity(len(index.keys_by_row))
+        self._clock += 1
+        self._used[np.asarray(rows, dtype=np.int64)] = self._clock
         st = 0 if other._st is None else other._st
         for theirs in moved:
             mine = self._held_back.pop(theirs.key)
@@ -782,8 +784,7 @@ class PartitionOperator:
         it due by then (it is not in :meth:`due` any more)."""
         if count <= 0:
             return []
-        rows = self._clean(np.fromiter(self._index.values(), dtype=np.int64,
-                                       count=len(self._index)))
+        rows = self._clean(self._held_rows())
         index = self._index
         kept = np.array([index[e] for e in keep if e in index], dtype=np.int64)
         if kept.size and rows.size:
@@ -792,6 +793,12 @@ class PartitionOperator:
             pick = np.argpartition(self._used[rows], count - 1)[:count]
             rows = rows[pick]
         return self._evict_rows(rows)
+
+    def _held_rows(self) -> npt.NDArray[np.int64]:
+        """Every row an entity holds: those used since they were taken (a row is used, by
+        :meth:`process`, :meth:`load_entities` or :meth:`adopt`, as soon as it is taken,
+        and unused again when released), read from an array rather than the index."""
+        return np.flatnonzero(self._used[: len(self._index.keys_by_row)])
 
     def evict_entities(self, entity_ids: Iterable[str]) -> list[tuple[str, int]]:
         """:meth:`evict` of the given entities (those it may drop; others are skipped)."""
@@ -837,6 +844,7 @@ class PartitionOperator:
         release = self._index.release
         for row in rows:
             release(row)
+        self._used[np.asarray(rows, dtype=np.int64)] = 0
 
     def state_bytes(self) -> int:
         """Rough memory of the state of the entities held: :meth:`approx_state_bytes` plus

@@ -129,6 +129,8 @@ def _compare(topo: TopologyDef, events: list[Event], cuts: list[int], restart_at
         assert cached.cache is not None
         if evictions is not None and i < len(evictions):
             cached.cache.evict(evictions[i])
+        for op in (held.operator, cached.operator):  # what eviction picks from: every row held
+            assert op._held_rows().tolist() == sorted(op._index.values())
         evicted = max(evicted, cached.cache.evicted)
     # every entity with stored state; a held row of late events only may be dropped
     assert set(stored(held.store, topo)) <= set(cached.entity_ids())
