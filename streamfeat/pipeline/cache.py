@@ -142,18 +142,22 @@ class EntityCache:
         missing = [e for e in self.operator.missing(due) if e not in skip]
         for start in range(0, len(missing), _LOAD_CHUNK):
             chunk = missing[start:start + _LOAD_CHUNK]
-            self._load(chunk, keep=skip)
+            self._load(chunk, keep=skip, room=False)
             yield self.operator.due_among(chunk, stream_time)
             self._evicted(self.operator.evict_entities(chunk))
 
-    def _load(self, entity_ids: Sequence[str], keep: Collection[str] = ()) -> None:
+    def _load(self, entity_ids: Sequence[str], keep: Collection[str] = (),
+              room: bool = True) -> None:
         """Load the stored ones of ``entity_ids`` (none of them held), first evicting what
         would take the entities held beyond the share; never those of ``keep`` (the
-        batch's, which may be held already and must stay until it is processed)."""
+        batch's, which may be held already and must stay until it is processed).
+        ``room=False``: evict nothing for them (an expiry's chunk, evicted again at once:
+        making room would only push out entities that may be used next)."""
         states = self.store.states(entity_ids)
         found = [(e, s) for e, s in zip(entity_ids, states, strict=True) if s is not None]
         if found:
-            self._make_room(len(found), keep)
+            if room:
+                self._make_room(len(found), keep)
             self.operator.load_entities(found)
             self.loaded += len(found)
             self.budget.loaded += len(found)

@@ -195,6 +195,34 @@ def test_evicted_entities_leave_memory_and_come_back_when_due(tmp_path: Path) ->
     cached.close()
 
 
+def test_an_expiry_pushes_out_no_entity_held(tmp_path: Path) -> None:
+    """Entities read back only for their window expiry are evicted again at once: loading
+    them makes no room (it would push out entities held, to be read back when next used)."""
+    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
+
+    five = WindowDef(WindowKind.SLIDING, 300_000, 60_000, "5m")
+    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=(FeatureDef("n", AggKind.COUNT, (five,)),))
+    budget = StateBudget(10**9)
+    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
+                               budget=budget)
+    hot = ["h1", "h2", "h3"]
+    cached.process(batch(0, [(e, 1000 * i, {}) for i, e in enumerate(["a", "b", *hot])]))
+    cached.commit()
+    cache = cached.cache
+    assert isinstance(cache, EntityCache)
+    assert cache.evict(["a", "b"]) == 2
+    held = cached.operator.state_bytes()
+    budget.total_bytes = held + held // 6  # the three held fill the share
+    out = cached.process(batch(5, [("h1", 400_000, {})]))  # a and b's 5m windows emptied
+    got = {e: c[i] for u in out.updates for c in u.columns[:1]
+           for i, e in enumerate(u.entity_ids)}
+    assert got == {"a": 0, "b": 0, "h1": 1, "h2": 0, "h3": 0}
+    assert cache.loaded == 2
+    assert sorted(cached.operator.entity_ids()) == hot
+    cached.close()
+
+
 def test_a_timer_left_before_the_entity_came_back_writes_nothing(tmp_path: Path) -> None:
     """A session's end moves with each event: the timer an entity left when first evicted
     fires after it came back and left again with a later one; it is read, found not due,
