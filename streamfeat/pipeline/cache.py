@@ -165,7 +165,8 @@ class EntityCache:
     def _make_room(self, incoming: int, keep: Collection[str]) -> None:
         """Evict enough not-changed entities (not of ``keep``) for ``incoming`` more to fit:
         the entities held, and so the rows the operators' arrays are sized for, stay near
-        the share between commits too, not the share plus a batch and an expiry's chunk."""
+        the share between commits too, not the share plus a batch (an expiry's chunk, at
+        most ``_LOAD_CHUNK`` entities, is over it only while its values are read)."""
         share = self.budget.share()
         held = self.operator.entity_count
         if share is None or held == 0:
