@@ -77,6 +77,11 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 """A compiled ``where``: does a record pass it (records hold any JSON-able values)."""
 WhereCompiler = Callable[[str], Predicate]
 
+_EVICT_POOL = 4
+"""evict() picks among this many times as many of the least recently used entities (at most
+the less recently used half of them: a hot set stays) those next due to change by time the
+latest: an entity evicted before its window expiry is read back for it."""
+
 ROW_OVERHEAD_BYTES = 360
 """Memory an entity holding a row costs beside its slots' own count of their state
 (measured: resident memory grows by about 460 bytes per entity of the benchmark topology
@@ -790,8 +795,11 @@ class PartitionOperator:
         if kept.size and rows.size:
             rows = rows[~np.isin(rows, kept)]
         if count < rows.size:
-            pick = np.argpartition(self._used[rows], count - 1)[:count]
-            rows = rows[pick]
+            pool = max(count, min(_EVICT_POOL * count, rows.size // 2))
+            if pool < rows.size:  # the least recently used
+                rows = rows[np.argpartition(self._used[rows], pool - 1)[:pool]]
+            if count < rows.size:  # of them, those next due to change by time the latest
+                rows = rows[np.argpartition(-self._armed[rows], count - 1)[:count]]
         return self._evict_rows(rows)
 
     def _held_rows(self) -> npt.NDArray[np.int64]:

@@ -541,3 +541,25 @@ def test_expired_entities_free_their_rows_and_memory_stays_flat() -> None:
         assert op.values([ids[0]]) == {ids[0]: {"orders__5m": 1, "amount__5m": 1}}
     # one turnover of a cohort holds both (the new arrive before the old are released)
     assert len(set(sizes[1:])) == 1, sizes
+
+
+def test_evict_takes_of_the_least_recently_used_those_due_to_change_latest() -> None:
+    """Eviction picks among the least recently used entities (a few times as many as it
+    drops, at most the less recently used half) those whose windows next change by time the
+    latest: one evicted before its window expiry is read back for it. Entities used since
+    stay, however late they change."""
+    from streamfeat.operators.partition import _EVICT_POOL
+
+    hour = make_window("sliding", 3_600_000, 60_000)  # nothing expires in these minutes
+    topo = topology((FeatureDef("n", AggKind.COUNT, (hour,)),), 0)
+    op = new_op(topo)
+    used = [f"e{i}" for i in range(2 * _EVICT_POOL)]  # e{i}: used i-th, changes i-th
+    for i, e in enumerate(used):
+        run(op, [(e, 60_000 * i, {})])
+        op.values([e], 60_000 * i)  # (values arm each entity's next change)
+    op.take_dirty()  # every entity stored as it stands: each may be evicted
+    # of the four least recently used (e0..e3), the one that changes latest
+    assert [e for e, _t in op.evict(1)] == [used[_EVICT_POOL - 1]]
+    # of seven left, the less recently used half (e0, e1, e2), the two that change latest
+    assert sorted(e for e, _t in op.evict(2)) == [used[1], used[2]]
+    assert len(op.entity_ids()) == 2 * _EVICT_POOL - 3
