@@ -3,8 +3,9 @@
 The operator keeps the state of every entity it holds in memory; RocksDB has a copy of it
 as of the last commit. :class:`EntityCache` keeps that copy as the only one for the
 entities not used lately: after each commit, while the state held is over the partition's
-share of the :class:`StateBudget`, it drops the least recently used entities whose state
-is stored as it stands (:meth:`PartitionOperator.evict`). They come back, a batch at a
+share of the :class:`StateBudget`, it drops entities whose state is stored as it stands,
+among the least recently used those next due to change by time the latest
+(:meth:`PartitionOperator.evict`). They come back, a batch at a
 time, when an event arrives for one (:meth:`EntityCache.ensure`) or when one is next due
 to change by time alone (:meth:`EntityCache.expired`): an evicted entity leaves a *timer*
 in the store (``t:{time}{entity}``) so that its window expiry still rewrites Redis in time,
