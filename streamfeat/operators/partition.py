@@ -395,8 +395,7 @@ class PartitionOperator:
         index = self._index
         rows = np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=n)
         self._ensure_capacity(len(index.keys_by_row))
-        self._clock += 1
-        self._used[rows] = self._clock  # (late events' rows too: every row taken is used)
+        self._mark_used(rows)  # (late events' rows too: every row taken is used)
         all_ok = not late.any()
         accepted = np.flatnonzero(~late)
         if accepted.size == 0:
@@ -661,8 +660,7 @@ class PartitionOperator:
         entities = [other_keys[r] for r in other_rows]
         rows = [index[e] for e in entities]
         self._ensure_capacity(len(index.keys_by_row))
-        self._clock += 1
-        self._used[np.asarray(rows, dtype=np.int64)] = self._clock
+        self._mark_used(np.asarray(rows, dtype=np.int64))
         st = 0 if other._st is None else other._st
         for theirs in moved:
             mine = self._held_back.pop(theirs.key)
@@ -753,8 +751,7 @@ class PartitionOperator:
             else:
                 for row, obj in zip(slot_rows, objs, strict=True):
                     impl.load(row, obj)
-        self._clock += 1
-        self._used[row_array] = self._clock
+        self._mark_used(row_array)
         if self._st is not None:
             self._arm_rows(row_array)  # when each restored entity next changes by time
 
@@ -801,6 +798,12 @@ class PartitionOperator:
             if count < rows.size:  # of them, those next due to change by time the latest
                 rows = rows[np.argpartition(-self._armed[rows], count - 1)[:count]]
         return self._evict_rows(rows)
+
+    def _mark_used(self, rows: npt.NDArray[np.int64]) -> None:
+        """``rows`` used now (the recency :meth:`evict` reads); every row taken is marked
+        at once, so that :meth:`_held_rows` finds it."""
+        self._clock += 1
+        self._used[rows] = self._clock
 
     def _held_rows(self) -> npt.NDArray[np.int64]:
         """Every row an entity holds: those used since they were taken (a row is used, by

@@ -423,22 +423,29 @@ class MomentsRing:
         cid[missing] = fresh
         mr, mb = rows[missing], buckets[missing]
         self._reset(fresh, mr, mb)
-        mp, ms = prev[missing], succ[missing]
+        mp = prev[missing]
         # New cells of a row that go between the same two cells are consecutive groups, by
         # ascending bucket: link them newest first, then the place's neighbours to them.
         first = np.ones(missing.size, dtype=np.bool_)
         first[1:] = (mr[1:] != mr[:-1]) | (mp[1:] != mp[:-1])
-        last = np.ones(missing.size, dtype=np.bool_)
-        last[:-1] = first[1:]
-        nxt = np.empty(missing.size, dtype=np.int64)
-        nxt[1:] = fresh[:-1]
-        nxt[first] = ms[first]
-        self.cell_next[fresh] = nxt
+        last = self._link_runs(fresh, first, succ[missing][first])
         newest, before, row = fresh[last], mp[last], mr[last]
         linked = before >= 0
         self.cell_next[before[linked]] = newest[linked]
         self.head[row[~linked]] = newest[~linked]
         return cid
+
+    def _link_runs(self, cells: I64, first: B, older: I64 | int) -> B:
+        """Link ``cells`` (runs by ascending bucket, ``first`` marking each run's oldest)
+        newest first within each run, each run's oldest to its ``older`` cell (``-1``: the
+        chain ends there); returns the mask of each run's newest (what links to it)."""
+        last = np.ones(cells.size, dtype=np.bool_)
+        last[:-1] = first[1:]
+        nxt = np.empty(cells.size, dtype=np.int64)
+        nxt[1:] = cells[:-1]
+        nxt[first] = older
+        self.cell_next[cells] = nxt
+        return last
 
     def _update_compiled(self, e: I64, ts: I64, orig: I64, xs: F64, oks: B, st: int) -> None:
         """:meth:`update` by :func:`~streamfeat.operators.kernels.update_groups` (the float
@@ -800,12 +807,7 @@ class MomentsRing:
             self.cell_extremes[cid] = packed["extremes"]
         oldest = np.ones(cid.size, dtype=np.bool_)
         oldest[1:] = cell_rows[1:] != cell_rows[:-1]
-        newest = np.ones(cid.size, dtype=np.bool_)
-        newest[:-1] = oldest[1:]
-        nxt = np.empty(cid.size, dtype=np.int64)
-        nxt[1:] = cid[:-1]
-        nxt[oldest] = -1
-        self.cell_next[cid] = nxt
+        newest = self._link_runs(cid, oldest, -1)
         self.head[cell_rows[newest]] = cid[newest]
 
     def clear_many(self, rows: I64) -> None:
@@ -818,9 +820,4 @@ class MomentsRing:
         self.head[rows] = -1
 
     def clear(self, row: int) -> None:
-        cid = int(self.head[row])
-        while cid >= 0:
-            self.cell_bucket[cid] = _FREE
-            self.free_cells.append(cid)
-            cid = int(self.cell_next[cid])
-        self.head[row] = -1
+        self.clear_many(np.array([row], dtype=np.int64))

@@ -143,7 +143,7 @@ class EntityCache:
         missing = [e for e in self.operator.missing(due) if e not in skip]
         for start in range(0, len(missing), _LOAD_CHUNK):
             chunk = missing[start:start + _LOAD_CHUNK]
-            self._load(chunk, keep=skip, room=False)
+            self._load(chunk, room=False)
             yield self.operator.due_among(chunk, stream_time)
             self._evicted(self.operator.evict_entities(chunk))
 
