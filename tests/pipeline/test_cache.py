@@ -26,7 +26,14 @@ from streamfeat.pipeline import PartitionPipeline
 from streamfeat.pipeline.cache import EntityCache, StateBudget
 from streamfeat.records import RecordBatch
 from streamfeat.state import PartitionStore
-from streamfeat.topology.definitions import SourceDef, TopologyDef
+from streamfeat.topology.definitions import (
+    AggKind,
+    FeatureDef,
+    SourceDef,
+    TopologyDef,
+    WindowDef,
+    WindowKind,
+)
 from streamfeat.topology.expressions import compile_where
 from tests.operators.test_fast_paths import features_st, record_st
 
@@ -53,6 +60,27 @@ def batch(first: int, events: list[Event]) -> RecordBatch:
               for k, t, r in events]
     return RecordBatch(0, list(range(first, first + len(events))), [t for _k, t, _r in events],
                        [k.encode() for k, _t, _r in events], values)
+
+
+FIVE_MINUTES = WindowDef(WindowKind.SLIDING, 300_000, 60_000, "5m")
+ONE_DAY = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
+
+
+def counting(window: WindowDef) -> TopologyDef:
+    """One count of events over ``window`` (the mechanism tests' topology)."""
+    return TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
+                       features=(FeatureDef("n", AggKind.COUNT, (window,)),))
+
+
+def cached_count(root: Path, window: WindowDef, budget: StateBudget) -> PartitionPipeline:
+    """A pipeline of :func:`counting` over ``window`` under ``budget``, its store in ``root``."""
+    return PartitionPipeline(counting(window), 0, store=PartitionStore(root, "t", "t", 0),
+                             budget=budget)
+
+
+def counts(out: Any) -> dict[str, Any]:
+    """The count each entity's update in a batch's output writes."""
+    return {e: u.columns[0][i] for u in out.updates for i, e in enumerate(u.entity_ids)}
 
 
 def updates(out: Any) -> bytes:
@@ -173,13 +201,7 @@ def test_a_budget_too_small_for_one_entity_evicts_every_entity_at_every_commit(
 def test_evicted_entities_leave_memory_and_come_back_when_due(tmp_path: Path) -> None:
     """The mechanism the properties rely on, shown once: an evicted entity holds no row,
     its window expiry is a timer in the store, and it is loaded (and written) when due."""
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
-
-    five = WindowDef(WindowKind.SLIDING, 300_000, 60_000, "5m")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (five,)),))
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
-                               budget=StateBudget(1))
+    cached = cached_count(tmp_path, FIVE_MINUTES, StateBudget(1))
     cached.process(batch(0, [("a", 0, {}), ("b", 1000, {})]))
     cached.commit()
     cache = cached.cache
@@ -187,9 +209,7 @@ def test_evicted_entities_leave_memory_and_come_back_when_due(tmp_path: Path) ->
     assert cached.operator.entity_count == 0 and cache.evicted == 2
     assert sorted(cached.entity_ids()) == ["a", "b"]
     out = cached.process(batch(2, [("c", 400_000, {})]))  # a and b's 5m windows emptied
-    got = {e: c[i] for u in out.updates for c in u.columns[:1]
-           for i, e in enumerate(u.entity_ids)}
-    assert got == {"a": 0, "b": 0, "c": 1}
+    assert counts(out) == {"a": 0, "b": 0, "c": 1}
     assert cache.loaded == 2
     assert cached.operator.entity_ids() == ["c"]  # a and b were read, written, evicted
     cached.close()
@@ -198,14 +218,8 @@ def test_evicted_entities_leave_memory_and_come_back_when_due(tmp_path: Path) ->
 def test_an_expiry_pushes_out_no_entity_held(tmp_path: Path) -> None:
     """Entities read back only for their window expiry are evicted again at once: loading
     them makes no room (it would push out entities held, to be read back when next used)."""
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
-
-    five = WindowDef(WindowKind.SLIDING, 300_000, 60_000, "5m")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (five,)),))
     budget = StateBudget(10**9)
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
-                               budget=budget)
+    cached = cached_count(tmp_path, FIVE_MINUTES, budget)
     hot = ["h1", "h2", "h3"]
     cached.process(batch(0, [(e, 1000 * i, {}) for i, e in enumerate(["a", "b", *hot])]))
     cached.commit()
@@ -215,9 +229,7 @@ def test_an_expiry_pushes_out_no_entity_held(tmp_path: Path) -> None:
     held = cached.operator.state_bytes()
     budget.total_bytes = held + held // 6  # the three held fill the share
     out = cached.process(batch(5, [("h1", 400_000, {})]))  # a and b's 5m windows emptied
-    got = {e: c[i] for u in out.updates for c in u.columns[:1]
-           for i, e in enumerate(u.entity_ids)}
-    assert got == {"a": 0, "b": 0, "h1": 1, "h2": 0, "h3": 0}
+    assert counts(out) == {"a": 0, "b": 0, "h1": 1, "h2": 0, "h3": 0}
     assert cache.loaded == 2
     assert sorted(cached.operator.entity_ids()) == hot
     cached.close()
@@ -227,12 +239,8 @@ def test_a_timer_left_before_the_entity_came_back_writes_nothing(tmp_path: Path)
     """A session's end moves with each event: the timer an entity left when first evicted
     fires after it came back and left again with a later one; it is read, found not due,
     and neither written nor changed."""
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
-
     session = WindowDef(WindowKind.SESSION, 10_000, None, "s10s")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (session,)),))
-    held, cached = pipelines(topo, tmp_path, StateBudget(1))
+    held, cached = pipelines(counting(session), tmp_path, StateBudget(1))
     try:
         steps = [[("a", 0, {}), ("z", 0, {})],  # a's session ends at 10 s: its first timer
                  [("a", 8000, {})],  # a comes back: its session now ends at 18 s
@@ -256,14 +264,8 @@ def test_the_room_of_a_batch_is_a_fifth_of_what_the_share_holds(tmp_path: Path) 
     what the state budget can take: a fifth of the entities the share holds, divided by
     the entities the last batch brought into memory per record (those held already add
     nothing)."""
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
-
-    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
     budget = StateBudget(10**9)
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path, "t", "t", 0),
-                               budget=budget)
+    cached = cached_count(tmp_path, ONE_DAY, budget)
     cached.process(batch(0, [(f"u{i}", i, {}) for i in range(500)]))
     assert cached.record_room() is None  # under a thousand held: bytes per entity unknown
     # 3,000 records of 1,500 entities, 500 of them held already: 1,000 brought in
@@ -281,8 +283,7 @@ def test_the_room_of_a_batch_is_a_fifth_of_what_the_share_holds(tmp_path: Path) 
     assert cached.new_entities_per_record == 0
     held = cached.record_room()
     assert held is not None and abs(held - 0.2 * 5 * 10**8 / per_entity * 100) <= 200
-    unbounded = PartitionPipeline(topo, 0, store=PartitionStore(tmp_path / "x", "t", "t", 0),
-                                  budget=StateBudget(None))
+    unbounded = cached_count(tmp_path / "x", ONE_DAY, StateBudget(None))
     unbounded.process(batch(0, [(f"u{i}", i, {}) for i in range(2000)]))
     assert unbounded.record_room() is None
     cached.close()
@@ -341,13 +342,7 @@ def test_a_batch_of_too_many_new_entities_is_taken_in_parts_with_a_commit_betwee
 
 def splitting_daily_count(root: Path) -> PartitionPipeline:
     """A count over 1 day, a budget of a byte, batches taken in parts (as the worker)."""
-    from streamfeat.topology.definitions import AggKind, FeatureDef, WindowDef, WindowKind
-
-    day = WindowDef(WindowKind.SLIDING, 86_400_000, 3_600_000, "1d")
-    topo = TopologyDef(name="t", source=SourceDef(topic="t", key="u", timestamp="ts"),
-                       features=(FeatureDef("n", AggKind.COUNT, (day,)),))
-    cached = PartitionPipeline(topo, 0, store=PartitionStore(root, "t", "t", 0),
-                               budget=StateBudget(1))
+    cached = cached_count(root, ONE_DAY, StateBudget(1))
     cached.split_batches = True
     return cached
 
