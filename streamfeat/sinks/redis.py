@@ -62,6 +62,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "LuaScript", "RedisSink", "check", "connect", "
 #: Entities per ``EVALSHA``. Large enough to amortise the call, small enough that
 #: one script run blocks Redis for at most a few milliseconds.
 DEFAULT_CHUNK_SIZE = 500
+_SLAB_ENTITIES = 8_000  # entities whose value texts are made at a time (see _batch_calls)
 
 _APPLIED, _DUPLICATE, _STALE = 1, 0, -1
 _NEWER, _REFRESH = "newer", "refresh"  # cas.lua ARGV[3]: when a write applies
@@ -296,30 +297,37 @@ class RedisSink:
                 f"{self.topology.name!r} or a reserved field; deletes are for fields no "
                 "longer declared"
             )
-        encoded: list[list[str | bool]] = []
         for name, col in zip(batch.names, batch.columns, strict=True):
             if len(col) != n:
                 raise ValueError(f"column {name!r} has {len(col)} values for {n} entities")
-            try:
-                texts: list[Any] = encode_column(col)
-            except TypeError as e:
-                raise TypeError(f"field {name!r}: {e}") from None
-            if None in texts:
-                texts = [False if t is None else t for t in texts]
-            encoded.append(texts)
-        encoded += [[False] * n for _ in batch.deletes]
         head = [batch.version, str(int(batch.asof_ms))]
-        rows = list(zip(*encoded, strict=True)) if encoded else [() for _ in range(n)]
         prefix = self.topology.redis_key("")
-        keys = [prefix + e for e in batch.entity_ids]
         names = [*batch.names, *batch.deletes]
         mode = _REFRESH if batch.refresh else _NEWER
         calls: list[tuple[list[str], list[str | bytes]]] = []
         size = self.chunk_size
-        for i in range(0, n, size):
-            items = [[*head, row] for row in rows[i : i + size]]
-            payload = msgspec.msgpack.encode([names, items])
-            calls.append((keys[i : i + size], [self._ttl_arg, payload, mode]))
+        # The texts of a slab of entities at a time (whole chunks): a batch of 250k
+        # entities would otherwise hold a text object per value (~0.7 KB per entity on the
+        # benchmark topology) until its last chunk is packed; the packed chunks are small.
+        slab = size * max(1, _SLAB_ENTITIES // size)
+        for lo in range(0, n, slab):
+            hi = min(n, lo + slab)
+            encoded: list[list[str | bool]] = []
+            for name, col in zip(batch.names, batch.columns, strict=True):
+                try:
+                    texts: list[Any] = encode_column(col[lo:hi])
+                except TypeError as e:
+                    raise TypeError(f"field {name!r}: {e}") from None
+                if None in texts:
+                    texts = [False if t is None else t for t in texts]
+                encoded.append(texts)
+            encoded += [[False] * (hi - lo) for _ in batch.deletes]
+            rows = list(zip(*encoded, strict=True)) if encoded else [() for _ in range(hi - lo)]
+            for i in range(0, hi - lo, size):
+                items = [[*head, row] for row in rows[i : i + size]]
+                payload = msgspec.msgpack.encode([names, items])
+                keys = [prefix + e for e in batch.entity_ids[lo + i : lo + i + size]]
+                calls.append((keys, [self._ttl_arg, payload, mode]))
         return calls
 
     def _encode_chunk(self, updates: Sequence[Update]) -> tuple[list[str], list[str | bytes]]:

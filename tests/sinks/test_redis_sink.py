@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+import streamfeat.sinks.redis as redis_sink
 from streamfeat.errors import SinkError
 from streamfeat.sinks import RedisSink, Update, UpdateBatch, WriteResult, encode_value, version
 from streamfeat.topology.definitions import (
@@ -318,9 +319,12 @@ def batch(ids: list[str], offset: int, rows: list[dict[str, Any]], *, gen: int =
                        version(gen, part, offset))
 
 
+@pytest.mark.parametrize("slab", [1, 1_000, 8_000])  # texts made a chunk, two, or all at once
 def test_a_batch_stores_what_the_same_updates_store(
-    redis_url: str, r: redis.Redis, unique_id: str
+    redis_url: str, r: redis.Redis, unique_id: str, slab: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(redis_sink, "_SLAB_ENTITIES", slab)
     rng = random.Random(5)
     a, b = make_topology(f"{unique_id}-a"), make_topology(f"{unique_id}-b")
     ids = [f"e{i}" for i in range(1_200)]  # several chunks
