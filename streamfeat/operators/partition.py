@@ -541,15 +541,17 @@ class PartitionOperator:
 
     # -- persistence ----------------------------------------------------------
 
-    def _dump(self, rows: list[int]) -> list[bytes]:
+    def _dump(self, rows: list[int], st: int | None = None) -> list[bytes]:
         """Each row's state bytes: ``msgpack([STATE_FORMAT_VERSION, {slot key: [state
         hashes, slot state]}])``, the slots in order, those without state left out.
 
         Built as msgpack lays it out, by joining encoded pieces (a value's encoding does not
         depend on what holds it): no dict or list per row and slot, one ``encode`` per slot
         state (this runs for every changed entity at every commit; with a million users
-        nearly every event changes an entity of its own)."""
-        st = 0 if self._st is None else self._st
+        nearly every event changes an entity of its own). ``st``: as of that stream time
+        (default: the operator's)."""
+        if st is None:
+            st = 0 if self._st is None else self._st
         encode = msgspec.msgpack.encode
         columns: list[list[bytes | None]] = []
         for slot in self._slots:
@@ -770,6 +772,29 @@ class PartitionOperator:
         armed = self._armed
         limit = min(as_of, LATEST_QUERY_MS)
         return [e for e in entity_ids if e in index and armed[index[e]] <= limit]
+
+    def emptied(self, entity_ids: Iterable[str], as_of: int) -> list[str]:
+        """Those of ``entity_ids`` held here whose state, as of ``as_of``, is empty: their
+        values read as of ``as_of`` (what arms them) are those of empty windows, they next
+        change by time never, and they store nothing (the bytes :meth:`take_dirty` would
+        give at that stream time hold no slot). For entities about to be evicted (the
+        state cache's expiry reads them before the batch moves the stream time): the
+        check drops from their state the buckets no read at ``as_of`` can see."""
+        index = self._index
+        rows = [index[e] for e in entity_ids if e in index]
+        armed = self._armed
+        rows = [r for r in rows if armed[r] == NEVER]
+        if not rows:
+            return []
+        keys = index.keys_by_row
+        return [keys[r] for r, data in zip(rows, self._dump(rows, as_of), strict=True)
+                if data == EMPTY_STATE]
+
+    def unchanged(self, entity_ids: Iterable[str]) -> list[str]:
+        """Those of ``entity_ids`` not changed since the last :meth:`take_dirty`: held with
+        their state as last given, or not held at all."""
+        index, dirty = self._index, self._dirty
+        return [e for e in entity_ids if e not in index or index[e] not in dirty]
 
     def evictable(self) -> int:
         """Entities that :meth:`evict` could drop now: those with a row whose state is

@@ -16,10 +16,13 @@ The values, the Redis updates, the dead letters and the state are those of the
 all-in-memory state, whatever was evicted when (``tests/pipeline/test_cache.py`` proves it
 for any eviction order): an evicted entity is loaded before the batch that would touch it
 or make it due, at the stream time before that batch, where its next change time is the
-one it had. One difference in the stored bytes, none in what any read sees: an evicted
-entity whose windows expired keeps its stored bytes (with the buckets the expiry dropped)
-until it is next stored, where the all-in-memory state stores it again at once. A timer
-left by an entity that came back meanwhile only reads it for nothing.
+one it had. The entities stored are the same too: one an expiry leaves with no state is
+deleted by the next commit (:meth:`EntityCache.take_emptied`), as the all-in-memory state
+deletes it, so dead entities do not stay on disk until they come back. One difference in
+the stored bytes, none in what any read sees: an evicted entity whose windows partly
+expired keeps its stored bytes (with the buckets the expiry dropped) until it is next
+stored, where the all-in-memory state stores it again at once. A timer left by an entity
+that came back meanwhile only reads it for nothing.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class EntityCache:
         self._measured_at = 0
         self._trims = 0
         self._reported = (0, 0)
+        self._emptied: set[str] = set()
         budget.join()
 
     def open(self) -> None:
@@ -135,7 +139,8 @@ class EntityCache:
         reads its values as of ``stream_time``, and the next step evicts it again. Memory
         stays bounded however many change at once (every entity of a tumbling window at
         its end). Their stored state is not rewritten: what the expiry dropped from it is
-        dropped when they are next stored, and no read at or after ``stream_time`` sees it.
+        dropped when they are next stored, and no read at or after ``stream_time`` sees it;
+        those it left with no state are deleted by the next commit (:meth:`take_emptied`).
         """
         due = self.store.pop_timers(stream_time)
         if not due:
@@ -145,7 +150,18 @@ class EntityCache:
             chunk = missing[start:start + _LOAD_CHUNK]
             self._load(chunk, room=False)
             yield self.operator.due_among(chunk, stream_time)
+            self._emptied.update(self.operator.emptied(chunk, stream_time))
             self._evicted(self.operator.evict_entities(chunk))
+
+    def take_emptied(self) -> list[str]:
+        """The stored entities an expiry left with no state since the last call, for the
+        next commit to delete (call before the commit takes the changed state): those not
+        changed since (held again or not); one changed meanwhile is stored as it now is."""
+        if not self._emptied:
+            return []
+        gone = self.operator.unchanged(sorted(self._emptied))
+        self._emptied.clear()
+        return gone
 
     def _load(self, entity_ids: Sequence[str], keep: Collection[str] = (),
               room: bool = True) -> None:

@@ -232,10 +232,13 @@ class PartitionPipeline:
         """Store changed state with the resume offset, atomically (after the sink accepted)."""
         if self.store is None or self.next_offset is None:
             return
+        # entities an expiry emptied while evicted: deleted as the state held deletes them
+        emptied = [] if self.cache is None else self.cache.take_emptied()
         dirty = self.operator.take_dirty()
         changed = [item for item in dirty if item[1] != EMPTY_STATE]
         gone = [] if len(changed) == len(dirty) else [
             entity for entity, data in dirty if data == EMPTY_STATE]
+        gone += emptied
         seen = self.acceptance.origins_seen
         origins = msgspec.msgpack.encode(seen) if seen else None
         meta = self.operator.meta(fields=self._stored_fields)

@@ -101,8 +101,9 @@ def dead(out: Any) -> list[tuple[int, str]]:
 
 def stored(store: PartitionStore | None, topo: TopologyDef) -> dict[str, bytes]:
     """The stored state, each entity's as of the stored stream time: loaded and stored
-    again (an entity the cache evicted when its windows expired keeps its bytes until it is
-    next stored; what the expiry dropped is dropped then, and no read sees it)."""
+    again (an entity the cache evicted when its windows partly expired keeps its bytes
+    until it is next stored; what the expiry dropped is dropped then, and no read sees
+    it; :func:`stored_ids` checks that one left with nothing is deleted)."""
     assert store is not None
     committed = store.committed()
     operator = PartitionOperator(topo, 0, where_compiler=compile_where)
@@ -110,6 +111,12 @@ def stored(store: PartitionStore | None, topo: TopologyDef) -> dict[str, bytes]:
         operator.load_meta(committed.meta)
     operator.load_entities(store.entities())
     return dict(operator.dump_all())
+
+
+def stored_ids(store: PartitionStore | None) -> set[str]:
+    """The entities the store holds bytes for, as it holds them."""
+    assert store is not None
+    return {entity for entity, _data in store.entities()}
 
 
 def pipelines(topo: TopologyDef, root: Path, budget: StateBudget
@@ -154,6 +161,7 @@ def _compare(topo: TopologyDef, events: list[Event], cuts: list[int], restart_at
         held.commit()
         cached.commit()
         assert stored(held.store, topo) == stored(cached.store, topo)
+        assert stored_ids(held.store) == stored_ids(cached.store)  # emptied ones deleted
         assert cached.cache is not None
         if evictions is not None and i < len(evictions):
             cached.cache.evict(evictions[i])
@@ -212,6 +220,24 @@ def test_evicted_entities_leave_memory_and_come_back_when_due(tmp_path: Path) ->
     assert counts(out) == {"a": 0, "b": 0, "c": 1}
     assert cache.loaded == 2
     assert cached.operator.entity_ids() == ["c"]  # a and b were read, written, evicted
+    cached.close()
+
+
+def test_an_evicted_entity_its_expiry_leaves_with_no_state_is_deleted_at_the_next_commit(
+        tmp_path: Path) -> None:
+    """The store keeps no entity that is gone from every window, evicted or not: the
+    expiry that empties an evicted entity's windows has the next commit delete its bytes
+    (as the state held deletes them); one left with state keeps its older bytes."""
+    cached = cached_count(tmp_path, ONE_DAY, StateBudget(1))
+    cached.process(batch(0, [("a", 0, {}), ("b", 10 * 3_600_000, {})]))
+    cached.commit()
+    assert cached.operator.entity_count == 0 and stored_ids(cached.store) == {"a", "b"}
+    out = cached.process(batch(2, [("c", 26 * 3_600_000, {})]))  # a's day ends, b's not
+    assert counts(out) == {"a": 0, "c": 1}
+    assert stored_ids(cached.store) == {"a", "b"}  # deleted with the commit, not before
+    cached.commit()
+    assert stored_ids(cached.store) == {"b", "c"}
+    assert sorted(cached.entity_ids()) == ["b", "c"]
     cached.close()
 
 
