@@ -272,7 +272,7 @@ class DurableStore(PartitionStore):
         try:
             self._since_base += self.checkpoints.write(self.name, next_offset, {
                 "next_offset": next_offset, "meta": meta, "origins": origins,
-                "entities": [[e, d] for e, d in entities], "deleted": list(deleted)},
+                "entities": entities, "deleted": list(deleted)},  # (tuples: msgpack arrays)
                 base=False)
         except OSError as exc:
             raise StateError(
