@@ -109,14 +109,19 @@ class EntityCache:
 
     def open(self) -> None:
         """Load the stored entities, keeping what fits (the state's meta is loaded):
-        every stored entity's next change time is known from then on."""
+        every stored entity's next change time is known from then on. Those stored with no
+        state left as of the stored stream time (kept by a streamfeat before the expiry
+        deleted them) are deleted by the first commit."""
         self.store.clear_timers()
         entities = self.store.entities()
+        st = self.operator.stream_time
         while True:
             chunk = list(islice(entities, _LOAD_CHUNK))
             if not chunk:
                 break
             self.operator.load_entities(chunk)
+            if st is not None:
+                self._emptied.update(self.operator.emptied([e for e, _ in chunk], st))
             self.trim()
 
     def ensure(self, entity_ids: Iterable[str], missing: list[str] | None = None) -> int:

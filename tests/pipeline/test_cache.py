@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -239,6 +240,26 @@ def test_an_evicted_entity_its_expiry_leaves_with_no_state_is_deleted_at_the_nex
     assert stored_ids(cached.store) == {"b", "c"}
     assert sorted(cached.entity_ids()) == ["b", "c"]
     cached.close()
+
+
+def test_entities_an_older_streamfeat_kept_with_no_state_are_deleted_after_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written before expiries deleted emptied entities holds some: the cache finds
+    them when it opens the store, and the first commit deletes them."""
+    before = cached_count(tmp_path, ONE_DAY, StateBudget(1))
+    with monkeypatch.context() as older:  # the expiry keeps what it empties
+        older.setattr(EntityCache, "take_emptied", lambda self: [])
+        before.process(batch(0, [("a", 0, {}), ("b", 10 * 3_600_000, {})]))
+        before.commit()
+        before.process(batch(2, [("c", 26 * 3_600_000, {})]))  # a's day ends, b's not
+        before.commit()
+    assert stored_ids(before.store) == {"a", "b", "c"}
+    before.close()
+    after = cached_count(tmp_path, ONE_DAY, StateBudget(1))
+    after.process(batch(3, [("c", 26 * 3_600_000 + 1, {})]))
+    after.commit()
+    assert stored_ids(after.store) == {"b", "c"}
+    after.close()
 
 
 def test_an_expiry_pushes_out_no_entity_held(tmp_path: Path) -> None:
