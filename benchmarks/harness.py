@@ -364,13 +364,15 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
     if steady is not None and result.exit_code == 0:
         note += (f"; {args.events / steady:,.0f} events/s from the first partition "
                  f"assigned to caught up ({steady:.1f} s)")
-    batches = re.search(r"([\d,]+) batches of up to ([\d,]+) records",
-                        log.read_text(errors="replace"))
+    text = log.read_text(errors="replace")
+    written = re.search(r"([\d,]+) entity writes applied to Redis", text)
+    if written is not None:  # the worker's summary: hashes written (events and expiries)
+        note += f"; {written[1]} entity writes to Redis"
+    batches = re.search(r"([\d,]+) batches of up to ([\d,]+) records", text)
     if batches is not None:  # the worker's summary (its batch size moves: runtime.batching)
         note += f"; {batches[1]} batches of up to {batches[2]} records"
     cache = re.search(r"state cache: ([\d,]+) entities evicted to the state store, ([\d,]+) "
-                      r"read back(?:; ([\d,]+) times the rest of a batch waited)?",
-                      log.read_text(errors="replace"))
+                      r"read back(?:; ([\d,]+) times the rest of a batch waited)?", text)
     if cache is not None:  # the worker's summary: entities beyond --state-cache-mb
         note += f"; {cache[1]} entities evicted, {cache[2]} read back"
         if cache[3]:
