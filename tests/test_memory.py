@@ -69,12 +69,17 @@ def _threshold(_job: int) -> tuple[int, int, int]:
     return gc.get_threshold()
 
 
-def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
+@pytest.mark.parametrize(("topology", "rings"), [("topologies/orders.yaml", True),
+                                                 ("benchmarks/topologies/rich.yaml", False)])
+def test_the_worker_loads_numba_before_it_freezes_what_is_loaded(topology: str,
+                                                                 rings: bool) -> None:
     """numba is imported at the first kernel call (``kernels.warm``): the worker warms the
     kernels before ``tune_collector``, so numba's ~80k objects are frozen with the rest and
-    no full collection scans them (each would cost ~40 ms). Arrow allocates with the C
-    allocator, or with the one ``ARROW_DEFAULT_MEMORY_POOL`` names. In a child process:
-    the command runs up to the worker's loop (connections and the loop itself replaced)."""
+    no full collection scans them (each would cost ~40 ms). Only moments rings call the
+    kernels: a topology without one (rich: sketches, sets, sessions, an exact window) does
+    not import numba at all. Arrow allocates with the C allocator, or with the one
+    ``ARROW_DEFAULT_MEMORY_POOL`` names. In a child process: the command runs up to the
+    worker's loop (connections and the loop itself replaced)."""
     child = textwrap.dedent("""
         import gc, sys
         import streamfeat.cli as cli
@@ -94,8 +99,8 @@ def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
                 seen["unfrozen"] = len(gc.get_objects())
                 return 0
         runtime.Worker = Worker
-        cli.main(["worker", "topologies/orders.yaml", "--state-dir", sys.argv[1]])
-        assert seen["numba"], seen
+        cli.main(["worker", sys.argv[3], "--state-dir", sys.argv[1]])
+        assert seen["numba"] == (sys.argv[4] == "rings"), seen
         assert seen["arrow"] == sys.argv[2], seen  # the C allocator, unless told otherwise
         assert seen["unfrozen"] < 20_000, seen  # (numba alone leaves ~78k)
         print("ok")
@@ -108,6 +113,7 @@ def test_the_worker_loads_numba_before_it_freezes_what_is_loaded() -> None:
         if told is not None:
             env["ARROW_DEFAULT_MEMORY_POOL"] = told
         with tempfile.TemporaryDirectory() as state:
-            done = subprocess.run([sys.executable, "-c", child, state, backend], env=env,
+            done = subprocess.run([sys.executable, "-c", child, state, backend, topology,
+                                   "rings" if rings else "none"], env=env,
                                   capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr

@@ -27,6 +27,7 @@ from streamfeat.operators.partition import (
     STATE_FORMAT_VERSION,
     PartitionOperator,
     ProcessResult,
+    calls_kernels,
 )
 
 __all__ = [
@@ -35,5 +36,6 @@ __all__ = [
     "STATE_FORMAT_VERSION",
     "PartitionOperator",
     "ProcessResult",
+    "calls_kernels",
     "late_mask",
 ]

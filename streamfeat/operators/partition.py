@@ -192,6 +192,13 @@ class _Index(dict[str, int]):
         self.free.append(row)
 
 
+def calls_kernels(topologies: Iterable[TopologyDef]) -> bool:
+    """Whether the operators of any of ``topologies`` call the compiled kernels (hold a
+    moments ring: :attr:`PartitionOperator.calls_kernels`); a worker warms them at start
+    only then, and a topology without rings never imports numba."""
+    return any(PartitionOperator(t, 0).calls_kernels for t in topologies)
+
+
 class PartitionOperator:
     """Window state and aggregations of every feature of ``topology`` on one partition.
 
@@ -525,6 +532,12 @@ class PartitionOperator:
     def entity_ids(self) -> list[str]:
         """Entities holding a row of state (see :attr:`entity_count`)."""
         return list(self._index)
+
+    @property
+    def calls_kernels(self) -> bool:
+        """Whether a slot is a moments ring: only rings call the compiled kernels
+        (:mod:`~.kernels`), so a topology without one never imports numba."""
+        return any(isinstance(s.impl, MomentsRing) for s in self._slots)
 
     @property
     def entity_count(self) -> int:
