@@ -70,8 +70,10 @@ def server_cpu(url: str) -> Callable[[], float] | None:
     conn = redis.Redis.from_url(url)
     pid = conn.info("server").get("process_id")
     conn.close()
-    stat = Path(f"/proc/{pid}/stat")
-    if not stat.exists():
+    stat, comm = Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/comm")
+    # a server in a container reports its own namespace's pid: here that may be another
+    # process, so the pid counts only when it names a Redis server
+    if not comm.exists() or not comm.read_text().startswith("redis-server"):
         return None
     tick = os.sysconf("SC_CLK_TCK")
 
