@@ -374,16 +374,17 @@ class LiveStream:
 
     Produced evenly over ``seconds`` (0: at once); :meth:`finish` produces the rest at once
     and checks that every record was delivered. The generator's seed and the places come
-    from ``rng``. The topic must take 5 MiB records (:data:`BIG_RECORDS`).
+    from ``rng``. The topic must take 5 MiB records (:data:`BIG_RECORDS`), unless
+    ``hostile`` is false (then the stream is the generator's alone).
     """
 
     def __init__(self, kafka: str, topic: str, n: int, rng: random.Random, *,
-                 seconds: float = 0.0, **generator: Any) -> None:
+                 seconds: float = 0.0, hostile: bool = True, **generator: Any) -> None:
         stream = {**STREAM, **generator}
         self.seed = rng.randrange(2**31)
         self.entities = [f"u{i}" for i in range(stream["entities"])]
         user = rng.choice(self.entities[:20])  # a popular entity: its partition is busy
-        bad = hostile_values(user, rng)
+        bad = hostile_values(user, rng) if hostile else []
         places = sorted(rng.sample(range(n // 100, n // 10), len(bad)))
         self.records: list[tuple[bytes, bytes, int]] = []
         todo = list(zip(places, bad, strict=True))

@@ -27,9 +27,11 @@ from harness import (
     COMMIT_OFTEN,
     ROOT,
     GroupProgress,
+    LiveStream,
     Workers,
     assert_redis_matches_reference,
     count_topic,
+    kill_at_random_points,
     make_topology,
     produce,
     read_messages,
@@ -126,29 +128,32 @@ def test_rekeyed_worker_killed_at_random_points_of_both_stages(
 ) -> None:
     topic = new_topic("orders", partitions=4)
     topology, path = merchants_topology(unique_id, topic, tmp_path)
-    produce(kafka_bootstrap, topic, 30_000, seed=22, **REKEY_STREAM)
-    state = tmp_path / "state"
     rng = random.Random(23)
+    # The first stage only forwards: given the whole topic, it read all 30k records between
+    # two polls of the group's progress (seen in CI). Produced over 40 s instead, the source
+    # is still growing when the first two runs are killed, so those kills are mid-stage by
+    # construction, whatever the host's speed.
+    stream = LiveStream(kafka_bootstrap, topic, 30_000, rng, seconds=40, hostile=False,
+                        **REKEY_STREAM)
+    state = tmp_path / "state"
     group_id = f"streamfeat.{unique_id}"
     cmd = worker_cmd(path, state, "--batch-size", "200", *COMMIT_OFTEN)
-    first_stage = second_stage = 0  # kills that came before the stage had read everything
-    with Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers:
-        for run in range(5):
+    second_stage = 0  # kills that came before the second stage had read everything
+    with Workers(tmp_path, worker_env(kafka_bootstrap, redis_url)) as workers, stream:
+        with GroupProgress(kafka_bootstrap, group_id, topic) as source:
+            # each just after a commit of the first stage, while the source is produced
+            first_stage = kill_at_random_points(workers, source, cmd, rng=rng, runs=2,
+                                                max_delay_s=0.3, live=stream)
+        stream.finish()
+        for run in range(2, 5):  # start-up, then a random point of the second stage's catch-up
             workers.start(f"run{run}", cmd)
-            if run < 2:  # while the first stage reads the source: just after its first commit
-                with GroupProgress(kafka_bootstrap, group_id, topic) as source:
-                    before, _total = source.done()
-                    source.wait(above=before, workers=workers)
-                time.sleep(rng.uniform(0.0, 0.3))
-            else:  # start-up, then a random point of the second stage's catch-up
-                time.sleep(rng.uniform(2.0, 4.0))
+            time.sleep(rng.uniform(2.0, 4.0))
             workers.kill(f"run{run}")
-            with GroupProgress(kafka_bootstrap, group_id, topic) as source:
-                done, total = source.done()
-                first_stage += done < total
-            with GroupProgress(kafka_bootstrap, group_id, repartition_topic(topology)) as rekeyed:
+            with GroupProgress(kafka_bootstrap, group_id,
+                               repartition_topic(topology)) as rekeyed:
                 done, total = rekeyed.done()
                 second_stage += done < total
+    print(f"kills mid-way: first stage {first_stage}, second {second_stage}")
     assert first_stage > 0 and second_stage > 0, (first_stage, second_stage)
     run_to_end(path, state, kafka_bootstrap, redis_url)
     malformed = assert_rekeyed_matches(kafka_bootstrap, redis_url, topology)
