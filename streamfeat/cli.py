@@ -154,13 +154,13 @@ def _worker(args: argparse.Namespace) -> int:
             tune_collector,
             use_system_arrow_pool,
         )
-        from streamfeat.operators import calls_kernels, kernels
+        from streamfeat.operators import warm_kernels
 
         fix_malloc_thresholds()  # resident memory that falls back after peaks
         use_system_arrow_pool()  # Arrow's freed buffers too (not kept in mimalloc's arenas)
-        if kernels.COMPILED and calls_kernels(config.topologies):  # numba imported and the
-            kernels.warm()  # kernels loaded before the freeze below: its objects are not
-            # scanned by every full collection (a topology without rings never imports it)
+        # numba imported and the kernels loaded before the freeze below: its objects are not
+        # scanned by every full collection (a topology without rings never imports it)
+        warm_kernels(config.topologies)
         tune_collector()  # no collections that find nothing among the window state
         status = Worker(config).run()
     ignore_stop_signals()

@@ -27,7 +27,7 @@ from streamfeat.operators.partition import (
     STATE_FORMAT_VERSION,
     PartitionOperator,
     ProcessResult,
-    calls_kernels,
+    warm_kernels,
 )
 
 __all__ = [
@@ -36,6 +36,6 @@ __all__ = [
     "STATE_FORMAT_VERSION",
     "PartitionOperator",
     "ProcessResult",
-    "calls_kernels",
     "late_mask",
+    "warm_kernels",
 ]

@@ -45,6 +45,7 @@ def _wanted() -> bool:
 
 
 COMPILED = _wanted()
+_warm = False  # warm() has run
 """Whether the rings call the kernels compiled (numba is imported at the first call); else
 the rings keep their numpy and Python paths, and the kernels are plain Python (tests)."""
 
@@ -280,7 +281,10 @@ def query_rows(rows: Any, keep: int, lo: int, hi: int, head: Any, cell_next: Any
 
 def warm() -> None:
     """Compile (or load from the cache) both kernels now, on a tiny ring, rather than in
-    the first batch (the worker calls it at start)."""
+    the first batch (the worker calls it at start); once."""
+    global _warm
+    if _warm:
+        return
     head = np.full(1, -1, dtype=np.int32)
     cell_next = np.full(2, -1, dtype=np.int32)
     bucket = np.zeros(2, dtype=np.int64)
@@ -292,3 +296,4 @@ def warm() -> None:
                   bucket, row, moments, extremes, True, np.empty(0, dtype=np.int64), 0)
     query_rows(one, 0, 0, 0, head, cell_next, bucket, moments, extremes, True, 2, 2, 1, False,
                0, np.iinfo(np.int64).max, 2, np.empty((1, 7)), np.empty(1, dtype=np.int64))
+    _warm = True

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamfeat.errors import StateError
+from streamfeat.operators import kernels
 from streamfeat.operators.aggregations import Family, family_of
 from streamfeat.operators.eventtime import late_mask
 from streamfeat.operators.rings import MomentsRing
@@ -192,11 +193,16 @@ class _Index(dict[str, int]):
         self.free.append(row)
 
 
-def calls_kernels(topologies: Iterable[TopologyDef]) -> bool:
-    """Whether the operators of any of ``topologies`` call the compiled kernels (hold a
-    moments ring: :attr:`PartitionOperator.calls_kernels`); a worker warms them at start
-    only then, and a topology without rings never imports numba."""
-    return any(PartitionOperator(t, 0).calls_kernels for t in topologies)
+def warm_kernels(topologies: Iterable[TopologyDef]) -> bool:
+    """Load the compiled kernels now (compiled, or read from numba's cache) rather than in
+    the first batch, if the operators of any of ``topologies`` call them (hold a moments
+    ring: :attr:`PartitionOperator.calls_kernels`); a topology without rings never imports
+    numba. Whether they are loaded; a second call finds them so."""
+    if not kernels.COMPILED or not any(
+            PartitionOperator(t, 0).calls_kernels for t in topologies):
+        return False
+    kernels.warm()
+    return True
 
 
 class PartitionOperator:

@@ -31,7 +31,7 @@ from typing import Any
 from streamfeat.errors import SinkError, SourceError, StateError
 from streamfeat.metrics import Metrics, MetricsServer
 from streamfeat.monitoring import open_monitor
-from streamfeat.operators import calls_kernels, kernels
+from streamfeat.operators import warm_kernels
 from streamfeat.pipeline import BatchOutcome, PartitionPipeline
 from streamfeat.pipeline.cache import StateBudget
 from streamfeat.pipeline.rekey import is_rekeyed, repartition_topic
@@ -181,8 +181,7 @@ class Worker:
         if self.redis_probe is not None:
             self.redis_probe.start()
         self.monitor.start()
-        if kernels.COMPILED and calls_kernels(self.config.topologies):
-            kernels.warm()  # compiled or loaded from the cache now, not in the first batch
+        warm_kernels(self.config.topologies)  # (found loaded if the command warmed them)
         if self.redis_probe is not None:  # the real Redis: its shared catalog (registry)
             record_deployments(self.config.redis, self.config.topologies, self.config.generation)
         clean = False

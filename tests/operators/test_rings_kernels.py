@@ -171,6 +171,29 @@ def test_numba_is_imported_at_the_first_kernel_call_not_with_the_rings() -> None
 
 
 
+def test_warm_kernels_loads_numba_only_for_topologies_with_moments_rings() -> None:
+    """The worker's start-up: a topology of sketches, sets, sessions and an exact window
+    (rich) calls no kernel, so numba stays out; one with rings (orders) loads it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from streamfeat.operators import warm_kernels\n"
+        "from streamfeat.topology import load_topology\n"
+        "assert not warm_kernels([load_topology('benchmarks/topologies/rich.yaml')])\n"
+        "assert 'numba' not in sys.modules\n"
+        "both = [load_topology(f) for f in ('benchmarks/topologies/rich.yaml',\n"
+        "                                    'topologies/orders.yaml')]\n"
+        "assert warm_kernels(both) and 'numba' in sys.modules\n"
+        "assert warm_kernels(both)  # found loaded\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+
+
 def test_a_numba_that_cannot_be_imported_leaves_the_numpy_paths(tmp_path: Any) -> None:
     """numba found but failing to import (built for another numpy): the worker's warm-up
     logs it, :data:`COMPILED` turns false, and the kernels run as plain Python."""
