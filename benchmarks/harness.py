@@ -47,6 +47,7 @@ from pathlib import Path
 import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from memcgroup import MemoryCgroup  # benchmarks/memcgroup.py
 
 from streamfeat.config import resolve_kafka, resolve_redis
 from streamfeat.generator import ORDER_AVRO_SCHEMA, AvroOrders, OrderEvents, produce_events
@@ -359,12 +360,30 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
         cmd += ["--snapshot-dir", str(work / f"{engine}-snapshots")]
     profile = BENCH / "results" / f"{name}.pyspy.txt" if args.profile else None
     log = work / f"{engine}.log"
-    result = run_measured(engine, cmd, args.events, log, profile)
+    cgroup = None
+    if args.sf_memory_limit_mb is not None:  # as in a container with that limit
+        cgroup = MemoryCgroup.make(args.sf_memory_limit_mb)
+        if cgroup is None:
+            raise SystemExit("--sf-memory-limit-mb: no memory cgroup can be made here "
+                             "(needs root and a writable memory controller)")
+        cmd = cgroup.wrap(cmd)
+    try:
+        result = run_measured(engine, cmd, args.events, log, profile)
+    finally:
+        if cgroup is not None:
+            note += (f"; in a {args.sf_memory_limit_mb:g} MiB memory cgroup: its peak "
+                     f"{cgroup.peak_mb() or 0:,.0f} MiB (with page cache), limit reached "
+                     f"{cgroup.limit_hits()} times")
+            cgroup.close()
     steady = _steady_seconds(log)
     if steady is not None and result.exit_code == 0:
         note += (f"; {args.events / steady:,.0f} events/s from the first partition "
                  f"assigned to caught up ({steady:.1f} s)")
     text = log.read_text(errors="replace")
+    budget = re.search(r"state budget ([\d.]+) MiB per worker process, sized from the "
+                       r"container's memory limit of ([\d.]+) MiB", text)
+    if budget is not None:  # not told --state-cache-mb, in a container with a limit
+        note += f"; state budget {budget[1]} MiB from a {budget[2]} MiB memory limit"
     written = re.search(r"([\d,]+) entity writes applied to Redis", text)
     if written is not None:  # the worker's summary: hashes written (events and expiries)
         note += f"; {written[1]} entity writes to Redis"
@@ -603,6 +622,10 @@ def main() -> None:
     parser.add_argument("--sf-args", default="", metavar="'ARGS'",
                         help="more arguments for the streamfeat worker, e.g. "
                         "'--state-cache-mb 0' (split on spaces)")
+    parser.add_argument("--sf-memory-limit-mb", type=float, default=None, metavar="MB",
+                        help="run the streamfeat worker in a memory cgroup of this limit (as "
+                        "in a container; needs root), so that it sizes its state budget "
+                        "from it; the note gives the cgroup's peak")
     parser.add_argument("--event-rate", type=float, default=200.0,
                         help="events per second of event time (200: 1M events span 1.4 h; "
                         "10: 1M span 28 h, so the 1d windows are full, for memory runs)")

@@ -107,7 +107,7 @@ def _worker(args: argparse.Namespace) -> int:
     if args.recompute_max_rate is not None and args.recompute_max_rate <= 0:
         raise ConfigError("--recompute-max-rate must be above 0 records per second, got "
                           f"{args.recompute_max_rate:g}")
-    if args.state_cache_mb < 0:
+    if args.state_cache_mb is not None and args.state_cache_mb < 0:
         raise ConfigError(f"--state-cache-mb must be 0 (no limit) or above, got "
                           f"{args.state_cache_mb:g}")
     if args.unhealthy_after <= 0:
@@ -117,6 +117,12 @@ def _worker(args: argparse.Namespace) -> int:
     if args.batch_seconds <= 0:
         raise ConfigError(f"--batch-seconds must be above 0 seconds, got {args.batch_seconds:g}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
+    if args.state_cache_mb is None:  # from the container's memory limit, if it has one
+        from streamfeat.runtime.sizing import choose_state_budget, container_memory_limit
+
+        choice = choose_state_budget(args.processes, container_memory_limit())
+        logging.getLogger("streamfeat.worker").info("%s", choice.describe())
+        args.state_cache_mb = choice.mb  # (the processes of --processes are told it)
     kafka, kafka_config, kafka_config_file = _kafka(args)
     config = WorkerConfig(
         topologies=topologies,
@@ -197,7 +203,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--no-monitor")
     if args.recompute_max_rate is not None:
         argv += ["--recompute-max-rate", str(args.recompute_max_rate)]
-    argv += ["--state-cache-mb", str(args.state_cache_mb)]
+    if args.state_cache_mb is not None:  # (resolved before the processes start)
+        argv += ["--state-cache-mb", str(args.state_cache_mb)]
     argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
@@ -384,12 +391,13 @@ def _add_worker(sub: Any) -> None:
                    help="after a definition change, read history (snapshots, then the topic) "
                         "at most this fast, per partition, to spare the brokers and the "
                         "object store (default: as fast as the worker computes)")
-    p.add_argument("--state-cache-mb", type=float, default=DEFAULT_STATE_CACHE_MB,
-                   metavar="MB",
-                   help="window state held in memory by this worker process, shared by its "
+    p.add_argument("--state-cache-mb", type=float, default=None, metavar="MB",
+                   help="window state held in memory by each worker process, shared by its "
                         "partitions; the state of entities not used lately stays in the "
                         "state store (RocksDB) until an event or a window expiry needs it. "
-                        f"0: hold every entity (default {DEFAULT_STATE_CACHE_MB})")
+                        "0: hold every entity. Default: sized from the container's memory "
+                        "limit when there is one (e.g. 497 for 2 GiB and one process), "
+                        f"else {DEFAULT_STATE_CACHE_MB}")
     p.set_defaults(run=_worker)
 
 

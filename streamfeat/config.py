@@ -12,11 +12,13 @@ DEFAULT_REDIS = "redis://localhost:6379/0"
 RUNTIMES = ("faust", "kafka")
 """The runtimes ``streamfeat worker --runtime`` accepts; the first is the default."""
 DEFAULT_STATE_CACHE_MB = 128
-"""The worker's default ``--state-cache-mb``: the window state one worker process holds in
-memory, shared by its partitions (:mod:`streamfeat.pipeline.cache`). The budget counts the
-state's own bytes; what it costs in resident memory (array slack, the entity index, Python
-objects) was measured at about 2.5 times that: with 128 MiB a worker stays within 1 GiB
-(benchmarks/RESULTS.md, "State larger than memory" and "A million users within 1 GiB")."""
+"""The worker's ``--state-cache-mb`` where its container has no memory limit (else it is
+sized from the limit: :mod:`streamfeat.runtime.sizing`), and ``WorkerConfig``'s: the
+window state one worker process holds in memory, shared by its partitions
+(:mod:`streamfeat.pipeline.cache`). The budget counts the state's own bytes; what it costs
+in resident memory (array slack, the entity index, Python objects) comes on top: with 128
+MiB a million-user worker stays within 1 GiB (benchmarks/RESULTS.md, "State larger than
+memory" and "A million users within 1 GiB")."""
 
 DEFAULT_BATCH_SECONDS = 4.0
 """The worker's default ``--batch-seconds``: while it is behind, its batches grow toward this
