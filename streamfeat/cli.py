@@ -117,12 +117,12 @@ def _worker(args: argparse.Namespace) -> int:
     if args.batch_seconds <= 0:
         raise ConfigError(f"--batch-seconds must be above 0 seconds, got {args.batch_seconds:g}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
+    budget = None
     if args.state_cache_mb is None:  # from the container's memory limit, if it has one
         from streamfeat.runtime.sizing import choose_state_budget, container_memory_limit
 
-        choice = choose_state_budget(args.processes, container_memory_limit())
-        logging.getLogger("streamfeat.worker").info("%s", choice.describe())
-        args.state_cache_mb = choice.mb  # (the processes of --processes are told it)
+        budget = choose_state_budget(args.processes, container_memory_limit())
+        args.state_cache_mb = budget.mb  # (the processes of --processes are told it)
     kafka, kafka_config, kafka_config_file = _kafka(args)
     config = WorkerConfig(
         topologies=topologies,
@@ -150,6 +150,8 @@ def _worker(args: argparse.Namespace) -> int:
         state_cache_mb=args.state_cache_mb or None,
     )
     check_connections(config)  # Kafka and Redis answer, or one line saying what to check
+    if budget is not None:
+        logging.getLogger("streamfeat.worker").info("%s", budget.describe())
     if args.processes > 1:
         from streamfeat.runtime.supervisor import run_processes
 

@@ -161,6 +161,11 @@ class Metrics:
                               registry=r)
         self.state_bytes = Gauge("streamfeat_state_bytes",
                                  "Approximate in-memory size of the window state", tp, registry=r)
+        self.state_budget = Gauge(
+            "streamfeat_state_budget_bytes",
+            "Window state this worker process may hold in memory, shared by its partitions "
+            "(--state-cache-mb, else sized from the container's memory limit); 0: no bound",
+            registry=r)
         self.state_evictions = Counter(
             "streamfeat_state_evictions",
             "Entities whose window state left memory for the state store (--state-cache-mb)",

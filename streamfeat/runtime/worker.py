@@ -147,9 +147,11 @@ class Worker:
         checkpoints = None
         if config.checkpoint_dir is not None:
             checkpoints = Checkpoints(open_store(config.checkpoint_dir), prefix="")
+        budget = StateBudget.of_mb(config.state_cache_mb)
+        self.metrics.state_budget.set(budget.total_bytes or 0)
         self.assignment = Assignment(self.plans, config.state_dir, config.generation,
                                      self._snapshot_factory(), repartition, checkpoints,
-                                     StateBudget.of_mb(config.state_cache_mb))
+                                     budget)
         self.end = EndOffsets(sorted(self.repartitions))
         self.history = history if history is not None else KafkaHistory(settings)
         self.recomputers: dict[tuple[TP, str], Recomputer] = {}
