@@ -107,8 +107,8 @@ def _worker(args: argparse.Namespace) -> int:
     if args.recompute_max_rate is not None and args.recompute_max_rate <= 0:
         raise ConfigError("--recompute-max-rate must be above 0 records per second, got "
                           f"{args.recompute_max_rate:g}")
-    if args.state_cache_mb is not None and args.state_cache_mb < 0:
-        raise ConfigError(f"--state-cache-mb must be 0 (no limit) or above, got "
+    if args.state_cache_mb != "auto" and args.state_cache_mb < 0:
+        raise ConfigError(f"--state-cache-mb must be 0 (no limit) or above, or auto, got "
                           f"{args.state_cache_mb:g}")
     if args.unhealthy_after <= 0:
         raise ConfigError(f"--unhealthy-after must be above 0 seconds, got {args.unhealthy_after}")
@@ -118,7 +118,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-seconds must be above 0 seconds, got {args.batch_seconds:g}")
     topologies = [load_topology(p) for p in args.topologies]  # a bad one: before anything
     budget = None
-    if args.state_cache_mb is None:  # from the container's memory limit, if it has one
+    if args.state_cache_mb == "auto":  # from the container's memory limit, if it has one
         from streamfeat.runtime.sizing import choose_state_budget, container_memory_limit
 
         budget = choose_state_budget(args.processes, container_memory_limit())
@@ -176,6 +176,17 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 
+def _budget_mb(text: str) -> float | str:
+    """``--state-cache-mb``: a number of MiB, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a number of MiB or auto, not {text!r}") from None
+
+
 def _checkpoint_dir(args: argparse.Namespace) -> str | None:
     """``--checkpoint-dir``: the given place, none for ``none``, else beside the snapshots."""
     if args.checkpoint_dir is not None:
@@ -205,8 +216,7 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--no-monitor")
     if args.recompute_max_rate is not None:
         argv += ["--recompute-max-rate", str(args.recompute_max_rate)]
-    if args.state_cache_mb is not None:  # (resolved before the processes start)
-        argv += ["--state-cache-mb", str(args.state_cache_mb)]
+    argv += ["--state-cache-mb", str(args.state_cache_mb)]  # (auto: resolved before)
     argv += ["--log-format", args.log_format] + (["--verbose"] if args.verbose else [])
     return argv
 
@@ -393,13 +403,15 @@ def _add_worker(sub: Any) -> None:
                    help="after a definition change, read history (snapshots, then the topic) "
                         "at most this fast, per partition, to spare the brokers and the "
                         "object store (default: as fast as the worker computes)")
-    p.add_argument("--state-cache-mb", type=float, default=None, metavar="MB",
+    p.add_argument("--state-cache-mb", type=_budget_mb, default=DEFAULT_STATE_CACHE_MB,
+                   metavar="MB|auto",
                    help="window state held in memory by each worker process, shared by its "
                         "partitions; the state of entities not used lately stays in the "
                         "state store (RocksDB) until an event or a window expiry needs it. "
-                        "0: hold every entity. Default: sized from the container's memory "
-                        "limit when there is one (e.g. 497 for 2 GiB and one process), "
-                        f"else {DEFAULT_STATE_CACHE_MB}")
+                        "0: hold every entity. auto: sized from the container's memory "
+                        "limit (497 for 2 GiB and one process; measured on count/sum/mean "
+                        "topologies: see docs/operations.md before using it with sketches, "
+                        f"sets or sessions) (default {DEFAULT_STATE_CACHE_MB})")
     p.set_defaults(run=_worker)
 
 

@@ -12,8 +12,8 @@ DEFAULT_REDIS = "redis://localhost:6379/0"
 RUNTIMES = ("faust", "kafka")
 """The runtimes ``streamfeat worker --runtime`` accepts; the first is the default."""
 DEFAULT_STATE_CACHE_MB = 128
-"""The worker's ``--state-cache-mb`` where its container has no memory limit (else it is
-sized from the limit: :mod:`streamfeat.runtime.sizing`), and ``WorkerConfig``'s: the
+"""The worker's default ``--state-cache-mb`` (``auto`` sizes it from the container's memory
+limit instead: :mod:`streamfeat.runtime.sizing`), and ``WorkerConfig``'s: the
 window state one worker process holds in memory, shared by its partitions
 (:mod:`streamfeat.pipeline.cache`). The budget counts the state's own bytes; what it costs
 in resident memory (array slack, the entity index, Python objects) comes on top: with 128

@@ -1,13 +1,13 @@
-"""The state budget a worker takes when not told (``--state-cache-mb``): from the memory
-limit of its container, as a JVM sizes its heap.
+"""``--state-cache-mb auto``: the state budget sized from the memory limit of the worker's
+container, as a JVM sizes its heap.
 
 A worker holds the window state of recently used entities in memory, within its state
 budget, and the rest in RocksDB (:mod:`streamfeat.pipeline.cache`). The budget decides
 how much of a high-cardinality topic's state is read back from disk: on the million-user
-case (2M events over 1M uniform users), 128 MiB ran at 24-26k events/s and 256 MiB at 34k;
-with 512 MiB every entity stayed held and the worker ran at 48k (benchmarks/RESULTS.md,
-"The state budget from the container's memory limit"). A fixed default either wastes a
-large pod's memory or overruns a small one's; so in a container with a memory limit
+case (2M events over 1M uniform users, the benchmark topology's count, sum and mean),
+128 MiB ran at 24-26k events/s and 256 MiB at 34k; with 512 MiB every entity stayed held
+and the worker ran at 48k (benchmarks/RESULTS.md, "The state budget from the container's
+memory limit"). With ``auto``, in a container with a memory limit
 (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``, the lowest along the process's
 cgroup path) a worker process takes
 
@@ -17,8 +17,17 @@ and at least :data:`LEAST_MB`: 497 MiB for a 2 GiB limit, 128 MiB (the default) 
 Of the peaks that case reached at budgets of 80 to 1024 MiB, all but one lie under
 :data:`RESERVE_MB` + :data:`PEAK_PER_BUDGET_MB` x budget (1,587 MiB at 384, 27 over; the
 other run at 384 peaked at 1,288), and the share leaves a tenth of the limit for that
-spread. Without a limit below the machine's memory, the budget is
-:data:`~streamfeat.config.DEFAULT_STATE_CACHE_MB`. ``--state-cache-mb`` always wins.
+spread. Without a limit below the machine's memory, ``auto`` gives
+:data:`~streamfeat.config.DEFAULT_STATE_CACHE_MB`.
+
+**Not the default**, because that rule holds for the topology it was measured on and not
+for richer ones: a million users on the rich benchmark topology (distinct counts,
+percentiles, top-k, sessions) and on ``topologies/orders.yaml`` were killed for memory in a
+2 GiB cgroup with the 497 MiB ``auto`` gives there. Rich held 100-120k entities at a
+steady 1.3-1.4 GiB, then rose by about 600 MiB within nine seconds, past the limit: the
+transient memory of a batch or a commit over that many rich entities, which the rule does
+not model. Lowering the budget once resident memory passed a target (tried) did not catch
+that rise.
 """
 
 from __future__ import annotations

@@ -164,8 +164,14 @@ def test_state_cache_mb_passes_to_worker_processes_and_a_negative_one_exits_2(
     parent = parser.parse_args(["worker", ORDERS, "--processes", "2", "--state-cache-mb", "64"])
     child = parser.parse_args(["worker", *_worker_argv(parent)])
     assert child.state_cache_mb == 64
-    # not given: sized at start from the container's limit (tests/runtime/test_sizing*.py)
-    assert parser.parse_args(["worker", ORDERS]).state_cache_mb is None
+    from streamfeat.config import DEFAULT_STATE_CACHE_MB
+    assert parser.parse_args(["worker", ORDERS]).state_cache_mb == DEFAULT_STATE_CACHE_MB
+    # auto: sized at start from the container's limit (tests/runtime/test_sizing*.py)
+    assert parser.parse_args(["worker", ORDERS, "--state-cache-mb", "auto"]
+                             ).state_cache_mb == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["worker", ORDERS, "--state-cache-mb", "lots"])
+    assert "a number of MiB or auto, not 'lots'" in capsys.readouterr().err
     assert main(["worker", ORDERS, "--state-cache-mb", "-1"]) == 2
     assert "--state-cache-mb must be 0 (no limit) or above" in capsys.readouterr().err
 

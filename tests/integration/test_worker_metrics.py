@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamfeat.runtime.sizing import choose_state_budget, container_memory_limit
+from streamfeat.config import DEFAULT_STATE_CACHE_MB
 
 from harness import (
     free_port,
@@ -57,9 +57,7 @@ def test_metrics_count_consumed_late_and_malformed(
         assert metrics["streamfeat_redis_write_seconds_count"] > 0
         assert metrics["streamfeat_state_entities"] >= len(_values)
         assert metrics["streamfeat_state_bytes"] > 0
-        # not told --state-cache-mb: what this machine's memory limit gives (none: 128 MiB)
-        budget = choose_state_budget(1, container_memory_limit()).mb
-        assert metrics["streamfeat_state_budget_bytes"] == budget * 2**20
+        assert metrics["streamfeat_state_budget_bytes"] == DEFAULT_STATE_CACHE_MB * 2**20
         assert metrics.get("streamfeat_consumer_lag") == 0  # from the fetched high watermarks
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
         status = json.loads(health.read())

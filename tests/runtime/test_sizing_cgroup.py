@@ -1,5 +1,5 @@
-"""``streamfeat worker`` without ``--state-cache-mb`` sizes its state budget from the memory
-limit of the cgroup it runs in: here a real one, made for the test where this machine lets
+"""``streamfeat worker --state-cache-mb auto`` sizes its state budget from the memory limit
+of the cgroup it runs in: here a real one, made for the test where this machine lets
 a test make one (root, a writable memory hierarchy), and the worker command run inside it
 up to its loop (the loop itself replaced: what it was given is printed)."""
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from streamfeat.config import DEFAULT_STATE_CACHE_MB
 from streamfeat.runtime.sizing import choose_state_budget, container_memory_limit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,21 +93,22 @@ def test_a_worker_in_a_two_gib_cgroup_takes_the_budget_its_limit_gives(
         tmp_path: Path, memory_cgroup: Any) -> None:
     cgroup = memory_cgroup
     cgroup.limit(2048)
-    budget, log = run_worker_command(tmp_path, cgroup=cgroup)
+    budget, log = run_worker_command(tmp_path, "--state-cache-mb", "auto", cgroup=cgroup)
     assert budget == choose_state_budget(1, 2 * GiB).mb == 497
     assert "sized from the container's memory limit of 2048 MiB" in log
     # the processes of --processes share the limit: each is told its budget
-    budget, log = run_worker_command(tmp_path, "--processes", "2", cgroup=cgroup)
+    budget, log = run_worker_command(tmp_path, "--state-cache-mb", "auto", "--processes", "2",
+                                     cgroup=cgroup)
     assert budget == choose_state_budget(2, 2 * GiB).mb == 128
-    # the flag wins, and says nothing
-    budget, log = run_worker_command(tmp_path, "--state-cache-mb", "64", cgroup=cgroup)
-    assert budget == 64 and "state budget" not in log
+    # not asked for: the fixed default, whatever the limit, and nothing said
+    budget, log = run_worker_command(tmp_path, cgroup=cgroup)
+    assert budget == DEFAULT_STATE_CACHE_MB and "state budget" not in log
     budget, _log = run_worker_command(tmp_path, "--state-cache-mb", "0", cgroup=cgroup)
     assert budget is None  # 0: every entity held
 
 
-def test_without_a_flag_the_budget_is_what_this_machines_limit_gives(tmp_path: Path) -> None:
+def test_auto_is_what_this_machines_limit_gives(tmp_path: Path) -> None:
     """Outside a test cgroup: this machine's own limit (none on a plain VM: the default)."""
-    budget, log = run_worker_command(tmp_path)
+    budget, log = run_worker_command(tmp_path, "--state-cache-mb", "auto")
     assert budget == choose_state_budget(1, container_memory_limit()).mb
     assert "state budget" in log
