@@ -164,7 +164,8 @@ class Metrics:
         self.state_budget = Gauge(
             "streamfeat_state_budget_bytes",
             "Window state this worker process may hold in memory, shared by its partitions "
-            "(--state-cache-mb, else sized from the container's memory limit); 0: no bound",
+            "(--state-cache-mb; with auto, what the container's memory limit gave); 0: no "
+            "bound",
             registry=r)
         self.state_evictions = Counter(
             "streamfeat_state_evictions",

@@ -71,11 +71,10 @@ class StateBudgetChoice:
 
     def describe(self) -> str:
         if self.limit_mb is None:
-            return (f"state budget {self.mb:g} MiB per worker process (the default: no "
-                    "container memory limit found; --state-cache-mb sets it)")
+            return (f"state budget {self.mb:g} MiB per worker process (--state-cache-mb "
+                    "auto found no container memory limit: the default)")
         return (f"state budget {self.mb:g} MiB per worker process, sized from the "
-                f"container's memory limit of {self.limit_mb:g} MiB (--state-cache-mb "
-                "sets it)")
+                f"container's memory limit of {self.limit_mb:g} MiB (--state-cache-mb auto)")
 
 
 def choose_state_budget(processes: int = 1, limit_bytes: int | None = None
