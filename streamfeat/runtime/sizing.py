@@ -24,7 +24,7 @@ spread. Without a limit below the machine's memory, ``auto`` gives
 for richer ones: a million users on the rich benchmark topology (distinct counts,
 percentiles, top-k, sessions) and on ``topologies/orders.yaml`` were killed for memory in a
 2 GiB cgroup with the 497 MiB ``auto`` gives there. Rich held 100-120k entities at a
-steady 1.3-1.4 GiB, then rose by about 600 MiB within nine seconds, past the limit: the
+steady 1.3-1.4 GiB, then rose by over 500 MiB within nine seconds, past the limit: the
 transient memory of a batch or a commit over that many rich entities, which the rule does
 not model. Lowering the budget once resident memory passed a target (tried) did not catch
 that rise.
