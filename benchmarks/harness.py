@@ -382,7 +382,7 @@ def run_streamfeat(args: argparse.Namespace, topic: str, name: str, work: Path,
     text = log.read_text(errors="replace")
     budget = re.search(r"state budget ([\d.]+) MiB per worker process, sized from the "
                        r"container's memory limit of ([\d.]+) MiB", text)
-    if budget is not None:  # not told --state-cache-mb, in a container with a limit
+    if budget is not None:  # --state-cache-mb auto, in a container with a limit
         note += f"; state budget {budget[1]} MiB from a {budget[2]} MiB memory limit"
     written = re.search(r"([\d,]+) entity writes applied to Redis", text)
     if written is not None:  # the worker's summary: hashes written (events and expiries)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamfeat.runtime.sizing import memory_cgroups
+
 __all__ = ["MemoryCgroup"]
 
 _MIB = 2**20
@@ -32,15 +34,9 @@ class MemoryCgroup:
         where none can be made here."""
         if os.geteuid() != 0:
             return None
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _id, controllers, path = line.split(":", 2)
-            if "memory" in controllers.split(","):
-                parent, v2 = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), False
-            elif controllers == "":
-                parent, v2 = Path("/sys/fs/cgroup") / path.lstrip("/"), True
-            else:
-                continue
-            made = cls(parent / f"streamfeat-{uuid.uuid4().hex[:8]}", v2)
+        for mount, path, limit_file in memory_cgroups():  # as the worker finds its limit
+            parent = mount / path.lstrip("/")
+            made = cls(parent / f"streamfeat-{uuid.uuid4().hex[:8]}", limit_file == "memory.max")
             try:
                 made.path.mkdir()
             except OSError:

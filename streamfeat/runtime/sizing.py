@@ -39,7 +39,7 @@ from pathlib import Path
 from streamfeat.config import DEFAULT_STATE_CACHE_MB
 
 __all__ = ["LEAST_MB", "LIMIT_SHARE", "PEAK_PER_BUDGET_MB", "RESERVE_MB", "StateBudgetChoice",
-           "choose_state_budget", "container_memory_limit"]
+           "choose_state_budget", "container_memory_limit", "memory_cgroups"]
 
 LIMIT_SHARE = 0.9
 """The share of the limit a worker process's peak may reach (the rest: spread between runs,
@@ -95,23 +95,33 @@ def container_memory_limit(root: Path = _CGROUP_ROOT, cgroup_file: Path = _PROC_
     (cgroup v2) or ``memory.limit_in_bytes`` (v1) from its cgroup up to the root of the
     hierarchy as mounted at ``root``; ``None`` when there is none below the machine's
     memory (``machine_bytes``, default: this machine's), or none can be read."""
+    found = [limit for mount, path, name in memory_cgroups(root, cgroup_file)
+             for limit in _limits_along(mount, path, name)]
+    machine = machine_bytes if machine_bytes is not None else _machine_bytes()
+    below = [n for n in found if n < machine]
+    return min(below) if below else None
+
+
+def memory_cgroups(root: Path = _CGROUP_ROOT, cgroup_file: Path = _PROC_CGROUP
+                   ) -> list[tuple[Path, str, str]]:
+    """This process's cgroups that hold a memory limit, from ``cgroup_file``: (the
+    hierarchy's mount under ``root``, the cgroup's path in it, the limit file's name) for
+    cgroup v2's unified hierarchy and v1's memory controller; none if it cannot be read."""
     try:
         lines = cgroup_file.read_text().splitlines()
     except OSError:
-        return None
-    found: list[int] = []
+        return []
+    out: list[tuple[Path, str, str]] = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         _id, controllers, path = parts
         if controllers == "":  # v2: one unified hierarchy
-            found += _limits_along(root, path, "memory.max")
+            out.append((root, path, "memory.max"))
         elif "memory" in controllers.split(","):  # v1: the memory controller's own
-            found += _limits_along(root / "memory", path, "memory.limit_in_bytes")
-    machine = machine_bytes if machine_bytes is not None else _machine_bytes()
-    below = [n for n in found if n < machine]
-    return min(below) if below else None
+            out.append((root / "memory", path, "memory.limit_in_bytes"))
+    return out
 
 
 def _limits_along(mount: Path, path: str, name: str) -> list[int]:
